@@ -1,0 +1,62 @@
+"""The HTTP API: FunctionGraph's REST surface over the openfgs services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from openfgs.api import functions, health, iam, invocations
+from openfgs.api.errors import install_error_handlers
+from openfgs.services import Services
+
+
+def create_app(
+    services: Services, after_start: Callable[[Services], Awaitable[None]] | None = None
+) -> FastAPI:
+    """An ASGI app serving ``services``; it starts and stops them with its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        if after_start is not None:
+            await after_start(services)
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(
+        title="openfgs",
+        version="0.1.0",
+        description="A self-hosted service speaking the Huawei Cloud FunctionGraph REST API.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(iam.router)
+    app.include_router(invocations.router)
+    app.include_router(functions.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less the 422 responses: validation errors answer 400 here."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, routes=app.routes, description=app.description
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,53 @@
+"""Dependencies shared by the routers: the services and the authenticated project."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from openfgs.errors import Forbidden
+from openfgs.models import Function
+from openfgs.services import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def authenticated_project(
+    request: Request,
+    services: ServicesDep,
+    project_id: Annotated[str, Path(max_length=64)],
+) -> str:
+    """Verify the caller's AK/SK signature or token; it must belong to the path's project."""
+    scope = request.scope
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    body = await request.body()
+    caller = await services.auth.authenticate(
+        request.method,
+        raw_path.decode("latin-1"),
+        scope.get("query_string", b"").decode("latin-1"),
+        headers,
+        body,
+    )
+    if caller != project_id:
+        raise Forbidden(f"the credential has no access to project {project_id}")
+    return project_id
+
+
+ProjectDep = Annotated[str, Depends(authenticated_project)]
+
+
+async def path_function(
+    services: ServicesDep, project_id: ProjectDep, function_urn: str
+) -> Function:
+    return await services.registry.resolve(project_id, function_urn)
+
+
+FunctionDep = Annotated[Function, Depends(path_function)]

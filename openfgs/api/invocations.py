@@ -1,0 +1,170 @@
+"""Invoking functions and querying async invocation records."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep
+from openfgs.api.errors import ERROR_RESPONSES
+from openfgs.errors import BadRequest, PayloadTooLarge, TooManyRequests
+from openfgs.invocations import parse_active_query, parse_list_query
+from openfgs.models import Function, InvocationPage, format_time
+from openfgs.schemas import AsyncInvocationListOut, AsyncInvokeOut, SyncInvokeOut
+
+router = APIRouter(
+    prefix="/v2/{project_id}/fgs/functions/{function_urn}", responses=ERROR_RESPONSES
+)
+EVENT_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {"schema": {"type": "object", "additionalProperties": True}}
+        },
+    }
+}
+LOG_TAIL_BYTES = 4096
+HEADER_LOG_BYTES = 2000
+
+
+def read_event(body: bytes, limit: int) -> bytes:
+    """The whole JSON body is the event; an empty body is the empty object."""
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit // 1024} KB")
+    if not body.strip():
+        return b"{}"
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Invalid request body: it must be JSON") from None
+    return body
+
+
+def check_enabled(function: Function) -> None:
+    if function.concurrency == 0:
+        raise TooManyRequests("Function Disabled")
+
+
+@router.post(
+    "/invocations-async",
+    status_code=202,
+    response_model=AsyncInvokeOut,
+    openapi_extra=EVENT_BODY,
+    summary="AsyncInvokeFunction",
+)
+async def async_invoke(request: Request, function: FunctionDep, services: ServicesDep) -> Response:
+    event = read_event(await request.body(), services.settings.max_async_body_bytes)
+    check_enabled(function)
+    request_id = await services.invocations.submit(function, event)
+    return Response(orjson.dumps({"request_id": request_id}), 202, media_type="application/json")
+
+
+@router.post(
+    "/invocations", response_model=SyncInvokeOut, openapi_extra=EVENT_BODY, summary="InvokeFunction"
+)
+async def invoke(
+    request: Request,
+    project_id: ProjectDep,
+    function_urn: str,
+    services: ServicesDep,
+    x_cff_log_type: Annotated[str | None, Header()] = None,
+) -> Response:
+    function = await services.registry.resolve(project_id, function_urn, missing_code="FSS.1051")
+    event = read_event(await request.body(), services.settings.max_sync_body_bytes)
+    check_enabled(function)
+    request_id, outcome = await services.invoke_sync(function, event)
+    tail = x_cff_log_type == "tail"
+    log = outcome.log.encode()[-LOG_TAIL_BYTES:].decode(errors="ignore") if tail else ""
+    result = (
+        outcome.result
+        if outcome.ok
+        else orjson.dumps(
+            {"errorCode": outcome.error_code, "errorMessage": outcome.error_message}
+        ).decode()
+    )
+    headers = {
+        "X-Cff-Request-Id": request_id,
+        "X-Func-Err-Code": str(outcome.error_code),
+        "X-Is-Func-Err": "false" if outcome.ok else "true",
+        "X-Cff-Response-Version": "v1",
+        "X-Cff-Billing-Duration": str(int(outcome.duration_ms) + 1),
+        "X-Cff-Invoke-Summary": orjson.dumps(
+            {
+                "duration": round(outcome.duration_ms, 3),
+                "billingDuration": int(outcome.duration_ms) + 1,
+                "memorySize": function.memory_size,
+                "memoryUsed": round(outcome.memory_used_mb, 2),
+            }
+        ).decode(),
+    }
+    if tail:
+        headers["X-Cff-Function-Log"] = base64.b64encode(
+            outcome.log.encode()[-HEADER_LOG_BYTES:]
+        ).decode()
+    body = {
+        "request_id": request_id,
+        "result": result,
+        "log": log,
+        "status": 200 if outcome.ok else 500,
+    }
+    return Response(orjson.dumps(body), 200, media_type="application/json", headers=headers)
+
+
+def render_page(page: InvocationPage) -> dict[str, Any]:
+    return {
+        "invocations": [
+            {
+                "request_id": record.request_id,
+                "status": record.status.value,
+                "error_code": int(record.error_code),
+                "error_message": record.error_message,
+                "start_time": format_time(record.start_time),
+                "end_time": format_time(record.end_time),
+            }
+            for record in page.invocations
+        ],
+        "count": page.count,
+        "next_marker": page.next_marker,
+    }
+
+
+@router.get(
+    "/async-invocations", response_model=AsyncInvocationListOut, summary="ListAsyncInvocations"
+)
+async def list_async_invocations(
+    request: Request,
+    function: FunctionDep,
+    services: ServicesDep,
+    request_id: Annotated[str | None, Query()] = None,
+    marker: Annotated[str | None, Query()] = None,
+    limit: Annotated[str | None, Query()] = None,
+    status: Annotated[str | None, Query()] = None,
+    query_begin_time: Annotated[str | None, Query()] = None,
+    query_end_time: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    query = parse_list_query(function, request.query_params)
+    return render_page(await services.invocations.list_records(query))
+
+
+@router.get(
+    "/active-async-invocations",
+    response_model=AsyncInvocationListOut,
+    summary="ListActiveAsyncInvocations",
+)
+async def list_active_async_invocations(
+    request: Request,
+    function: FunctionDep,
+    services: ServicesDep,
+    requests: Annotated[str | None, Query()] = None,
+    marker: Annotated[str | None, Query()] = None,
+    limit: Annotated[str | None, Query()] = None,
+    status: Annotated[str | None, Query()] = None,
+    query_begin_time: Annotated[str | None, Query()] = None,
+    query_end_time: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    query = parse_active_query(function, request.query_params)
+    return render_page(await services.invocations.list_records(query))

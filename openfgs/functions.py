@@ -1,0 +1,319 @@
+"""The function registry: create, read, update and delete functions and their code packages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import re
+import time
+import uuid
+import zipfile
+from dataclasses import replace
+
+from openfgs.errors import BadRequest, Conflict, ConflictError, NotFound, PayloadTooLarge
+from openfgs.models import (
+    LATEST,
+    Function,
+    Urn,
+    now_ms,
+    valid_function_name,
+    valid_package_name,
+)
+from openfgs.runtime.types import FunctionSpec
+from openfgs.schemas import (
+    MEMORY_SIZES,
+    CreateFunctionBody,
+    FuncCode,
+    StrategyConfig,
+    UpdateFunctionCodeBody,
+    UpdateFunctionConfigBody,
+)
+from openfgs.store.base import Store
+
+INLINE_LIMIT = 10 * 1024
+ZIP_LIMIT = 50 * 1024 * 1024
+USER_DATA_LIMIT = 4096
+USER_DATA_KEYS = 20
+DEFAULT_CONCURRENCY = 400
+_RUNTIME = re.compile(r"Python3\.\d{1,2}")
+_HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+DEFAULT_CODE = b"""# -*- coding:utf-8 -*-
+import json
+
+
+def handler(event, context):
+    return {
+        "statusCode": 200,
+        "isBase64Encoded": False,
+        "body": json.dumps(event),
+        "headers": {"Content-Type": "application/json"},
+    }
+"""
+
+
+def _bad(code: str, message: str) -> BadRequest:
+    return BadRequest(message, error_code=code)
+
+
+def check_runtime(runtime: str) -> None:
+    if not _RUNTIME.fullmatch(runtime):
+        raise _bad("FSS.1005", f"Invalid runtime: {runtime!r}; openfgs runs Python3.x functions")
+
+
+def check_handler(handler: str, code: str = "FSS.1003", field: str = "handler") -> None:
+    if not _HANDLER.fullmatch(handler) or len(handler) > 128:
+        raise _bad(code, f"Invalid {field}: {handler!r}; expected 'module.function'")
+
+
+def check_memory(memory_size: int) -> None:
+    if memory_size not in MEMORY_SIZES:
+        raise _bad("FSS.1007", f"Invalid function memory: {memory_size}")
+
+
+def parse_user_data(text: str | None) -> dict[str, str]:
+    """``user_data`` is a JSON-encoded object of string values (environment variables)."""
+    if not text:
+        return {}
+    if len(text) > USER_DATA_LIMIT:
+        raise _bad("FSS.1018", f"Invalid function UserData: larger than {USER_DATA_LIMIT} bytes")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _bad("FSS.1009", "Invalid function UserData: not a JSON object") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise _bad("FSS.1009", "Invalid function UserData: expected a JSON object of strings")
+    if len(data) > USER_DATA_KEYS:
+        raise _bad("FSS.1017", f"Invalid function UserData: more than {USER_DATA_KEYS} items")
+    return data
+
+
+def check_initializer(handler: str | None, timeout: int | None) -> None:
+    if handler:
+        check_handler(handler, "FSS.1404", "initializer_handler")
+    if timeout is not None and not 1 <= timeout <= 300:
+        raise _bad("FSS.1405", f"Invalid initializer_timeout: {timeout}; expected 1 to 300")
+
+
+def decode_code(code_type: str | None, func_code: FuncCode | None) -> tuple[str, bytes]:
+    """Return the stored code type and package bytes; an empty inline file means default code."""
+    kind = code_type or "inline"
+    if kind not in ("inline", "zip"):
+        raise _bad("FSS.1006", f"Invalid function code entry mode: {kind!r}; use inline or zip")
+    text = (func_code.file if func_code else None) or ""
+    if not text:
+        if kind == "zip":
+            raise _bad("FSS.1012", "The function code must be configured: func_code.file")
+        return kind, DEFAULT_CODE
+    limit = INLINE_LIMIT if kind == "inline" else ZIP_LIMIT
+    if len(text) > limit * 4 // 3 + 4:
+        raise _too_large(kind, limit)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("FSS.1011", "Invalid function code: func_code.file is not base64") from None
+    if len(data) > limit:
+        raise _too_large(kind, limit)
+    if kind == "zip":
+        _check_zip(data)
+    return kind, data
+
+
+def _too_large(kind: str, limit: int) -> PayloadTooLarge:
+    code = "FSS.1072" if kind == "inline" else "FSS.1071"
+    return PayloadTooLarge(f"The {kind} code is larger than {limit // 1024} KB", error_code=code)
+
+
+def _check_zip(data: bytes) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        raise _bad(
+            "FSS.1011", "Invalid function code: func_code.file is not a zip archive"
+        ) from None
+    for name in names:
+        if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
+            raise _bad("FSS.1011", f"Invalid function code: unsafe path in zip: {name!r}")
+
+
+def _concurrency(config: StrategyConfig | None, current: Function | None) -> tuple[int, int]:
+    concurrency = current.concurrency if current else DEFAULT_CONCURRENCY
+    concurrent_num = current.concurrent_num if current else 1
+    if config is not None:
+        if config.concurrency is not None:
+            if config.concurrency < -1:
+                raise _bad("FSS.1026", "Invalid Concurrency")
+            concurrency = DEFAULT_CONCURRENCY if config.concurrency == -1 else config.concurrency
+        if config.concurrent_num is not None:
+            concurrent_num = config.concurrent_num
+    return concurrency, concurrent_num
+
+
+class FunctionRegistry:
+    """Functions of every project, with a small per-process cache for the invoke path."""
+
+    def __init__(self, store: Store, region: str, cache_seconds: float = 2.0) -> None:
+        self._store = store
+        self.region = region
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str, str], tuple[float, Function | None]] = {}
+        self._by_id: dict[int, tuple[float, Function | None]] = {}
+
+    def _forget(self, function: Function) -> None:
+        self._cache.pop((function.project_id, function.package, function.name), None)
+        self._by_id.pop(function.id, None)
+
+    async def create(self, project_id: str, body: CreateFunctionBody) -> Function:
+        if not valid_function_name(body.func_name):
+            raise _bad("FSS.1002", f"Invalid function name: {body.func_name!r}")
+        if not valid_package_name(body.package):
+            raise _bad("FSS.1004", f"Invalid package: {body.package!r}")
+        self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
+        check_initializer(body.initializer_handler, body.initializer_timeout)
+        code_type, code = decode_code(body.code_type, body.func_code)
+        concurrency, concurrent_num = _concurrency(body.strategy_config, None)
+        now = now_ms()
+        function = Function(
+            id=0,
+            project_id=project_id,
+            package=body.package,
+            name=body.func_name,
+            func_id=str(uuid.uuid4()),
+            runtime=body.runtime,
+            handler=body.handler,
+            memory_size=body.memory_size,
+            timeout=body.timeout,
+            code_type=code_type,
+            code_digest=hashlib.sha512(code).hexdigest(),
+            code_size=len(code),
+            code_filename=body.code_filename if code_type == "zip" else None,
+            user_data=body.user_data or "",
+            description=body.description or "",
+            initializer_handler=body.initializer_handler or None,
+            initializer_timeout=body.initializer_timeout,
+            concurrency=concurrency,
+            concurrent_num=concurrent_num,
+            created_at=now,
+            last_modified=now,
+        )
+        try:
+            created = await self._store.insert_function(function, code)
+        except ConflictError:
+            raise Conflict(
+                f"The function already exists: {body.func_name}", error_code="FSS.1061"
+            ) from None
+        self._forget(created)
+        return created
+
+    @staticmethod
+    def _check_config(runtime: str, handler: str, memory: int, user_data: str | None) -> None:
+        check_runtime(runtime)
+        check_handler(handler)
+        check_memory(memory)
+        parse_user_data(user_data)
+
+    async def resolve(
+        self, project_id: str, urn_text: str, *, missing_code: str = "FSS.0404"
+    ) -> Function:
+        """The function a path URN names (unqualified or ``:latest``), or NotFound."""
+        urn = Urn.parse(urn_text)
+        if urn.project_id != project_id:
+            raise NotFound(f"can not find function: {urn_text}", error_code=missing_code)
+        if urn.qualifier not in (None, LATEST):
+            raise NotFound(f"The version does not exist: {urn.qualifier}", error_code="FSS.1052")
+        key = (project_id, urn.package, urn.name)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            function = cached[1]
+        else:
+            function = await self._store.get_function(*key)
+            self._cache[key] = (time.monotonic() + self._cache_seconds, function)
+        if function is None:
+            raise NotFound(f"can not find function: {urn_text}", error_code=missing_code)
+        return function
+
+    async def get_by_id(self, function_id: int) -> Function | None:
+        cached = self._by_id.get(function_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        function = await self._store.get_function_by_id(function_id)
+        self._by_id[function_id] = (time.monotonic() + self._cache_seconds, function)
+        return function
+
+    async def list(
+        self, project_id: str, package: str | None, name: str | None, marker: int, limit: int
+    ) -> tuple[list[Function], int]:
+        return await self._store.list_functions(project_id, package, name, marker, limit)
+
+    async def update_config(self, function: Function, body: UpdateFunctionConfigBody) -> Function:
+        if body.func_name != function.name:
+            raise _bad(
+                "FSS.1002", f"Invalid function name: {body.func_name!r} is not this function"
+            )
+        self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
+        check_initializer(body.initializer_handler, body.initializer_timeout)
+        concurrency, concurrent_num = _concurrency(body.strategy_config, function)
+        updated = replace(
+            function,
+            runtime=body.runtime,
+            handler=body.handler,
+            memory_size=body.memory_size,
+            timeout=body.timeout,
+            user_data=body.user_data if body.user_data is not None else function.user_data,
+            description=body.description if body.description is not None else function.description,
+            initializer_handler=body.initializer_handler or None,
+            initializer_timeout=body.initializer_timeout,
+            concurrency=concurrency,
+            concurrent_num=concurrent_num,
+            last_modified=now_ms(),
+        )
+        await self._store.update_function(updated, None)
+        self._forget(function)
+        return updated
+
+    async def update_code(self, function: Function, body: UpdateFunctionCodeBody) -> Function:
+        code_type, code = decode_code(body.code_type, body.func_code)
+        updated = replace(
+            function,
+            code_type=code_type,
+            code_digest=hashlib.sha512(code).hexdigest(),
+            code_size=len(code),
+            code_filename=body.code_filename if code_type == "zip" else None,
+            last_modified=now_ms(),
+        )
+        await self._store.update_function(updated, code)
+        self._forget(function)
+        return updated
+
+    async def delete(self, function: Function) -> None:
+        await self._store.delete_function(function)
+        self._forget(function)
+
+    async def code(self, digest: str) -> bytes:
+        data = await self._store.get_code(digest)
+        if data is None:
+            raise NotFound(f"code package {digest[:16]}… not found")
+        return data
+
+    def spec(self, function: Function, version: str = LATEST) -> FunctionSpec:
+        """What the runtime needs to run ``function``."""
+        return FunctionSpec(
+            urn=function.urn(self.region).qualified(version),
+            project_id=function.project_id,
+            package=function.package,
+            name=function.name,
+            version=version,
+            runtime=function.runtime,
+            handler=function.handler,
+            code_type=function.code_type,
+            code_digest=function.code_digest,
+            memory_size=function.memory_size,
+            timeout=function.timeout,
+            user_data=parse_user_data(function.user_data),
+            initializer_handler=function.initializer_handler,
+            initializer_timeout=function.initializer_timeout,
+            max_instances=max(function.concurrency, 1),
+        )

@@ -1,0 +1,230 @@
+"""Plain data of the domain: functions, invocations, statuses, URNs and times.
+
+Times inside openfgs are integer milliseconds since the Unix epoch (UTC); they become
+FunctionGraph's ``YYYY-MM-DDTHH:mm:ss`` strings only at the HTTP edge.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from openfgs.errors import BadRequest
+
+LATEST = "latest"
+
+
+class Status(enum.StrEnum):
+    """The five statuses of an async invocation record."""
+
+    WAIT = "WAIT"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAIL = "FAIL"
+    DISCARD = "DISCARD"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.SUCCESS, Status.FAIL, Status.DISCARD)
+
+
+class ErrorCode(enum.IntEnum):
+    """Integer ``error_code`` values of async records (FunctionGraph documents only 4208)."""
+
+    OK = 0
+    FUNCTION_ERROR = 4200
+    TIMEOUT = 4201
+    INSTANCE_CRASHED = 4202
+    OUT_OF_MEMORY = 4203
+    RESULT_TOO_LARGE = 4204
+    INITIALIZER_FAILED = 4205
+    CANCELED = 4208
+    INTERRUPTED = 4210
+    EXPIRED = 4211
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def format_time(ms: int | None) -> str:
+    """FunctionGraph's response time format: ``YYYY-MM-DDTHH:mm:ss`` in UTC, no zone."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def format_modified(ms: int) -> str:
+    """``last_modified`` as FunctionGraph shows it on function models (``YYYY-MM-DD HH:mm:ss``)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_time(text: str) -> int:
+    """Parse a query time into epoch milliseconds.
+
+    Accepts ``YYYY-MM-DDTHH:mm:ss`` (UTC, as documented), optionally with fractional seconds and
+    a ``Z`` or numeric offset suffix, which the SDK sends for aware or sub-second datetimes.
+    Raises ValueError when the text is none of these.
+    """
+    value = text.strip()
+    if not re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?", value
+    ):
+        raise ValueError(f"not a time: {text!r}")
+    value = value.replace("Z", "+00:00")
+    frac = re.search(r"\.(\d+)", value)
+    if frac and len(frac.group(1)) > 6:
+        value = value.replace(frac.group(0), "." + frac.group(1)[:6])
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,58}[A-Za-z0-9]|[A-Za-z]")
+_PACKAGE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_QUALIFIER = re.compile(r"!?[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Urn:
+    """A function URN: ``urn:fss:{region}:{project_id}:function:{package}:{name}[:{qualifier}]``."""
+
+    region: str
+    project_id: str
+    package: str
+    name: str
+    qualifier: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Urn:
+        parts = text.split(":")
+        if len(parts) not in (7, 8) or parts[:2] != ["urn", "fss"] or parts[4] != "function":
+            raise BadRequest(f"Invalid function URN: {text!r}", error_code="FSS.1309")
+        _, _, region, project_id, _, package, name, *rest = parts
+        qualifier = rest[0] if rest else None
+        if not (region and project_id and _PACKAGE.fullmatch(package) and _NAME.fullmatch(name)):
+            raise BadRequest(f"Invalid function URN: {text!r}", error_code="FSS.1309")
+        if qualifier is not None and not _QUALIFIER.fullmatch(qualifier):
+            raise BadRequest(f"Invalid function URN: {text!r}", error_code="FSS.1309")
+        return cls(region, project_id, package, name, qualifier)
+
+    @property
+    def unqualified(self) -> str:
+        return f"urn:fss:{self.region}:{self.project_id}:function:{self.package}:{self.name}"
+
+    def qualified(self, qualifier: str = LATEST) -> str:
+        return f"{self.unqualified}:{qualifier}"
+
+    def __str__(self) -> str:
+        return self.unqualified if self.qualifier is None else self.qualified(self.qualifier)
+
+
+def valid_function_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
+
+
+def valid_package_name(name: str) -> bool:
+    return bool(_PACKAGE.fullmatch(name))
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An access key pair bound to one project."""
+
+    project_id: str
+    access_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class Function:
+    """A deployed function (its ``latest`` version) and the digest of its code package."""
+
+    id: int
+    project_id: str
+    package: str
+    name: str
+    func_id: str
+    runtime: str
+    handler: str
+    memory_size: int
+    timeout: int
+    code_type: str
+    code_digest: str
+    code_size: int
+    code_filename: str | None = None
+    user_data: str = ""
+    description: str = ""
+    initializer_handler: str | None = None
+    initializer_timeout: int | None = None
+    concurrency: int = 400
+    concurrent_num: int = 1
+    created_at: int = 0
+    last_modified: int = 0
+
+    def urn(self, region: str) -> Urn:
+        return Urn(region, self.project_id, self.package, self.name)
+
+
+@dataclass(frozen=True)
+class NewInvocation:
+    """An accepted async request, as the store inserts it."""
+
+    request_id: str
+    function_id: int
+    version: str
+    payload: bytes
+    start_time: int
+    available_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One async invocation record."""
+
+    request_id: str
+    function_id: int
+    status: Status
+    start_time: int
+    end_time: int | None = None
+    error_code: int = 0
+    error_message: str = ""
+    attempt: int = 0
+    version: str = LATEST
+
+
+@dataclass(frozen=True)
+class ClaimedInvocation:
+    """A record a worker has claimed to run: the record plus its payload."""
+
+    request_id: str
+    function_id: int
+    version: str
+    payload: bytes
+    attempt: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class InvocationQuery:
+    """Filters and paging of the list endpoint, validated."""
+
+    function_id: int
+    begin: int
+    end: int
+    request_ids: tuple[str, ...] = ()
+    statuses: tuple[Status, ...] = ()
+    marker: int = 0
+    limit: int = 100
+
+
+@dataclass
+class InvocationPage:
+    invocations: list[Invocation] = field(default_factory=list)
+    count: int = 0
+    next_marker: int = 0

@@ -1,0 +1,375 @@
+"""One function instance: a child process running the bootstrap, seen from the service.
+
+The instance runs ``sys.executable -I bootstrap.py`` in its own session (so one ``killpg`` also
+ends anything user code started), with the code directory as cwd, a private HOME/TMPDIR and an
+environment built from scratch: nothing of the service's own environment reaches user code.
+
+Memory: the child caps its address space (RLIMIT_AS) at ``memory_size`` + 512 MB. Address space
+is not resident memory: the interpreter, shared libraries and thread stacks reserve far more
+than they touch (a bare interpreter maps ~15 MB, each thread 8 MB of stack), so the 512 MB
+headroom keeps ordinary code working while an allocation well past ``memory_size`` still raises
+MemoryError. ``MALLOC_ARENA_MAX=2`` stops glibc from reserving 64 MB per thread, which would
+otherwise eat the headroom in threaded code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from openfgs.models import ErrorCode
+from openfgs.runtime import bootstrap
+from openfgs.runtime.output import Output, OutputCollector
+from openfgs.runtime.types import FunctionSpec, RunResult
+
+ADDRESS_SPACE_HEADROOM_MB = 512
+# Importing the module may take longer than a short-timeout function is allowed to run.
+MIN_LOAD_SECONDS = 30.0
+# How long output may trail the frame it belongs to, and how long a dying process may take to
+# be reported after its pipes closed.
+OUTPUT_GRACE_SECONDS = 2.0
+EXIT_GRACE_SECONDS = 2.0
+MAX_HEADER_BYTES = 1 << 20
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+BOOTSTRAP = Path(bootstrap.__file__)
+
+_STATUS_CODES = {
+    bootstrap.OK: ErrorCode.OK,
+    bootstrap.FUNCTION_ERROR: ErrorCode.FUNCTION_ERROR,
+    bootstrap.INITIALIZER_FAILED: ErrorCode.INITIALIZER_FAILED,
+    bootstrap.OUT_OF_MEMORY: ErrorCode.OUT_OF_MEMORY,
+    bootstrap.RESULT_TOO_LARGE: ErrorCode.RESULT_TOO_LARGE,
+}
+# After these the instance is in a known state and may serve again.
+_REUSABLE = frozenset({bootstrap.OK, bootstrap.FUNCTION_ERROR, bootstrap.RESULT_TOO_LARGE})
+
+
+class ProtocolError(Exception):
+    """The instance sent something that is not a frame of ours."""
+
+
+# What a broken instance looks like from the service: pipe errors, EOF, garbage.
+_BROKEN = (OSError, EOFError, ValueError, ProtocolError)
+
+
+def cpu_millicores(memory_size: int) -> int:
+    """FunctionGraph's CPU share for a memory size: 100 per 128 MB plus a 200 base."""
+    return memory_size * 100 // 128 + 200
+
+
+def environment(spec: FunctionSpec, code_dir: Path, home: Path) -> dict[str, str]:
+    """The instance's whole environment: FunctionGraph's RUNTIME_* variables and user_data."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{SAFE_PATH}",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "MALLOC_ARENA_MAX": "2",
+        "RUNTIME_PROJECT_ID": spec.project_id,
+        "RUNTIME_FUNC_NAME": spec.name,
+        "RUNTIME_FUNC_VERSION": spec.version,
+        "RUNTIME_PACKAGE": spec.package,
+        "RUNTIME_HANDLER": spec.handler,
+        "RUNTIME_TIMEOUT": str(spec.timeout),
+        "RUNTIME_USERDATA": json.dumps(spec.user_data),
+        "RUNTIME_CPU": str(cpu_millicores(spec.memory_size)),
+        "RUNTIME_MEMORY": str(spec.memory_size),
+        "RUNTIME_CODE_ROOT": str(code_dir),
+    }
+    for key, value in spec.user_data.items():
+        # exec refuses these outright; skipping one variable beats failing every start.
+        if key and "=" not in key and "\0" not in key and "\0" not in value:
+            env[key] = value
+    return env
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Why an instance went away, for ``error_message``."""
+    if returncode is None:
+        return "function instance stopped answering (its reply pipe closed)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"function instance was killed by signal {-returncode} ({name})"
+    return f"function instance exited with code {returncode}"
+
+
+class Instance:
+    """A started child process serving one function version, one invocation at a time."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        process: asyncio.subprocess.Process,
+        channel: _Channel,
+        output: OutputCollector,
+        home: Path,
+        max_log_bytes: int,
+    ) -> None:
+        self.spec = spec
+        self.last_used = time.monotonic()
+        self.reusable = True
+        self._process = process
+        self._channel = channel
+        self._output = output
+        self._home = home
+        self._max_log_bytes = max_log_bytes
+        self._pending = Output()  # output not yet reported: startup, or between invocations
+        self._final = Output()  # output collected while stopping
+        self._fate: tuple[ErrorCode, str] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The child's process id (also its process group and session id)."""
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the instance can still take an invocation."""
+        return self._stopping is None and self._process.returncode is None
+
+    @classmethod
+    async def start(
+        cls, spec: FunctionSpec, code_dir: Path, home_root: Path, max_log_bytes: int
+    ) -> Instance:
+        """Start the child and send its configuration; call ``boot()`` next."""
+        home = _make_home(home_root)
+        marker = f"\0\x1bopenfgs:{secrets.token_hex(16)}\0".encode()
+        process, channel, output = await _spawn(spec, code_dir, home, marker, max_log_bytes)
+        instance = cls(spec, process, channel, output, home, max_log_bytes)
+        config = _config(spec, marker)
+        try:
+            await channel.send(config, b"")
+        except _BROKEN:
+            pass  # it died at once; boot() reports how
+        return instance
+
+    async def boot(self) -> RunResult | None:
+        """Wait for the module to load and the initializer to finish; a FAIL result if not."""
+        spec = self.spec
+        load_seconds = max(float(spec.timeout), MIN_LOAD_SECONDS)
+        stages = [(load_seconds, ErrorCode.FUNCTION_ERROR, "function module did not load")]
+        if spec.initializer_handler:
+            init_seconds = float(spec.initializer_timeout or spec.timeout)
+            stages.append((init_seconds, ErrorCode.INITIALIZER_FAILED, "initializer timed out"))
+        for seconds, code, late in stages:
+            try:
+                async with asyncio.timeout(seconds):
+                    header, _ = await self._channel.receive(0)
+            except TimeoutError:
+                return await self._fail(code, f"{late} after {seconds:g}s")
+            except _BROKEN:
+                return await self._fail(*await self._crash())
+            await self._collect_output()
+            status = str(header.get("status"))
+            if status != bootstrap.OK:
+                reported = _STATUS_CODES.get(status, ErrorCode.FUNCTION_ERROR)
+                return await self._fail(reported, str(header.get("message", "")))
+        return None
+
+    async def run(self, event: bytes, request_id: str, max_result_bytes: int) -> RunResult:
+        """Run one invocation within the function's timeout."""
+        header = {"request_id": request_id, "max_result_bytes": max_result_bytes}
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.spec.timeout):
+                await self._channel.send(header, event)
+                reply, body = await self._channel.receive(max_result_bytes)
+        except TimeoutError:
+            elapsed = (time.monotonic() - started) * 1000
+            message = f"function timed out after {self.spec.timeout}s"
+            return await self._fail(ErrorCode.TIMEOUT, message, elapsed)
+        except _BROKEN:
+            return await self._fail(*await self._crash())
+        self.last_used = time.monotonic()
+        await self._collect_output()
+        return self._result(reply, body)
+
+    async def kill(self, code: ErrorCode, message: str) -> None:
+        """Stop the instance; an invocation in flight fails with ``code`` and ``message``."""
+        if self._fate is None and self._stopping is None:
+            self._fate = (code, message)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Kill the process group and release pipes and HOME; safe to call any number of times."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        await self._process.wait()
+        self._channel.close()
+        self._final = await self._output.drain(OUTPUT_GRACE_SECONDS)
+        await self._output.close()
+        await asyncio.to_thread(shutil.rmtree, self._home, True)
+
+    async def _collect_output(self) -> None:
+        segment = await self._output.next_segment(OUTPUT_GRACE_SECONDS)
+        self._pending = self._pending.then(segment, self._max_log_bytes)
+
+    def _take_log(self) -> str:
+        log, self._pending = self._pending, Output()
+        return log.text()
+
+    async def _crash(self) -> tuple[ErrorCode, str]:
+        # The pipes close while the process exits; give the exit a moment to be reported so
+        # the message can name the exit code or signal.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._process.wait(), EXIT_GRACE_SECONDS)
+        return ErrorCode.INSTANCE_CRASHED, describe_exit(self._process.returncode)
+
+    async def _fail(self, code: ErrorCode, message: str, duration_ms: float = 0.0) -> RunResult:
+        await self.stop()
+        self.reusable = False
+        if self._fate is not None:
+            code, message = self._fate
+        self._pending = self._pending.then(self._final, self._max_log_bytes)
+        log = self._take_log()
+        return RunResult(
+            ok=False, error_code=code, error_message=message, log=log, duration_ms=duration_ms
+        )
+
+    def _result(self, reply: dict[str, Any], body: bytes) -> RunResult:
+        status = str(reply.get("status"))
+        self.reusable = status in _REUSABLE
+        ok = status == bootstrap.OK
+        return RunResult(
+            ok=ok,
+            result=body.decode("utf-8", "replace") if ok else "",
+            error_code=_STATUS_CODES.get(status, ErrorCode.FUNCTION_ERROR),
+            error_message=str(reply.get("message", "")),
+            log=self._take_log(),
+            duration_ms=float(reply.get("duration_ms", 0.0)),
+            memory_used_mb=round(float(reply.get("maxrss_kb", 0)) / 1024, 1),
+        )
+
+
+class _Channel:
+    """The service's end of the protocol pipes."""
+
+    def __init__(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._read_transport: asyncio.BaseTransport | None = None
+
+    @classmethod
+    async def connect(cls, request_fd: int, reply_fd: int) -> _Channel:
+        """Wrap the write end of the request pipe and the read end of the reply pipe."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        read_transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(reply_fd, "rb", buffering=0)
+        )
+        write_transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
+            os.fdopen(request_fd, "wb", buffering=0),
+        )
+        channel = cls(asyncio.StreamWriter(write_transport, protocol, None, loop), reader)
+        channel._read_transport = read_transport
+        return channel
+
+    async def send(self, header: dict[str, Any], body: bytes) -> None:
+        """Write one frame and wait until the pipe took it."""
+        encoded = json.dumps(header).encode()
+        self._writer.write(bootstrap.FRAME.pack(len(encoded), len(body)) + encoded + body)
+        await self._writer.drain()
+
+    async def receive(self, max_body: int) -> tuple[dict[str, Any], bytes]:
+        """Read one frame; a frame larger than expected is a protocol error."""
+        header_size, body_size = bootstrap.FRAME.unpack(
+            await self._reader.readexactly(bootstrap.FRAME.size)
+        )
+        if header_size > MAX_HEADER_BYTES or body_size > max_body:
+            raise ProtocolError(f"oversized frame ({header_size}, {body_size})")
+        header = json.loads(await self._reader.readexactly(header_size))
+        if not isinstance(header, dict):
+            raise ProtocolError("frame header is not an object")
+        return header, await self._reader.readexactly(body_size)
+
+    def close(self) -> None:
+        """Close both pipes; the instance sees EOF on its request pipe."""
+        self._writer.close()
+        if self._read_transport is not None:
+            self._read_transport.close()
+
+
+def _make_home(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="home-", dir=root))
+
+
+def _config(spec: FunctionSpec, marker: bytes) -> dict[str, Any]:
+    return {
+        "handler": spec.handler,
+        "initializer": spec.initializer_handler,
+        "initializer_timeout": spec.initializer_timeout or spec.timeout,
+        "timeout": spec.timeout,
+        "memory_size": spec.memory_size,
+        "cpu": cpu_millicores(spec.memory_size),
+        "function_name": spec.name,
+        "version": spec.version,
+        "package": spec.package,
+        "project_id": spec.project_id,
+        "user_data": spec.user_data,
+        "marker": marker.decode(),
+        "address_space_mb": spec.memory_size + ADDRESS_SPACE_HEADROOM_MB,
+    }
+
+
+async def _spawn(
+    spec: FunctionSpec, code_dir: Path, home: Path, marker: bytes, max_log_bytes: int
+) -> tuple[asyncio.subprocess.Process, _Channel, OutputCollector]:
+    # Our own pipes rather than stdout=PIPE: asyncio's Process.wait() would otherwise also wait
+    # for every grandchild holding the output pipe to exit.
+    request_read, request_write = os.pipe()
+    reply_read, reply_write = os.pipe()
+    output_read, output_write = os.pipe()
+    child_ends = (request_read, reply_write, output_write)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",  # no PYTHON* variables, no user site, no script dir on sys.path
+            str(BOOTSTRAP),
+            str(request_read),
+            str(reply_write),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output_write,
+            stderr=output_write,
+            cwd=code_dir,
+            env=environment(spec, code_dir, home),
+            pass_fds=(request_read, reply_write),
+            start_new_session=True,
+        )
+    except BaseException:
+        for fd in (request_write, reply_read, output_read):
+            os.close(fd)
+        raise
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    try:
+        channel = await _Channel.connect(request_write, reply_read)
+        output = await OutputCollector.connect(output_read, marker, max_log_bytes)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return process, channel, output

@@ -1,0 +1,276 @@
+"""The instance pool: which instance runs an invocation, how many exist, and when they go.
+
+Instances are grouped per function (``spec.urn``) and reused only for the code digest they were
+started with. A function has at most ``spec.max_instances`` instances, starting or running or
+idle; further invocations wait for one to come free. Idle instances are reaped after
+``idle_seconds`` by a background task that starts with the first invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openfgs.models import ErrorCode
+from openfgs.runtime.code import CodePackageError, CodeStore
+from openfgs.runtime.instance import Instance
+from openfgs.runtime.types import CodeLoader, FunctionSpec, RunResult
+
+CANCELED_MESSAGE = "function invocation canceled"
+CLOSED_MESSAGE = "function invocation interrupted: the runtime is shutting down"
+
+
+@dataclass
+class _Call:
+    """An invocation between ``invoke()`` and its result, for ``cancel()`` to find."""
+
+    urn: str
+    request_id: str
+    instance: Instance | None = None
+    canceled: bool = False
+    done: bool = False
+
+
+@dataclass
+class _Group:
+    """The instances of one function."""
+
+    digest: str
+    idle: list[Instance] = field(default_factory=list)  # most recently used last
+    size: int = 0  # instances starting, running or idle
+    users: int = 0  # invocations in progress
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+class InstancePool:
+    """Runs invocations on pooled function instances (child processes)."""
+
+    def __init__(
+        self, work_dir: Path, *, idle_seconds: float = 300.0, max_log_bytes: int = 64 * 1024
+    ) -> None:
+        self._code = CodeStore(work_dir / "code")
+        self._homes = work_dir / "home"
+        self._idle_seconds = idle_seconds
+        self._max_log_bytes = max_log_bytes
+        self._groups: dict[str, _Group] = {}
+        self._calls: dict[str, _Call] = {}
+        self._instances: set[Instance] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def invoke(
+        self,
+        spec: FunctionSpec,
+        event: bytes,
+        request_id: str,
+        load_code: CodeLoader,
+        *,
+        max_result_bytes: int = 6 * 1024 * 1024,
+    ) -> RunResult:
+        """Run one invocation and report its outcome; failures of user code are results.
+
+        Exceptions are the service's own trouble: ``load_code()`` failing, the pool being
+        closed, or the process not starting at all.
+        """
+        if self._closed:
+            raise RuntimeError("the instance pool is closed")
+        self._start_reaper()
+        call = _Call(spec.urn, request_id)
+        self._calls[request_id] = call
+        group = self._groups.setdefault(spec.urn, _Group(spec.code_digest))
+        group.users += 1
+        try:
+            result = await self._invoke(spec, group, call, event, load_code, max_result_bytes)
+        finally:
+            call.done = True
+            group.users -= 1
+            if self._calls.get(request_id) is call:
+                del self._calls[request_id]
+        if call.canceled:  # cancel() said yes, so the caller gets CANCELED whatever happened
+            return _failure(ErrorCode.CANCELED, CANCELED_MESSAGE, result.log)
+        return result
+
+    async def cancel(self, request_id: str) -> bool:
+        """Stop the invocation ``request_id``; False when no such invocation is in progress."""
+        call = self._calls.get(request_id)
+        if call is None or call.done:
+            return False
+        call.canceled = True
+        if call.instance is not None:
+            await call.instance.kill(ErrorCode.CANCELED, CANCELED_MESSAGE)
+        else:  # waiting for an instance: wake it so it notices
+            await self._notify(self._groups[call.urn])
+        return True
+
+    async def close(self) -> None:
+        """Kill every instance and wait for them; invocations in flight fail as interrupted."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        instances = list(self._instances)
+        await asyncio.gather(
+            *(i.kill(ErrorCode.INTERRUPTED, CLOSED_MESSAGE) for i in instances),
+            *(self._notify(group) for group in self._groups.values()),
+        )
+        self._instances.difference_update(instances)
+        await asyncio.gather(*self._stopping)
+
+    def instance_pids(self, urn: str | None = None) -> list[int]:
+        """Process ids of live instances (of one function, if ``urn`` is given)."""
+        return sorted(
+            i.pid for i in self._instances if i.alive and (urn is None or i.spec.urn == urn)
+        )
+
+    async def _invoke(
+        self,
+        spec: FunctionSpec,
+        group: _Group,
+        call: _Call,
+        event: bytes,
+        load_code: CodeLoader,
+        max_result_bytes: int,
+    ) -> RunResult:
+        try:
+            code_dir = await self._code.ensure(spec, load_code)
+        except CodePackageError as exc:
+            return _failure(ErrorCode.FUNCTION_ERROR, str(exc))
+        acquired = await self._acquire(spec, group, call, code_dir)
+        if isinstance(acquired, RunResult):
+            return acquired
+        call.instance = acquired
+        reusable = False
+        try:
+            result = await acquired.run(event, call.request_id, max_result_bytes)
+            reusable = acquired.reusable
+        finally:
+            call.instance = None  # from here on cancel() must not kill it
+            await self._release(group, acquired, reusable)
+        return result
+
+    async def _acquire(
+        self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path
+    ) -> Instance | RunResult:
+        """A booted instance for ``spec``, or the FAIL result of starting one."""
+        async with group.changed:
+            while True:
+                if call.canceled:
+                    return _failure(ErrorCode.CANCELED, CANCELED_MESSAGE)
+                if self._closed:
+                    return _failure(ErrorCode.INTERRUPTED, CLOSED_MESSAGE)
+                self._retire_stale(group, spec.code_digest)
+                if instance := self._take_idle(group):
+                    return instance
+                if group.size < spec.max_instances:
+                    group.size += 1
+                    break
+                await group.changed.wait()
+        return await self._start(spec, group, call, code_dir)
+
+    async def _start(
+        self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path
+    ) -> Instance | RunResult:
+        """Start and boot an instance in a slot already counted in ``group.size``."""
+        try:
+            instance = await Instance.start(spec, code_dir, self._homes, self._max_log_bytes)
+        except BaseException:
+            await self._release(group, None, False)
+            raise
+        self._instances.add(instance)
+        call.instance = instance  # cancel() during a cold start kills it
+        if self._closed:  # close() ran while the process was starting
+            await instance.kill(ErrorCode.INTERRUPTED, CLOSED_MESSAGE)
+        try:
+            failure = await instance.boot()
+        except BaseException:
+            await self._release(group, instance, False)
+            raise
+        finally:
+            call.instance = None
+        if failure is not None:
+            await self._release(group, instance, False)
+            return failure
+        return instance
+
+    async def _release(self, group: _Group, instance: Instance | None, reusable: bool) -> None:
+        """Return an instance to the idle list, or retire it and free its slot."""
+        keep = (
+            instance is not None
+            and reusable
+            and instance.alive
+            and instance.spec.code_digest == group.digest
+            and not self._closed
+        )
+        if keep and instance is not None:
+            instance.last_used = time.monotonic()
+            group.idle.append(instance)
+        else:
+            group.size -= 1
+            if instance is not None:
+                self._discard(instance)
+        await self._notify(group)
+
+    def _take_idle(self, group: _Group) -> Instance | None:
+        while group.idle:
+            instance = group.idle.pop()
+            if instance.alive:
+                return instance
+            group.size -= 1  # it died while idle
+            self._discard(instance)
+        return None
+
+    def _retire_stale(self, group: _Group, digest: str) -> None:
+        # A new digest means the code changed: instances of the old one will not be wanted.
+        if digest == group.digest:
+            return
+        group.digest = digest
+        for instance in group.idle:
+            group.size -= 1
+            self._discard(instance)
+        group.idle.clear()
+
+    def _discard(self, instance: Instance) -> None:
+        """Stop an instance in the background; ``close()`` waits for it."""
+        self._instances.discard(instance)
+        task = asyncio.create_task(instance.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _notify(self, group: _Group) -> None:
+        async with group.changed:
+            group.changed.notify_all()
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        # Checking a few times per idle period keeps an instance at most ~25% past its time.
+        interval = min(max(self._idle_seconds / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.reap_idle()
+
+    def reap_idle(self) -> int:
+        """Stop instances idle for longer than ``idle_seconds``; returns how many."""
+        cutoff = time.monotonic() - self._idle_seconds
+        reaped = 0
+        for urn, group in list(self._groups.items()):
+            expired = [i for i in group.idle if i.last_used < cutoff or not i.alive]
+            for instance in expired:
+                group.idle.remove(instance)
+                group.size -= 1
+                self._discard(instance)
+            reaped += len(expired)
+            if group.size == 0 and group.users == 0:
+                del self._groups[urn]
+        return reaped
+
+
+def _failure(code: ErrorCode, message: str, log: str = "") -> RunResult:
+    return RunResult(ok=False, error_code=code, error_message=message, log=log)

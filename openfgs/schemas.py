@@ -1,0 +1,240 @@
+"""FunctionGraph's wire shapes: request bodies and response bodies, as pydantic models.
+
+The HTTP layer declares routes with them (so the OpenAPI document is true) and the domain takes
+the request models as its input; field names are FunctionGraph's own.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MEMORY_SIZES = (128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Output):
+    error_code: str = Field(examples=["FSS.0404"])
+    error_msg: str = Field(examples=["can not find function"])
+
+
+class FuncCode(_Input):
+    file: str | None = Field(default=None, description="base64 of index.py or of a zip archive")
+    link: str | None = None
+
+
+class StrategyConfig(_Input):
+    concurrency: int | None = Field(default=None, ge=-1, le=1000)
+    concurrent_num: int | None = Field(default=None, ge=1, le=1000)
+
+
+class CreateFunctionBody(_Input):
+    func_name: str = Field(min_length=1, max_length=60)
+    package: str = Field(min_length=1, max_length=64)
+    runtime: str = Field(min_length=1, max_length=64)
+    timeout: int = Field(ge=3, le=259200)
+    handler: str = Field(min_length=3, max_length=128)
+    memory_size: int
+    code_type: str | None = None
+    code_url: str | None = None
+    code_filename: str | None = None
+    func_code: FuncCode | None = None
+    user_data: str | None = None
+    encrypted_user_data: str | None = None
+    description: str | None = Field(default=None, max_length=512)
+    type: str | None = None
+    initializer_handler: str | None = None
+    initializer_timeout: int | None = None
+    strategy_config: StrategyConfig | None = None
+
+
+class UpdateFunctionConfigBody(_Input):
+    func_name: str = Field(min_length=1, max_length=60)
+    runtime: str = Field(min_length=1, max_length=64)
+    timeout: int = Field(ge=3, le=259200)
+    handler: str = Field(min_length=3, max_length=128)
+    memory_size: int
+    user_data: str | None = None
+    encrypted_user_data: str | None = None
+    description: str | None = Field(default=None, max_length=512)
+    initializer_handler: str | None = None
+    initializer_timeout: int | None = None
+    strategy_config: StrategyConfig | None = None
+
+
+class UpdateFunctionCodeBody(_Input):
+    code_type: str
+    code_url: str | None = None
+    code_filename: str | None = None
+    func_code: FuncCode | None = None
+
+
+class StrategyConfigOut(_Output):
+    concurrency: int
+    concurrent_num: int
+
+
+class FunctionOut(_Output):
+    """FunctionGraph's function model (config responses)."""
+
+    func_id: str
+    func_urn: str
+    func_name: str
+    domain_id: str
+    namespace: str
+    project_name: str
+    package: str
+    runtime: str
+    timeout: int
+    handler: str
+    memory_size: int
+    cpu: int
+    code_type: str
+    code_url: str
+    code_filename: str
+    code_size: int
+    user_data: str
+    encrypted_user_data: str
+    digest: str
+    version: str
+    image_name: str
+    xrole: str
+    app_xrole: str
+    description: str
+    last_modified: str
+    initializer_handler: str
+    initializer_timeout: int
+    type: str
+    strategy_config: StrategyConfigOut
+
+
+class FuncCodeOut(_Output):
+    file: str
+    link: str
+
+
+class FunctionCodeOut(_Output):
+    func_urn: str
+    func_name: str
+    domain_id: str
+    runtime: str
+    code_type: str
+    code_url: str
+    code_filename: str
+    code_size: int
+    digest: str
+    last_modified: str
+    func_code: FuncCodeOut
+    depend_list: list[str]
+    depend_version_list: list[str]
+    strategy_config: StrategyConfigOut
+
+
+class FunctionListOut(_Output):
+    functions: list[FunctionOut]
+    next_marker: int
+    count: int
+
+
+class AsyncInvokeOut(_Output):
+    request_id: str
+
+
+class SyncInvokeOut(_Output):
+    request_id: str
+    result: str
+    log: str
+    status: int
+
+
+class AsyncInvocationOut(_Output):
+    request_id: str
+    status: Literal["WAIT", "RUNNING", "SUCCESS", "FAIL", "DISCARD"]
+    error_code: int
+    error_message: str
+    start_time: str = Field(examples=["2019-10-25T15:37:27"])
+    end_time: str = Field(examples=["2019-10-25T15:37:27"])
+
+
+class AsyncInvocationListOut(_Output):
+    invocations: list[AsyncInvocationOut]
+    count: int
+    next_marker: int
+
+
+class HealthOut(_Output):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+# IAM's token request: {"auth": {"identity": {...}, "scope": {"project": {"id": ...}}}}
+class _Key(_Input):
+    key: str
+
+
+class HwAkSk(_Input):
+    access: _Key
+    secret: _Key
+
+
+class _User(_Input):
+    name: str
+    password: str
+
+
+class PasswordIdentity(_Input):
+    user: _User
+
+
+class Identity(_Input):
+    methods: list[str] = Field(min_length=1)
+    hw_ak_sk: HwAkSk | None = None
+    password: PasswordIdentity | None = None
+
+
+class ProjectRef(_Input):
+    id: str | None = None
+    name: str | None = None
+
+
+class Scope(_Input):
+    project: ProjectRef | None = None
+
+
+class Auth(_Input):
+    identity: Identity
+    scope: Scope | None = None
+
+
+class TokenRequest(_Input):
+    auth: Auth
+
+
+class TokenProject(_Output):
+    id: str
+    name: str
+
+
+class TokenUser(_Output):
+    id: str
+    name: str
+
+
+class TokenBody(_Output):
+    methods: list[str]
+    issued_at: str
+    expires_at: str
+    project: TokenProject
+    user: TokenUser
+
+
+class TokenOut(_Output):
+    token: TokenBody

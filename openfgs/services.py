@@ -1,0 +1,135 @@
+"""The composition root: builds the store, domain services, runtime and worker from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import IO
+
+from openfgs.auth.service import Authenticator
+from openfgs.errors import OpenFgsError
+from openfgs.functions import FunctionRegistry
+from openfgs.invocations import InvocationService
+from openfgs.models import Credential, Function
+from openfgs.runtime.pool import InstancePool
+from openfgs.runtime.types import RunResult
+from openfgs.settings import Settings
+from openfgs.store import Store, create_store
+from openfgs.worker import Worker
+
+log = logging.getLogger("openfgs")
+FAR_FUTURE = 2**62
+SYNC_RESULT_LIMIT = 6 * 1024 * 1024
+
+
+class DataDirLocked(OpenFgsError):
+    """Another openfgs process serves the same embedded data directory."""
+
+
+@dataclass
+class Services:
+    """Everything one openfgs process runs, started and stopped together."""
+
+    settings: Settings
+    store: Store
+    registry: FunctionRegistry
+    invocations: InvocationService
+    auth: Authenticator
+    pool: InstancePool
+    worker: Worker | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _worker_task: asyncio.Task[None] | None = None
+    _lock_file: IO[str] | None = None
+    started: bool = False
+    fresh: bool = False  # the store had no credential at all when this process started
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store | None = None) -> Services:
+        store = store or create_store(settings)
+        registry = FunctionRegistry(store, settings.region)
+        invocations = InvocationService(store)
+        auth = Authenticator(
+            store,
+            skew_seconds=settings.signature_skew_seconds,
+            token_ttl_seconds=settings.token_ttl_seconds,
+        )
+        pool = InstancePool(
+            settings.data_dir / "instances", idle_seconds=settings.instance_idle_seconds
+        )
+        worker = None
+        if settings.worker:
+            worker = Worker(
+                invocations,
+                registry,
+                pool,
+                concurrency=settings.worker_concurrency,
+                poll_interval=settings.poll_interval,
+                lease_seconds=settings.lease_seconds,
+            )
+        return cls(settings, store, registry, invocations, auth, pool, worker)
+
+    async def start(self) -> None:
+        """Open the store, recover what a crash left running, ensure credentials, start work."""
+        if self.started:
+            return
+        self._lock_data_dir()
+        await self.store.open()
+        s = self.settings
+        self.fresh = await self.store.count_credentials() == 0
+        if s.project_id and s.access_key and s.secret_key:
+            await self.auth.ensure_credential(Credential(s.project_id, s.access_key, s.secret_key))
+        if self.worker is not None and not s.database_url:
+            recovered = await self.invocations.recover(cutoff=FAR_FUTURE)
+            if recovered:
+                log.warning("recovered %d invocations left running by a previous run", recovered)
+        if self.worker is not None:
+            self._worker_task = asyncio.create_task(self.worker.run(self._stop))
+        self.started = True
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self._stop.set()
+        if self._worker_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        await self.pool.close()
+        await self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+        self.started = False
+
+    def _lock_data_dir(self) -> None:
+        """One embedded service per data directory: it recovers RUNNING rows as its own."""
+        if self.settings.database_url:
+            return
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.settings.data_dir / "serve.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise DataDirLocked(
+                f"another openfgs process serves {self.settings.data_dir}"
+            ) from None
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    async def invoke_sync(self, function: Function, event: bytes) -> tuple[str, RunResult]:
+        """Run ``function`` now, outside the queue, and return its request id and outcome."""
+        request_id = str(uuid.uuid4())
+        digest = function.code_digest
+        outcome = await self.pool.invoke(
+            self.registry.spec(function),
+            event,
+            request_id,
+            lambda: self.registry.code(digest),
+            max_result_bytes=SYNC_RESULT_LIMIT,
+        )
+        return request_id, outcome

@@ -1,0 +1,459 @@
+"""SQLite backend: one writer thread with group commit, a few reader threads, WAL.
+
+Every write is queued to the writer thread, which takes all writes waiting at that moment, runs
+each inside its own savepoint of one transaction and commits once (``synchronous=FULL``): a
+write is on disk when its coroutine returns, and concurrent writers share the fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from openfgs.errors import ConflictError, StoreError
+from openfgs.models import (
+    ClaimedInvocation,
+    Credential,
+    Function,
+    InvocationPage,
+    InvocationQuery,
+    NewInvocation,
+    Status,
+    now_ms,
+)
+from openfgs.store.base import (
+    claimed_from_row,
+    function_from_row,
+    function_params,
+    invocation_from_row,
+)
+from openfgs.store.queries import load_queries, migration_files
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+_MAX_BATCH = 1024
+_READERS = 4
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the numbered migrations not yet applied; return the names applied."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for number, name, sql in migration_files("sqlite"):
+        if number in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, now_ms())
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _wrap(exc: Exception) -> StoreError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(str(exc))
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"sqlite: {exc}")
+
+
+class _Writer(threading.Thread):
+    """Runs queued write operations in shared transactions (group commit)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="openfgs-sqlite-writer", daemon=True)
+        self._path = path
+        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+
+    def submit(self, op: Op) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put((op, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        conn = connect(self._path)
+        try:
+            while True:
+                batch, stopping = self._take_batch()
+                if batch:
+                    self._run_batch(conn, batch)
+                if stopping:
+                    return
+        finally:
+            conn.close()
+
+    def _take_batch(self) -> tuple[list[tuple[Op, asyncio.Future[Any]]], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _ in batch:
+                outcomes.append(self._run_one(conn, op))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the whole transaction failed: every op fails with it
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(False, _wrap(exc))] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(future.get_loop(), []).append((future, ok, value))
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, results)
+            except RuntimeError:  # that loop is closed; nobody waits any more
+                pass
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return False, _wrap(exc)
+        conn.execute("RELEASE op")
+        return True, value
+
+
+def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class SqliteStore:
+    """The embedded store: a single SQLite database file in WAL mode."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._q = load_queries("sqlite")
+        self._writer: _Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        try:
+            migrate(conn)
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
+        finally:
+            conn.close()
+        self._writer = _Writer(self.path)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="openfgs-sqlite-reader")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.submit(lambda: None).result()
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("store is closed")
+        result: T = await self._writer.submit(op)
+        return result
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._read_in_thread, op)
+
+    def _read_in_thread(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        try:
+            return op(conn)
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
+
+    def _one(self, name: str, params: dict[str, Any]) -> Callable[[sqlite3.Connection], Any]:
+        sql = self._q[name]
+        return lambda conn: conn.execute(sql, params).fetchone()
+
+    def _all(self, name: str, params: dict[str, Any]) -> Callable[[sqlite3.Connection], Any]:
+        sql = self._q[name]
+        return lambda conn: conn.execute(sql, params).fetchall()
+
+    def _exec(self, name: str, params: dict[str, Any]) -> Callable[[sqlite3.Connection], int]:
+        sql = self._q[name]
+        return lambda conn: conn.execute(sql, params).rowcount
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- credentials and tokens -----------------------------------------------------------
+
+    async def insert_credential(self, credential: Credential, now: int) -> None:
+        params = {
+            "access_key": credential.access_key,
+            "secret_key": credential.secret_key,
+            "project_id": credential.project_id,
+            "created_at": now,
+        }
+        await self._write(self._exec("insert_credential", params))
+
+    async def get_credential(self, access_key: str) -> Credential | None:
+        row = await self._read(self._one("get_credential", {"access_key": access_key}))
+        return None if row is None else Credential(*row)
+
+    async def count_credentials(self) -> int:
+        row = await self._read(self._one("count_credentials", {}))
+        return int(row[0])
+
+    async def insert_token(
+        self, token_hash: str, access_key: str, project_id: str, expires_at: int
+    ) -> None:
+        params = {
+            "token_hash": token_hash,
+            "access_key": access_key,
+            "project_id": project_id,
+            "expires_at": expires_at,
+        }
+        await self._write(self._exec("insert_token", params))
+
+    async def get_token(self, token_hash: str) -> tuple[str, int] | None:
+        row = await self._read(self._one("get_token", {"token_hash": token_hash}))
+        return None if row is None else (row[0], row[1])
+
+    # -- functions and code ---------------------------------------------------------------
+
+    async def insert_function(self, function: Function, code: bytes) -> Function:
+        params = function_params(function)
+        params.pop("id")
+        code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute(self._q["insert_code"], code_params)
+            return int(conn.execute(self._q["insert_function"], params).fetchone()[0])
+
+        new_id = await self._write(op)
+        return Function(**{**function_params(function), "id": new_id})
+
+    async def get_function(self, project_id: str, package: str, name: str) -> Function | None:
+        params = {"project_id": project_id, "package": package, "name": name}
+        row = await self._read(self._one("get_function", params))
+        return None if row is None else function_from_row(row)
+
+    async def get_function_by_id(self, function_id: int) -> Function | None:
+        row = await self._read(self._one("get_function_by_id", {"id": function_id}))
+        return None if row is None else function_from_row(row)
+
+    async def list_functions(
+        self, project_id: str, package: str | None, name_like: str | None, offset: int, limit: int
+    ) -> tuple[list[Function], int]:
+        params = {"project_id": project_id, "package": package, "name_like": name_like}
+        paged = {**params, "offset": offset, "limit": limit}
+
+        def op(conn: sqlite3.Connection) -> tuple[list[Function], int]:
+            rows = conn.execute(self._q["list_functions"], paged).fetchall()
+            count = conn.execute(self._q["count_functions"], params).fetchone()[0]
+            return [function_from_row(r) for r in rows], int(count)
+
+        return await self._read(op)
+
+    async def update_function(self, function: Function, code: bytes | None) -> None:
+        params = function_params(function)
+        for key in ("project_id", "package", "name", "func_id", "created_at"):
+            params.pop(key)
+
+        def op(conn: sqlite3.Connection) -> None:
+            old = conn.execute(self._q["get_function_by_id"], {"id": function.id}).fetchone()
+            if code is not None:
+                code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+                conn.execute(self._q["insert_code"], code_params)
+            conn.execute(self._q["update_function"], params)
+            if old is not None and old["code_digest"] != function.code_digest:
+                conn.execute(self._q["delete_unused_code"], {"digest": old["code_digest"]})
+
+        await self._write(op)
+
+    async def delete_function(self, function: Function) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(self._q["delete_function_invocations"], {"function_id": function.id})
+            conn.execute(self._q["delete_function"], {"id": function.id})
+            conn.execute(self._q["delete_unused_code"], {"digest": function.code_digest})
+
+        await self._write(op)
+
+    async def get_code(self, digest: str) -> bytes | None:
+        row = await self._read(self._one("get_code", {"digest": digest}))
+        return None if row is None else bytes(row[0])
+
+    # -- invocations ----------------------------------------------------------------------
+
+    async def insert_invocation(self, invocation: NewInvocation) -> None:
+        params = {
+            "request_id": invocation.request_id,
+            "function_id": invocation.function_id,
+            "version": invocation.version,
+            "payload": invocation.payload,
+            "start_time": invocation.start_time,
+            "available_at": invocation.available_at,
+            "expires_at": invocation.expires_at,
+        }
+        await self._write(self._exec("insert_invocation", params))
+
+    async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
+        params: dict[str, Any] = {
+            "function_id": query.function_id,
+            "begin": query.begin,
+            "end": query.end,
+            "statuses": json.dumps([s.value for s in query.statuses or tuple(Status)]),
+        }
+        if query.request_ids:
+            params["request_ids"] = json.dumps(list(query.request_ids))
+            return await self._read(lambda conn: _page_of_all(conn, self._q, params, query))
+        if len(query.statuses) == 1:
+            params["status"] = query.statuses[0].value
+            names = ("list_invocations_by_status", "count_invocations_by_status")
+        elif query.statuses:
+            names = ("list_active_invocations", "count_active_invocations")
+        else:
+            names = ("list_invocations", "count_invocations")
+        return await self._read(lambda conn: self._page(conn, names, params, query))
+
+    async def list_active_invocations(self, query: InvocationQuery) -> InvocationPage:
+        return await self.list_invocations(query)
+
+    def _page(
+        self,
+        conn: sqlite3.Connection,
+        names: tuple[str, str],
+        params: dict[str, Any],
+        query: InvocationQuery,
+    ) -> InvocationPage:
+        paged = {**params, "limit": query.limit, "offset": query.marker}
+        rows = conn.execute(self._q[names[0]], paged).fetchall()
+        count = conn.execute(self._q[names[1]], params).fetchone()[0]
+        invocations = [invocation_from_row(r) for r in rows]
+        return InvocationPage(invocations, int(count), query.marker + len(invocations))
+
+    async def claim_invocations(
+        self, worker_id: str, now: int, limit: int, lease_until: int
+    ) -> list[ClaimedInvocation]:
+        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
+        rows = await self._write(self._all("claim_invocations", params))
+        return [claimed_from_row(r) for r in rows]
+
+    async def finish_invocation(
+        self,
+        request_id: str,
+        attempt: int,
+        status: Status,
+        end_time: int,
+        error_code: int,
+        error_message: str,
+        result: bytes | None,
+    ) -> bool:
+        params = {
+            "request_id": request_id,
+            "attempt": attempt,
+            "status": status.value,
+            "end_time": end_time,
+            "error_code": error_code,
+            "error_message": error_message,
+            "result": result,
+        }
+        return bool(await self._write(self._exec("finish_invocation", params)))
+
+    async def requeue_invocation(self, request_id: str, attempt: int, available_at: int) -> bool:
+        params = {"request_id": request_id, "attempt": attempt, "available_at": available_at}
+        return bool(await self._write(self._exec("requeue_invocation", params)))
+
+    async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]:
+        rows = await self._read(self._all("list_expired_leases", {"now": now, "limit": limit}))
+        return [claimed_from_row(r) for r in rows]
+
+    async def next_available_at(self) -> int | None:
+        row = await self._read(self._one("next_available_at", {}))
+        return None if row[0] is None else int(row[0])
+
+    async def count_by_status(self, function_id: int) -> dict[Status, int]:
+        rows = await self._read(self._all("count_by_status", {"function_id": function_id}))
+        return {Status(r[0]): int(r[1]) for r in rows}
+
+
+def _page_of_all(
+    conn: sqlite3.Connection, q: dict[str, str], params: dict[str, Any], query: InvocationQuery
+) -> InvocationPage:
+    """Requests named by id are few (at most ten): fetch them all, then page in memory."""
+    rows = conn.execute(q["list_invocations_by_ids"], params).fetchall()
+    matches = [invocation_from_row(r) for r in rows]
+    page = matches[query.marker : query.marker + query.limit]
+    return InvocationPage(page, len(matches), query.marker + len(page))

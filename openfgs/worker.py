@@ -1,0 +1,129 @@
+"""The worker loop: wait for work, claim a batch, run each invocation, persist its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from openfgs.functions import FunctionRegistry
+from openfgs.invocations import InvocationService
+from openfgs.models import ClaimedInvocation, ErrorCode, now_ms
+from openfgs.runtime.pool import InstancePool
+from openfgs.runtime.types import RunResult
+
+log = logging.getLogger("openfgs.worker")
+ASYNC_RESULT_LIMIT = 256 * 1024
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    """Runs async invocations with at most ``concurrency`` in flight."""
+
+    def __init__(
+        self,
+        service: InvocationService,
+        registry: FunctionRegistry,
+        pool: InstancePool,
+        *,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        lease_seconds: int = 60,
+        worker_id: str | None = None,
+    ) -> None:
+        self._service = service
+        self._registry = registry
+        self._pool = pool
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._lease_seconds = lease_seconds
+        self.worker_id = worker_id or new_worker_id()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then wait for the invocations in flight."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                started = await self._fill()
+                if started == 0:
+                    await self._idle(stopping)
+        finally:
+            stopping.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run_until_idle(self) -> None:
+        """Burst mode: run until nothing is waiting and nothing is in flight (for tests)."""
+        while True:
+            started = await self._fill()
+            if started == 0 and not self._tasks:
+                return
+            if started == 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _fill(self) -> int:
+        free = self._concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        try:
+            claimed = await self._service.claim(self.worker_id, free, self._lease_seconds)
+        except Exception:
+            log.exception("claiming invocations failed")
+            return 0
+        for item in claimed:
+            task = asyncio.create_task(self._run_one(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        return len(claimed)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+
+    async def _idle(self, stopping: asyncio.Future[Any]) -> None:
+        """Sleep until work may be there: a wake-up, a freed slot, a due retry or the poll."""
+        timeout = self._poll_interval
+        if len(self._tasks) < self._concurrency:
+            due = await self._service.next_wakeup()
+            if due is not None:
+                timeout = max(0.0, min(timeout, (due - now_ms()) / 1000))
+        self._slot_freed.clear()
+        notified = asyncio.ensure_future(self._service.notifier.wait())
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        await asyncio.wait(
+            [notified, freed, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        notified.cancel()
+        freed.cancel()
+
+    async def _run_one(self, claimed: ClaimedInvocation) -> None:
+        try:
+            outcome = await self._execute(claimed)
+            await self._service.complete(claimed, outcome)
+        except Exception:
+            log.exception("invocation %s could not be completed", claimed.request_id)
+
+    async def _execute(self, claimed: ClaimedInvocation) -> RunResult:
+        function = await self._registry.get_by_id(claimed.function_id)
+        if function is None:
+            return RunResult(
+                ok=False,
+                error_code=ErrorCode.FUNCTION_ERROR,
+                error_message="the function was deleted before the invocation could run",
+            )
+        digest = function.code_digest
+        outcome: RunResult = await self._pool.invoke(
+            self._registry.spec(function, claimed.version),
+            claimed.payload,
+            claimed.request_id,
+            lambda: self._registry.code(digest),
+            max_result_bytes=ASYNC_RESULT_LIMIT,
+        )
+        return outcome

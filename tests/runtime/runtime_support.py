@@ -1,0 +1,86 @@
+"""Helpers for runtime tests: defining functions, zip packages, waiting on conditions."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import textwrap
+import time
+import zipfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from openfgs.runtime import FunctionSpec
+
+
+@dataclass(frozen=True)
+class Function:
+    """A spec and its code package, with a loader that counts calls."""
+
+    spec: FunctionSpec
+    package: bytes
+    loads: list[int]
+
+    async def load(self) -> bytes:
+        self.loads.append(1)
+        return self.package
+
+
+def make_function(
+    source: str | bytes, *, code_type: str = "inline", name: str = "fn", **fields: Any
+) -> Function:
+    """A function whose code is ``source`` (inline text, or zip bytes with code_type="zip")."""
+    package = source if isinstance(source, bytes) else textwrap.dedent(source).encode()
+    values: dict[str, Any] = {
+        "urn": f"urn:fss:cn-north-4:proj1:function:default:{name}:latest",
+        "project_id": "proj1",
+        "package": "default",
+        "name": name,
+        "version": "latest",
+        "runtime": "Python3.9",
+        "handler": "index.handler",
+        "code_type": code_type,
+        "code_digest": hashlib.sha512(package).hexdigest(),
+        "memory_size": 128,
+        "timeout": 10,
+    }
+    values.update(fields)
+    return Function(FunctionSpec(**values), package, [])
+
+
+def zip_package(files: dict[str, str]) -> bytes:
+    """A zip archive of ``files`` (name → source text)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, textwrap.dedent(text))
+    return buffer.getvalue()
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
+) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = condition()
+        if not isinstance(outcome, bool):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {what or condition}")
+        await anyio.sleep(0.01)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id still exists (our children are reaped by asyncio)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
