@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+import signal
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -94,9 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from openfgs.api import create_app
 
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
     services = Services.build(settings)
     app = create_app(services, after_start=first_run)
     config = uvicorn.Config(
@@ -116,6 +115,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"openfgs: {exc}", file=sys.stderr)
         return 1
     return 0 if server.started else 1
+
+
+async def run_worker(settings: Settings) -> None:
+    """A worker node: claims and runs async invocations until SIGTERM or SIGINT."""
+    services = Services.build(settings.with_overrides(worker=True))
+    await services.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("worker %s running", services.worker.worker_id if services.worker else "?")
+    try:
+        await stop.wait()
+    finally:
+        await services.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_logging(settings)
+    try:
+        asyncio.run(run_worker(settings))
+    except DataDirLocked as exc:
+        print(f"openfgs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    store = create_store(settings)
+    await store.open()  # applies the numbered migrations not yet applied
+    await store.close()
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    asyncio.run(_migrate(_settings(args)))
+    print("openfgs: the database schema is up to date")
+    return 0
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 # -- credentials ------------------------------------------------------------------------------
@@ -347,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url")
     serve.add_argument("--no-worker", action="store_true", help="API only")
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a worker only (no HTTP)")
+    worker.add_argument("--data-dir", type=Path)
+    worker.add_argument("--database-url")
+    worker.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
+    migrate = db.add_parser("migrate", help="apply the numbered migrations")
+    migrate.add_argument("--data-dir", type=Path)
+    migrate.add_argument("--database-url")
+    migrate.set_defaults(func=cmd_db_migrate)
 
     creds = sub.add_parser("credentials", help="manage credentials").add_subparsers(
         dest="action", required=True

@@ -261,6 +261,10 @@ class InvocationService:
             total += len(rows)
         return total
 
+    async def renew_leases(self, worker_id: str, lease_seconds: int) -> int:
+        """Extend the leases of every record ``worker_id`` is running."""
+        return await self._store.renew_leases(worker_id, now_ms() + lease_seconds * 1000)
+
     async def next_wakeup(self) -> int | None:
         return await self._store.next_available_at()
 

@@ -88,6 +88,7 @@ class Services:
             if recovered:
                 log.warning("recovered %d invocations left running by a previous run", recovered)
         if self.worker is not None:
+            await self.store.subscribe(self.invocations.notifier.notify)
             self._worker_task = asyncio.create_task(self.worker.run(self._stop))
         self.started = True
 

@@ -24,6 +24,7 @@ class Settings:
     data_dir: Path = Path(".openfgs")
     region: str = "cn-north-4"
     database_url: str = ""
+    database_pool_size: int = 10
     # Where the CLI's client commands send requests; default http://{host}:{port}.
     endpoint: str = ""
     # Credential ensured at start when all three are set.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -49,6 +50,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then wait for the invocations in flight."""
         stopping = asyncio.ensure_future(stop.wait())
+        upkeep = asyncio.create_task(self._keep_leases(stop))
         try:
             while not stop.is_set():
                 started = await self._fill()
@@ -58,6 +60,24 @@ class Worker:
             stopping.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        """Renew this worker's leases, and recover rows whose worker stopped renewing."""
+        interval = max(self._lease_seconds / 3, 0.5)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            try:
+                if self._tasks:
+                    await self._service.renew_leases(self.worker_id, self._lease_seconds)
+                recovered = await self._service.recover()
+                if recovered:
+                    log.warning("recovered %d invocations whose worker stopped", recovered)
+            except Exception:
+                log.exception("lease upkeep failed")
 
     async def run_until_idle(self) -> None:
         """Burst mode: run until nothing is waiting and nothing is in flight (for tests)."""

@@ -113,9 +113,9 @@ async def list_functions(
     func_name: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     offset = _offset(marker, "marker")
-    limit = _offset(maxitems, "maxitems") if maxitems else MAX_ITEMS
-    if not 1 <= limit <= MAX_ITEMS:
-        raise BadRequest(f"Invalid query parameter maxitems: {limit}", error_code="FSS.1001")
+    # FunctionGraph reads 0, an absent value and anything over 400 as 400.
+    limit = _offset(maxitems, "maxitems") or MAX_ITEMS
+    limit = min(limit, MAX_ITEMS)
     functions, count = await services.registry.list(
         project_id, package_name or None, func_name or None, offset, limit
     )

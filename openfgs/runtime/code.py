@@ -31,13 +31,16 @@ class CodeStore:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._locks: dict[str, asyncio.Lock] = {}
+        self._ready: set[str] = set()
 
     async def ensure(self, spec: FunctionSpec, load_code: CodeLoader) -> Path:
         """The directory holding ``spec``'s code, unpacking it first if needed."""
         if not _DIGEST.fullmatch(spec.code_digest):
             raise CodePackageError(f"invalid code digest {spec.code_digest!r}")
         target = self._root / spec.code_digest
-        if target.is_dir():
+        # A digest's directory never changes once there, so one stat per digest is enough.
+        if spec.code_digest in self._ready or target.is_dir():
+            self._ready.add(spec.code_digest)
             return target
         # Concurrent first invocations of one digest load the package once.
         lock = self._locks.setdefault(spec.code_digest, asyncio.Lock())
@@ -94,10 +97,11 @@ def extract_zip(data: bytes, dest: Path) -> None:
 
 def check_member(name: str, dest: Path) -> None:
     """Reject absolute names, ``..`` components and anything resolving outside ``dest``."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
+    path = PurePosixPath(name.replace("\\", "/"))
+    parts = path.parts
     escapes = (
         not parts
-        or parts[0] == "/"
+        or path.is_absolute()
         or ".." in parts
         or ":" in parts[0]  # a Windows drive
         or not (dest / name).resolve().is_relative_to(dest.resolve())

@@ -114,11 +114,12 @@ class OutputCollector:
 
     async def next_segment(self, timeout: float) -> Output:
         """The output up to the next marker, or whatever there is at EOF or after ``timeout``."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while not self._segments and not self._eof:
-                    self._changed.clear()
-                    await self._changed.wait()
+        if not self._segments and not self._eof:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while not self._segments and not self._eof:
+                        self._changed.clear()
+                        await self._changed.wait()
         if self._segments:
             return self._segments.popleft()
         return self._take_current()

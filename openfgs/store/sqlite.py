@@ -67,9 +67,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
         try:
             for statement in _statements(sql):
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, now_ms())
-            )
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, now_ms()))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -257,6 +255,9 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
+    async def subscribe(self, wake: Callable[[], None]) -> None:
+        """Nothing to do: the embedded store is written by this process alone."""
+
     # -- credentials and tokens -----------------------------------------------------------
 
     async def insert_credential(self, credential: Credential, now: int) -> None:
@@ -435,6 +436,10 @@ class SqliteStore:
     async def requeue_invocation(self, request_id: str, attempt: int, available_at: int) -> bool:
         params = {"request_id": request_id, "attempt": attempt, "available_at": available_at}
         return bool(await self._write(self._exec("requeue_invocation", params)))
+
+    async def renew_leases(self, worker_id: str, lease_until: int) -> int:
+        params = {"worker_id": worker_id, "lease_until": lease_until}
+        return await self._write(self._exec("renew_leases", params))
 
     async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]:
         rows = await self._read(self._all("list_expired_leases", {"now": now, "limit": limit}))

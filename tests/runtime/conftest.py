@@ -1,4 +1,4 @@
-"""Fixtures for runtime tests: the anyio backend and a pool in a temporary work dir."""
+"""Fixtures for runtime tests: the event loops the service runs on, and a pool per test."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import pytest
 from openfgs.runtime import InstancePool
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+# The service runs on uvloop where available; plain asyncio is what everyone else gets.
+# They differ in how subprocesses and pipes are set up, so the runtime is tested on both.
+@pytest.fixture(
+    params=[
+        pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 @pytest.fixture

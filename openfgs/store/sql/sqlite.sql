@@ -169,3 +169,7 @@ SELECT min(available_at) FROM invocations WHERE status = 'WAIT';
 
 -- name: count_by_status
 SELECT status, count(*) FROM invocations WHERE function_id = :function_id GROUP BY status;
+
+-- name: renew_leases
+UPDATE invocations SET lease_until = :lease_until
+WHERE worker_id = :worker_id AND status = 'RUNNING';

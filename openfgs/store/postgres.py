@@ -1,0 +1,396 @@
+"""PostgreSQL backend: a psycopg 3 async connection pool, batched accepts, LISTEN/NOTIFY.
+
+Accepted invocations are inserted in batches (one transaction for every insert waiting at that
+moment), so durable accepts are not capped by one commit per request. Claims use
+``FOR UPDATE SKIP LOCKED``; a trigger NOTIFYs ``openfgs_invocations`` whenever a row becomes
+WAIT, and :meth:`PostgresStore.subscribe` turns those notifications into wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from openfgs.errors import ConflictError, StoreError
+from openfgs.models import (
+    ClaimedInvocation,
+    Credential,
+    Function,
+    InvocationPage,
+    InvocationQuery,
+    NewInvocation,
+    Status,
+    now_ms,
+)
+from openfgs.store.base import (
+    claimed_from_row,
+    function_from_row,
+    function_params,
+    invocation_from_row,
+)
+from openfgs.store.queries import load_queries, migration_files
+
+log = logging.getLogger("openfgs.store")
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_MIGRATION_LOCK = 0x0F65  # pg_advisory_xact_lock key: one migrating node at a time
+_MAX_BATCH = 1000
+CHANNEL = "openfgs_invocations"
+
+
+def _wrap(exc: Exception) -> StoreError:
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return ConflictError(str(exc))
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"postgresql: {exc}")
+
+
+def postgres_queries() -> dict[str, str]:
+    """The named queries with ``:name`` parameters turned into psycopg's ``%(name)s``."""
+    return {name: _PARAM.sub(r"%(\1)s", sql) for name, sql in load_queries("postgres").items()}
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Apply the numbered migrations not yet applied, under an advisory lock."""
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+        )
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in await cur.fetchall()}
+        for number, name, sql in migration_files("postgres"):
+            if number in done:
+                continue
+            await conn.execute(sql.encode())
+            await conn.execute(
+                "INSERT INTO schema_migrations VALUES (%s, %s, %s)", (number, name, now_ms())
+            )
+            applied.append(name)
+    return applied
+
+
+class PostgresStore:
+    """The cluster store: every node of a deployment shares one PostgreSQL database."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self._q = postgres_queries()
+        self._pool_size = pool_size
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flush_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url) as conn:
+                await migrate(conn)
+            self._pool = AsyncConnectionPool(
+                self.url, min_size=1, max_size=self._pool_size, open=False
+            )
+            await self._pool.open(wait=True, timeout=30)
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+        self._flush_wanted = asyncio.Event()
+        self._tasks.append(asyncio.create_task(self._flush_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise StoreError("store is closed")
+        return self._pool.connection()
+
+    async def _fetchone(self, name: str, params: dict[str, Any], dicts: bool = False) -> Any:
+        try:
+            async with self._connection() as conn:
+                cur = conn.cursor(row_factory=dict_row) if dicts else conn.cursor()
+                await cur.execute(self._q[name], params)
+                return await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def _fetchall(self, name: str, params: dict[str, Any], dicts: bool = False) -> Any:
+        try:
+            async with self._connection() as conn:
+                cur = conn.cursor(row_factory=dict_row) if dicts else conn.cursor()
+                await cur.execute(self._q[name], params)
+                return await cur.fetchall()
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def _execute(self, name: str, params: dict[str, Any]) -> int:
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(self._q[name], params)
+                return int(cur.rowcount)
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def ping(self) -> None:
+        try:
+            async with self._connection() as conn:
+                await conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def subscribe(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever any node makes a row WAIT (reconnecting as needed)."""
+        self._tasks.append(asyncio.create_task(self._listen(wake)))
+
+    async def _listen(self, wake: Callable[[], None]) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    wake()  # anything that arrived while not listening
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); polling until it is back", exc)
+                await asyncio.sleep(1.0)
+
+    # -- credentials and tokens -----------------------------------------------------------
+
+    async def insert_credential(self, credential: Credential, now: int) -> None:
+        params = {
+            "access_key": credential.access_key,
+            "secret_key": credential.secret_key,
+            "project_id": credential.project_id,
+            "created_at": now,
+        }
+        await self._execute("insert_credential", params)
+
+    async def get_credential(self, access_key: str) -> Credential | None:
+        row = await self._fetchone("get_credential", {"access_key": access_key})
+        return None if row is None else Credential(*row)
+
+    async def count_credentials(self) -> int:
+        row = await self._fetchone("count_credentials", {})
+        return int(row[0])
+
+    async def insert_token(
+        self, token_hash: str, access_key: str, project_id: str, expires_at: int
+    ) -> None:
+        params = {
+            "token_hash": token_hash,
+            "access_key": access_key,
+            "project_id": project_id,
+            "expires_at": expires_at,
+        }
+        await self._execute("insert_token", params)
+
+    async def get_token(self, token_hash: str) -> tuple[str, int] | None:
+        row = await self._fetchone("get_token", {"token_hash": token_hash})
+        return None if row is None else (row[0], int(row[1]))
+
+    # -- functions and code ---------------------------------------------------------------
+
+    async def insert_function(self, function: Function, code: bytes) -> Function:
+        params = function_params(function)
+        params.pop("id")
+        code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(self._q["insert_code"], code_params)
+                cur = await conn.execute(self._q["insert_function"], params)
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+        assert row is not None
+        return Function(**{**function_params(function), "id": int(row[0])})
+
+    async def get_function(self, project_id: str, package: str, name: str) -> Function | None:
+        params = {"project_id": project_id, "package": package, "name": name}
+        row = await self._fetchone("get_function", params, dicts=True)
+        return None if row is None else function_from_row(row)
+
+    async def get_function_by_id(self, function_id: int) -> Function | None:
+        row = await self._fetchone("get_function_by_id", {"id": function_id}, dicts=True)
+        return None if row is None else function_from_row(row)
+
+    async def list_functions(
+        self, project_id: str, package: str | None, name_like: str | None, offset: int, limit: int
+    ) -> tuple[list[Function], int]:
+        params = {"project_id": project_id, "package": package, "name_like": name_like}
+        rows = await self._fetchall(
+            "list_functions", {**params, "offset": offset, "limit": limit}, dicts=True
+        )
+        count = await self._fetchone("count_functions", params)
+        return [function_from_row(r) for r in rows], int(count[0])
+
+    async def update_function(self, function: Function, code: bytes | None) -> None:
+        params = function_params(function)
+        for key in ("project_id", "package", "name", "func_id", "created_at"):
+            params.pop(key)
+        try:
+            async with self._connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT code_digest FROM functions WHERE id = %s FOR UPDATE", (function.id,)
+                )
+                old = await cur.fetchone()
+                if code is not None:
+                    code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+                    await conn.execute(self._q["insert_code"], code_params)
+                await conn.execute(self._q["update_function"], params)
+                if old is not None and old[0] != function.code_digest:
+                    await conn.execute(self._q["delete_unused_code"], {"digest": old[0]})
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def delete_function(self, function: Function) -> None:
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(
+                    self._q["delete_function_invocations"], {"function_id": function.id}
+                )
+                await conn.execute(self._q["delete_function"], {"id": function.id})
+                await conn.execute(self._q["delete_unused_code"], {"digest": function.code_digest})
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def get_code(self, digest: str) -> bytes | None:
+        row = await self._fetchone("get_code", {"digest": digest})
+        return None if row is None else bytes(row[0])
+
+    # -- invocations ----------------------------------------------------------------------
+
+    async def insert_invocation(self, invocation: NewInvocation) -> None:
+        params = {
+            "request_id": invocation.request_id,
+            "function_id": invocation.function_id,
+            "version": invocation.version,
+            "payload": invocation.payload,
+            "start_time": invocation.start_time,
+            "available_at": invocation.available_at,
+            "expires_at": invocation.expires_at,
+        }
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((params, future))
+        self._flush_wanted.set()
+        await future
+
+    async def _flush_loop(self) -> None:
+        """Insert every accept waiting at that moment in one transaction (group commit)."""
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            while self._pending:
+                batch = self._pending[:_MAX_BATCH]
+                del self._pending[:_MAX_BATCH]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        error: StoreError | None = None
+        try:
+            async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(self._q["insert_invocation"], [p for p, _ in batch])
+        except (psycopg.Error, StoreError) as exc:
+            error = _wrap(exc)
+        for _, future in batch:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
+        params: dict[str, Any] = {
+            "function_id": query.function_id,
+            "begin": query.begin,
+            "end": query.end,
+            "statuses": [s.value for s in query.statuses or tuple(Status)],
+        }
+        if query.request_ids:
+            params["request_ids"] = list(query.request_ids)
+            rows = await self._fetchall("list_invocations_by_ids", params)
+            matches = [invocation_from_row(r) for r in rows]
+            page = matches[query.marker : query.marker + query.limit]
+            return InvocationPage(page, len(matches), query.marker + len(page))
+        if len(query.statuses) == 1:
+            params["status"] = query.statuses[0].value
+            names = ("list_invocations_by_status", "count_invocations_by_status")
+        elif query.statuses:
+            names = ("list_active_invocations", "count_active_invocations")
+        else:
+            names = ("list_invocations", "count_invocations")
+        rows = await self._fetchall(
+            names[0], {**params, "limit": query.limit, "offset": query.marker}
+        )
+        count = await self._fetchone(names[1], params)
+        invocations = [invocation_from_row(r) for r in rows]
+        return InvocationPage(invocations, int(count[0]), query.marker + len(invocations))
+
+    async def list_active_invocations(self, query: InvocationQuery) -> InvocationPage:
+        return await self.list_invocations(query)
+
+    async def claim_invocations(
+        self, worker_id: str, now: int, limit: int, lease_until: int
+    ) -> list[ClaimedInvocation]:
+        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
+        rows = await self._fetchall("claim_invocations", params)
+        return [claimed_from_row(r) for r in rows]
+
+    async def finish_invocation(
+        self,
+        request_id: str,
+        attempt: int,
+        status: Status,
+        end_time: int,
+        error_code: int,
+        error_message: str,
+        result: bytes | None,
+    ) -> bool:
+        params = {
+            "request_id": request_id,
+            "attempt": attempt,
+            "status": status.value,
+            "end_time": end_time,
+            "error_code": error_code,
+            "error_message": error_message,
+            "result": result,
+        }
+        return bool(await self._execute("finish_invocation", params))
+
+    async def requeue_invocation(self, request_id: str, attempt: int, available_at: int) -> bool:
+        params = {"request_id": request_id, "attempt": attempt, "available_at": available_at}
+        return bool(await self._execute("requeue_invocation", params))
+
+    async def renew_leases(self, worker_id: str, lease_until: int) -> int:
+        params = {"worker_id": worker_id, "lease_until": lease_until}
+        return await self._execute("renew_leases", params)
+
+    async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]:
+        rows = await self._fetchall("list_expired_leases", {"now": now, "limit": limit})
+        return [claimed_from_row(r) for r in rows]
+
+    async def next_available_at(self) -> int | None:
+        row = await self._fetchone("next_available_at", {})
+        return None if row[0] is None else int(row[0])
+
+    async def count_by_status(self, function_id: int) -> dict[Status, int]:
+        rows = await self._fetchall("count_by_status", {"function_id": function_id})
+        return {Status(r[0]): int(r[1]) for r in rows}

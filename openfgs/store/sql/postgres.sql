@@ -1,0 +1,177 @@
+-- Named queries of the PostgreSQL backend. sqlite.sql holds the same names.
+-- Parameters are written :name here and bound as %(name)s by the loader.
+
+-- name: insert_credential
+INSERT INTO credentials (access_key, secret_key, project_id, created_at)
+VALUES (:access_key, :secret_key, :project_id, :created_at);
+
+-- name: get_credential
+SELECT project_id, access_key, secret_key FROM credentials WHERE access_key = :access_key;
+
+-- name: count_credentials
+SELECT count(*) FROM credentials;
+
+-- name: insert_token
+INSERT INTO tokens (token_hash, access_key, project_id, expires_at)
+VALUES (:token_hash, :access_key, :project_id, :expires_at);
+
+-- name: get_token
+SELECT project_id, expires_at FROM tokens WHERE token_hash = :token_hash;
+
+-- name: delete_expired_tokens
+DELETE FROM tokens WHERE expires_at < :now;
+
+-- name: insert_code
+INSERT INTO code_packages (digest, data, size) VALUES (:digest, :data, :size)
+ON CONFLICT (digest) DO NOTHING;
+
+-- name: get_code
+SELECT data FROM code_packages WHERE digest = :digest;
+
+-- name: delete_unused_code
+DELETE FROM code_packages
+WHERE digest = :digest AND NOT EXISTS (SELECT 1 FROM functions WHERE code_digest = :digest);
+
+-- name: insert_function
+INSERT INTO functions (project_id, package, name, func_id, runtime, handler, memory_size,
+    timeout, code_type, code_digest, code_size, code_filename, user_data, description,
+    initializer_handler, initializer_timeout, concurrency, concurrent_num, created_at,
+    last_modified)
+VALUES (:project_id, :package, :name, :func_id, :runtime, :handler, :memory_size, :timeout,
+    :code_type, :code_digest, :code_size, :code_filename, :user_data, :description,
+    :initializer_handler, :initializer_timeout, :concurrency, :concurrent_num, :created_at,
+    :last_modified)
+RETURNING id;
+
+-- name: get_function
+SELECT * FROM functions WHERE project_id = :project_id AND package = :package AND name = :name;
+
+-- name: get_function_by_id
+SELECT * FROM functions WHERE id = :id;
+
+-- name: list_functions
+SELECT * FROM functions
+WHERE project_id = :project_id
+  AND (CAST(:package AS TEXT) IS NULL OR package = :package)
+  AND (CAST(:name_like AS TEXT) IS NULL OR strpos(name, :name_like) > 0)
+ORDER BY created_at, id
+LIMIT :limit OFFSET :offset;
+
+-- name: count_functions
+SELECT count(*) FROM functions
+WHERE project_id = :project_id
+  AND (CAST(:package AS TEXT) IS NULL OR package = :package)
+  AND (CAST(:name_like AS TEXT) IS NULL OR strpos(name, :name_like) > 0);
+
+-- name: update_function
+UPDATE functions SET runtime = :runtime, handler = :handler, memory_size = :memory_size,
+    timeout = :timeout, code_type = :code_type, code_digest = :code_digest,
+    code_size = :code_size, code_filename = :code_filename, user_data = :user_data,
+    description = :description, initializer_handler = :initializer_handler,
+    initializer_timeout = :initializer_timeout, concurrency = :concurrency,
+    concurrent_num = :concurrent_num, last_modified = :last_modified
+WHERE id = :id;
+
+-- name: delete_function
+DELETE FROM functions WHERE id = :id;
+
+-- name: delete_function_invocations
+DELETE FROM invocations WHERE function_id = :function_id;
+
+-- name: insert_invocation
+INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
+    available_at, expires_at)
+VALUES (:request_id, :function_id, :version, 'WAIT', :payload, :start_time, :available_at,
+    :expires_at);
+
+-- name: list_invocations
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+ORDER BY start_time DESC, request_id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: count_invocations
+SELECT count(*) FROM invocations
+WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end;
+
+-- name: list_invocations_by_status
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE function_id = :function_id AND status = :status
+  AND start_time >= :begin AND start_time <= :end
+ORDER BY start_time DESC, request_id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: count_invocations_by_status
+SELECT count(*) FROM invocations
+WHERE function_id = :function_id AND status = :status
+  AND start_time >= :begin AND start_time <= :end;
+
+-- name: list_invocations_by_ids
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE request_id = ANY(:request_ids)
+  AND function_id = :function_id
+  AND start_time >= :begin AND start_time <= :end
+  AND status = ANY(:statuses)
+ORDER BY start_time DESC, request_id DESC;
+
+-- name: list_active_invocations
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE function_id = :function_id
+  AND status = ANY(:statuses)
+  AND start_time >= :begin AND start_time <= :end
+ORDER BY start_time DESC, request_id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: count_active_invocations
+SELECT count(*) FROM invocations
+WHERE function_id = :function_id
+  AND status = ANY(:statuses)
+  AND start_time >= :begin AND start_time <= :end;
+
+-- name: claim_invocations
+UPDATE invocations
+SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
+    worker_id = :worker_id
+WHERE id IN (
+    SELECT id FROM invocations
+    WHERE status = 'WAIT' AND available_at <= :now
+    ORDER BY available_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING request_id, function_id, version, payload, attempt, expires_at;
+
+-- name: finish_invocation
+UPDATE invocations
+SET status = :status, end_time = :end_time, error_code = :error_code,
+    error_message = :error_message, result = :result, lease_until = NULL
+WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
+
+-- name: requeue_invocation
+UPDATE invocations
+SET status = 'WAIT', available_at = :available_at, lease_until = NULL, worker_id = NULL
+WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
+
+-- name: list_expired_leases
+SELECT request_id, function_id, version, payload, attempt, expires_at
+FROM invocations
+WHERE status = 'RUNNING' AND lease_until < :now
+LIMIT :limit;
+
+-- name: next_available_at
+SELECT min(available_at) FROM invocations WHERE status = 'WAIT';
+
+-- name: count_by_status
+SELECT status, count(*) FROM invocations WHERE function_id = :function_id GROUP BY status;
+
+-- name: renew_leases
+UPDATE invocations SET lease_until = :lease_until
+WHERE worker_id = :worker_id AND status = 'RUNNING';

@@ -1,0 +1,232 @@
+"""Helpers of the HTTP API tests: functions made through the SDK, signed raw requests, records.
+
+The fixtures ``server`` and ``sdk`` and the constants come from ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import textwrap
+import uuid
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from conftest import CREDENTIAL, OTHER, PROJECT, LiveServer, sdk_client, urn, wait_for
+from huaweicloudsdkfunctiongraph.v2 import (
+    CreateFunctionRequest,
+    CreateFunctionRequestBody,
+    FuncCode,
+    ListAsyncInvocationsRequest,
+)
+
+from openfgs.auth.signing import sign_headers
+from openfgs.models import Credential, NewInvocation, Status
+
+__all__ = [
+    "CREDENTIAL",
+    "OTHER",
+    "PROJECT",
+    "RawApi",
+    "b64",
+    "create_function",
+    "function_path",
+    "insert_records",
+    "record_status",
+    "sdk_client",
+    "urn",
+    "wait_for",
+    "zip_of",
+]
+
+FAR_FUTURE_MS = 2**52  # available_at of inserted rows: the worker never claims them
+
+ECHO_CODE = """\
+import json
+import os
+
+
+def handler(event, context):
+    out_dir = context.getUserData("OUT_DIR")
+    if out_dir:
+        path = os.path.join(out_dir, context.getRequestID() + ".json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(event, f)
+        os.replace(path + ".tmp", path)
+    print("echo handler saw", json.dumps(event))
+    return {"echo": event}
+"""
+
+
+def b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode()
+
+
+def zip_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def create_function(
+    sdk: Any,
+    name: str,
+    code: str = ECHO_CODE,
+    *,
+    timeout: int = 30,
+    user_data: dict[str, str] | None = None,
+    **fields: Any,
+) -> Any:
+    """Create a Python function with inline ``index.py`` through the SDK; return the response."""
+    body = CreateFunctionRequestBody(
+        func_name=name,
+        package="default",
+        runtime="Python3.9",
+        timeout=timeout,
+        handler="index.handler",
+        memory_size=128,
+        code_type="inline",
+        func_code=FuncCode(file=b64(textwrap.dedent(code))),
+        user_data=json.dumps(user_data) if user_data is not None else None,
+        **fields,
+    )
+    return sdk.create_function(CreateFunctionRequest(body=body))
+
+
+def function_path(function_urn: str, suffix: str = "", project: str = PROJECT) -> str:
+    """The path of a function resource, the URN percent-encoded as the SDK does."""
+    return f"/v2/{project}/fgs/functions/{quote(function_urn, safe='')}{suffix}"
+
+
+class RawApi:
+    """Signed raw HTTP requests, for what the SDK cannot express (bad bodies, bad signatures)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=60)
+
+    def build(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes = b"",
+        headers: dict[str, str] | None = None,
+        credential: Credential | None = CREDENTIAL,
+        now: datetime | None = None,
+    ) -> httpx.Request:
+        """A request signed like the SDK signs it (unsigned when ``credential`` is None)."""
+        extra = {"Content-Type": "application/json", **(headers or {})}
+        request = self.http.build_request(method, path, params=params, content=content)
+        if credential is None:
+            request.headers.update(extra)
+            return request
+        raw_path, _, query = request.url.raw_path.decode().partition("?")
+        to_sign = {
+            **extra,
+            "Host": request.url.netloc.decode(),
+            "X-Project-Id": credential.project_id,
+        }
+        signed = sign_headers(
+            method,
+            raw_path,
+            query,
+            to_sign,
+            content,
+            credential.access_key,
+            credential.secret_key,
+            now=now,
+        )
+        request.headers.update(signed)
+        return request
+
+    def send(self, request: httpx.Request) -> httpx.Response:
+        return self.http.send(request)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.send(self.build(method, path, **kwargs))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def raw(server: LiveServer) -> Iterator[RawApi]:
+    client = RawApi(server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def echo_dir(tmp_path: Path) -> Path:
+    """Where the echo handler writes each event it receives, one file per request id."""
+    path = tmp_path / "events"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def echo_urn(sdk: Any, echo_dir: Path) -> str:
+    """The ``:latest`` URN of a function that records its events in ``echo_dir``."""
+    create_function(sdk, "echo", user_data={"OUT_DIR": str(echo_dir)})
+    return urn("echo")
+
+
+def insert_records(
+    server: LiveServer, name: str, start_times_ms: list[int], *, function_id: int | None = None
+) -> list[str]:
+    """Insert WAIT rows (never claimed) at the given start times; return their request ids."""
+    if function_id is None:
+        function = server.run(server.services.store.get_function(PROJECT, "default", name))
+        assert function is not None, name
+        function_id = function.id
+    ids = []
+    for start in start_times_ms:
+        request_id = str(uuid.uuid4())
+        server.run(
+            server.services.store.insert_invocation(
+                NewInvocation(
+                    request_id=request_id,
+                    function_id=function_id,
+                    version="latest",
+                    payload=b"{}",
+                    start_time=start,
+                    available_at=FAR_FUTURE_MS,
+                    expires_at=FAR_FUTURE_MS,
+                )
+            )
+        )
+        ids.append(request_id)
+    return ids
+
+
+def record_status(sdk: Any, function_urn: str, request_id: str) -> Any:
+    """The one record of ``request_id`` (or None), read through ListAsyncInvocations."""
+    response = sdk.list_async_invocations(
+        ListAsyncInvocationsRequest(function_urn=function_urn, request_id=request_id)
+    )
+    records = response.invocations or []
+    assert len(records) <= 1, records
+    return records[0] if records else None
+
+
+def wait_for_terminal(sdk: Any, function_urn: str, request_id: str, timeout: float = 30) -> Any:
+    """Poll until the record of ``request_id`` is terminal; return it."""
+    terminal = {s.value for s in Status if s.terminal}
+
+    def done() -> Any:
+        record = record_status(sdk, function_urn, request_id)
+        return record if record is not None and record.status in terminal else None
+
+    return wait_for(done, timeout)

@@ -1,0 +1,300 @@
+"""Pooling: warm reuse, limits, isolation of failures, cancel, reaping and shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Awaitable
+from pathlib import Path
+
+import anyio
+import pytest
+from runtime_support import make_function, pid_alive, wait_until
+
+from openfgs.models import ErrorCode
+from openfgs.runtime import InstancePool, RunResult
+
+pytestmark = pytest.mark.anyio
+
+# Returns its pid; with {"loop": dir} it writes its pid to dir/pid and then spins until killed;
+# with {"crash": "exit"|"segv"} it takes the instance down.
+WORKER = """
+import ctypes, os, time
+
+def handler(event, context):
+    event = event or {}
+    if "loop" in event:
+        with open(os.path.join(event["loop"], "pid"), "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            pass
+    if event.get("crash") == "exit":
+        print("about to exit")
+        os._exit(3)
+    if event.get("crash") == "segv":
+        ctypes.string_at(0)
+    return {"pid": os.getpid()}
+"""
+
+
+def pid_of(result: RunResult) -> int:
+    assert result.ok, result
+    pid: int = json.loads(result.result)["pid"]
+    return pid
+
+
+async def test_warm_instance_is_reused(pool: InstancePool) -> None:
+    fn = make_function(WORKER)
+    first = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+    second = pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
+    assert first == second
+    assert pool.instance_pids() == [first]
+    assert len(fn.loads) == 1  # the package was fetched once
+
+
+async def test_new_digest_gets_a_new_instance(pool: InstancePool) -> None:
+    old = make_function(WORKER)
+    new = make_function(WORKER + "\n# changed\n")
+    assert old.spec.urn == new.spec.urn
+    old_pid = pid_of(await pool.invoke(old.spec, b"{}", "r1", old.load))
+    new_pid = pid_of(await pool.invoke(new.spec, b"{}", "r2", new.load))
+    assert new_pid != old_pid
+    # The old code's idle instance is retired rather than kept until reaped.
+    await wait_until(lambda: not pid_alive(old_pid), what="old instance stopped")
+    assert pool.instance_pids() == [new_pid]
+
+
+async def test_max_instances_is_respected(pool: InstancePool, tmp_path: Path) -> None:
+    fn = make_function(
+        """
+        import os, time
+        def handler(event, context):
+            running = os.path.join(event, "running")
+            mine = os.path.join(running, context.getRequestID())
+            open(mine, "w").close()
+            seen = len(os.listdir(running))
+            while not os.path.exists(os.path.join(event, "go")):
+                time.sleep(0.005)
+            os.remove(mine)
+            return {"pid": os.getpid(), "seen": seen}
+        """,
+        max_instances=2,
+    )
+    (tmp_path / "running").mkdir()
+    event = json.dumps(str(tmp_path)).encode()
+    results: list[RunResult] = []
+
+    async def one(n: int) -> None:
+        results.append(await pool.invoke(fn.spec, event, f"r{n}", fn.load))
+
+    async with anyio.create_task_group() as tasks:
+        for n in range(5):
+            tasks.start_soon(one, n)
+        await wait_until(lambda: len(os.listdir(tmp_path / "running")) == 2)
+        assert len(pool.instance_pids(fn.spec.urn)) == 2
+        (tmp_path / "go").touch()
+    values = [json.loads(r.result) for r in results]
+    assert len(values) == 5
+    assert max(v["seen"] for v in values) == 2
+    assert len({v["pid"] for v in values}) == 2
+
+
+async def test_timeout_kills_only_that_instance(pool: InstancePool, tmp_path: Path) -> None:
+    fn = make_function(WORKER, timeout=1)
+    loop_event = json.dumps({"loop": str(tmp_path)}).encode()
+    with anyio.fail_after(10):
+        looping, quick = await _gather(
+            pool.invoke(fn.spec, loop_event, "r1", fn.load),
+            pool.invoke(fn.spec, b"{}", "r2", fn.load),
+        )
+    assert looping.error_code == ErrorCode.TIMEOUT
+    assert looping.error_message == "function timed out after 1s"
+    assert looping.duration_ms >= 1000
+    looping_pid = int((tmp_path / "pid").read_text())
+    assert not pid_alive(looping_pid)
+    survivor = pid_of(quick)
+    assert survivor != looping_pid
+    assert pool.instance_pids() == [survivor]
+    assert pid_of(await pool.invoke(fn.spec, b"{}", "r3", fn.load)) == survivor
+
+
+@pytest.mark.parametrize(
+    ("crash", "message", "in_log"),
+    [
+        ("exit", "function instance exited with code 3", "about to exit"),
+        ("segv", "function instance was killed by signal 11 (SIGSEGV)", "Segmentation fault"),
+    ],
+)
+async def test_crash_is_reported_and_the_pool_still_serves(
+    pool: InstancePool, crash: str, message: str, in_log: str
+) -> None:
+    fn = make_function(WORKER)
+    before = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+    event = json.dumps({"crash": crash}).encode()
+    result = await pool.invoke(fn.spec, event, "r2", fn.load)
+    assert result.error_code == ErrorCode.INSTANCE_CRASHED
+    assert result.error_message == message
+    assert in_log in result.log
+    assert not pid_alive(before)
+    after = pid_of(await pool.invoke(fn.spec, b"{}", "r3", fn.load))
+    assert after != before
+
+
+async def test_cancel_a_running_invocation(pool: InstancePool, tmp_path: Path) -> None:
+    fn = make_function(WORKER)
+    results: list[RunResult] = []
+
+    async def run() -> None:
+        event = json.dumps({"loop": str(tmp_path)}).encode()
+        results.append(await pool.invoke(fn.spec, event, "doomed", fn.load))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+        await wait_until((tmp_path / "pid").exists, what="handler running")
+        assert await pool.cancel("doomed")
+    assert results[0].error_code == ErrorCode.CANCELED
+    assert results[0].error_message == "function invocation canceled"
+    assert not pid_alive(int((tmp_path / "pid").read_text()))
+    assert not await pool.cancel("doomed")
+    assert not await pool.cancel("never-seen")
+    assert pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
+
+
+async def test_cancel_an_invocation_waiting_for_an_instance(
+    pool: InstancePool, tmp_path: Path
+) -> None:
+    fn = make_function(WORKER, max_instances=1)
+    results: dict[str, RunResult] = {}
+
+    async def run(request_id: str, event: bytes) -> None:
+        results[request_id] = await pool.invoke(fn.spec, event, request_id, fn.load)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run, "busy", json.dumps({"loop": str(tmp_path)}).encode())
+        await wait_until((tmp_path / "pid").exists, what="handler running")
+        tasks.start_soon(run, "waiting", b"{}")
+        # cancel() says no until the call has reached the pool.
+        await wait_until(lambda: pool.cancel("waiting"), what="queued call canceled")
+        await wait_until(lambda: "waiting" in results, what="waiting call finished")
+        assert await pool.cancel("busy")
+    assert results["waiting"].error_code == ErrorCode.CANCELED
+    assert results["busy"].error_code == ErrorCode.CANCELED
+
+
+async def test_environment_is_scrubbed(
+    pool: InstancePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENFGS_SECRET_KEY", "s3cret-value")
+    monkeypatch.setenv("PYTHONPATH", "/service/only")
+    fn = make_function(
+        """
+        import os, sys
+        def handler(event, context):
+            return {"env": dict(os.environ), "cwd": os.getcwd(), "path0": sys.path[0]}
+        """,
+        user_data={"GREETING": "hi", "RUNTIME_EXTRA": "x"},
+    )
+    result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
+    seen = json.loads(result.result)
+    env = seen["env"]
+    assert not [key for key in env if key.startswith("OPENFGS_")]
+    assert "s3cret-value" not in json.dumps(env)
+    assert "PYTHONPATH" not in env
+    assert env["GREETING"] == "hi"
+    assert env["RUNTIME_FUNC_NAME"] == "fn"
+    assert json.loads(env["RUNTIME_USERDATA"]) == {"GREETING": "hi", "RUNTIME_EXTRA": "x"}
+    assert seen["cwd"] == env["RUNTIME_CODE_ROOT"] == seen["path0"]
+    assert Path(seen["cwd"]).name == fn.spec.code_digest
+    assert Path(env["HOME"]).is_dir()
+    assert env["HOME"] != seen["cwd"]
+    assert set(env) <= {"GREETING", "RUNTIME_EXTRA", "PATH", "LANG", "LC_ALL", "HOME", "TMPDIR",
+                        "MALLOC_ARENA_MAX", "LC_CTYPE"} | {k for k in env if k.startswith("RUNTIME_")}  # fmt: skip
+
+
+async def test_protocol_pipes_are_not_inherited(pool: InstancePool) -> None:
+    fn = make_function(
+        """
+        import os
+        def handler(event, context):
+            inheritable = []
+            for fd in map(int, os.listdir("/proc/self/fd")):
+                try:
+                    if os.get_inheritable(fd):
+                        inheritable.append(fd)
+                except OSError:  # the directory listing's own descriptor
+                    pass
+            return sorted(inheritable)
+        """
+    )
+    result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
+    # Only stdin/stdout/stderr would reach a subprocess the handler starts.
+    assert json.loads(result.result) == [0, 1, 2]
+
+
+async def test_idle_instances_are_reaped(tmp_path: Path) -> None:
+    pool = InstancePool(tmp_path, idle_seconds=0.2)
+    fn = make_function(WORKER)
+    try:
+        pid = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+        await wait_until(lambda: not pid_alive(pid), what="idle instance reaped")
+        assert pool.instance_pids() == []
+        again = pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
+        assert again != pid
+    finally:
+        await pool.close()
+
+
+async def test_close_kills_everything(tmp_path: Path) -> None:
+    pool = InstancePool(tmp_path)
+    idle = make_function(WORKER, name="idle")
+    busy = make_function(WORKER, name="busy")
+    idle_pid = pid_of(await pool.invoke(idle.spec, b"{}", "r1", idle.load))
+    results: list[RunResult] = []
+
+    async def run() -> None:
+        event = json.dumps({"loop": str(tmp_path)}).encode()
+        results.append(await pool.invoke(busy.spec, event, "r2", busy.load))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+        await wait_until((tmp_path / "pid").exists, what="handler running")
+        busy_pid = int((tmp_path / "pid").read_text())
+        await pool.close()
+    assert not pid_alive(idle_pid)
+    assert not pid_alive(busy_pid)
+    assert results[0].error_code == ErrorCode.INTERRUPTED
+    assert pool.instance_pids() == []
+    with pytest.raises(RuntimeError):
+        await pool.invoke(idle.spec, b"{}", "r3", idle.load)
+
+
+async def test_grandchildren_die_with_their_instance(pool: InstancePool, tmp_path: Path) -> None:
+    fn = make_function(
+        f"""
+        import subprocess
+        def handler(event, context):
+            child = subprocess.Popen([{sys.executable!r}, "-c", "import time; time.sleep(60)"])
+            with open({str(tmp_path / "child")!r}, "w") as f:
+                f.write(str(child.pid))
+            while True:
+                pass
+        """,
+        timeout=1,
+    )
+    result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
+    assert result.error_code == ErrorCode.TIMEOUT
+    child = int((tmp_path / "child").read_text())
+    await wait_until(lambda: not pid_alive(child), what="grandchild killed")
+
+
+async def _gather(*awaitables: Awaitable[RunResult]) -> list[RunResult]:
+    results: dict[int, RunResult] = {}
+
+    async def one(index: int, awaitable: Awaitable[RunResult]) -> None:
+        results[index] = await awaitable
+
+    async with anyio.create_task_group() as tasks:
+        for index, awaitable in enumerate(awaitables):
+            tasks.start_soon(one, index, awaitable)
+    return [results[i] for i in range(len(awaitables))]

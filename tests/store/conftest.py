@@ -1,0 +1,51 @@
+"""The store conformance fixtures: one ``store`` per backend, each on a database of its own.
+
+A backend is a generator that yields a :class:`Backend` bound to a fresh database and cleans it
+up afterwards. Adding one (PostgreSQL: a database made per test) is one entry in ``BACKENDS``;
+every test in this folder then runs against it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from openfgs.store.base import Store
+from openfgs.store.sqlite import SqliteStore
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend under test, bound to one test's database."""
+
+    name: str
+    new_store: Callable[[], Store]  # another, unopened store on that same database
+
+
+def sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
+    path = tmp_path / "openfgs.db"
+    yield Backend("sqlite", lambda: SqliteStore(path))
+
+
+BACKENDS = [
+    pytest.param(sqlite_backend, id="sqlite"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    make: Callable[[Path], Iterator[Backend]] = request.param
+    yield from make(tmp_path)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    store = backend.new_store()
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
