@@ -368,6 +368,74 @@ def cmd_invocations_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invocations_show(args: argparse.Namespace) -> int:
+    client, _ = _client(args)
+    detail = client.json("GET", f"/async-invocations/{args.request_id}", section="openfgs")
+    for key in (
+        "request_id",
+        "func_urn",
+        "status",
+        "error_code",
+        "error_message",
+        "start_time",
+        "end_time",
+        "attempt",
+        "max_attempts",
+        "rerun_of",
+    ):
+        print(f"{key:14} {detail[key]}")
+    rows = [
+        (
+            a["attempt"],
+            a["outcome"],
+            a["start_time"],
+            a["end_time"] or "-",
+            a["worker_id"],
+            a["error_code"],
+            a["error_message"][:60],
+        )
+        for a in detail["attempts"]
+    ]
+    if rows:
+        print()
+        print(
+            _table(
+                rows,
+                ("ATTEMPT", "OUTCOME", "START (UTC)", "END (UTC)", "WORKER", "CODE", "MESSAGE"),
+            )
+        )
+    return 0
+
+
+def cmd_invocations_cancel(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    urn = _urn(client, settings, args.name, args.package)
+    client.request("POST", f"/functions/{urn}/cancel", body={"request_id": args.request_id})
+    print(f"canceled {args.request_id}")
+    return 0
+
+
+def cmd_invocations_rerun(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    body: dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        body["status"] = args.status.upper()
+    if args.since:
+        body["query_begin_time"] = query_time(args.since)
+    if args.until:
+        body["query_end_time"] = query_time(args.until)
+    urn = _urn(client, settings, args.name, args.package)
+    result = client.json("POST", f"/functions/{urn}/rerun", body=body, section="openfgs")
+    print(
+        _table(
+            [(r["request_id"], r["rerun_of"]) for r in result["reruns"]],
+            ("NEW REQUEST ID", "RERUN OF"),
+        )
+    )
+    print(f"{result['count']} queued again")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -455,7 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     inv_list.add_argument("--until")
     inv_list.add_argument("--limit", type=int, default=100)
     inv_list.set_defaults(func=cmd_invocations_list)
-    _client_flags(inv_list)
+    show = inv.add_parser("show", help="one async invocation with its attempts")
+    show.add_argument("request_id")
+    show.set_defaults(func=cmd_invocations_show)
+    cancel = inv.add_parser("cancel", help="cancel a waiting or running async invocation")
+    cancel.add_argument("name")
+    cancel.add_argument("request_id")
+    cancel.set_defaults(func=cmd_invocations_cancel)
+    rerun = inv.add_parser("rerun", help="queue FAIL/DISCARD invocations of a window again")
+    rerun.add_argument("name")
+    rerun.add_argument("--status", choices=["FAIL", "DISCARD", "fail", "discard"])
+    rerun.add_argument("--since", help="30m, 2h, 1d or YYYY-MM-DDTHH:mm:ss (UTC)")
+    rerun.add_argument("--until")
+    rerun.add_argument("--limit", type=int, default=100)
+    rerun.set_defaults(func=cmd_invocations_rerun)
+    for p in (inv_list, show, cancel, rerun):
+        _client_flags(p)
     return parser
 
 

@@ -44,9 +44,10 @@ class FunctionGraphClient:
         query: dict[str, str] | None = None,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        section: str = "fgs",
     ) -> httpx.Response:
-        """Send a signed request; ``path`` is below ``/v2/{project_id}/fgs``."""
-        full_path = f"/v2/{self.credential.project_id}/fgs{path}"
+        """Send a signed request; ``path`` is below ``/v2/{project_id}/{section}``."""
+        full_path = f"/v2/{self.credential.project_id}/{section}{path}"
         encoded_path = "/".join(quote(seg, safe="") for seg in full_path.split("/"))
         qs = urlencode(sorted((query or {}).items()), quote_via=quote)
         data = b"" if body is None else orjson.dumps(body)

@@ -26,8 +26,15 @@ class ApiError(OpenFgsError):
     error_code: str = "FSS.0500"
     default_message: str = "Internal server error."
 
-    def __init__(self, message: str | None = None, *, error_code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        error_code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.message = message or self.default_message
+        self.headers = headers or {}
         if error_code is not None:
             self.error_code = error_code
         super().__init__(self.message)

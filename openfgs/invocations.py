@@ -1,4 +1,4 @@
-"""Async invocations as business operations: submit, list, claim, complete and recover.
+"""Async invocations as business operations: submit, list, claim, complete, cancel, recover.
 
 The invocation table is the queue. Every outcome goes through one decision function,
 :func:`decide`, and is persisted under ``asyncio.shield`` so a shutdown cannot cut it in half.
@@ -7,15 +7,22 @@ The invocation table is the queue. Every outcome goes through one decision funct
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
-from openfgs.errors import BadRequest
+from openfgs.errors import BadRequest, NotFound, TooManyRequests
+from openfgs.functions import FunctionRegistry
 from openfgs.models import (
+    AsyncConfig,
     ClaimedInvocation,
     ErrorCode,
     Function,
+    InvocationDetail,
     InvocationPage,
     InvocationQuery,
     NewInvocation,
@@ -24,14 +31,22 @@ from openfgs.models import (
     parse_time,
 )
 from openfgs.runtime.types import RunResult
+from openfgs.schemas import AsyncConfigBody, FuncDestinationConfig
 from openfgs.store.base import Store
 
+log = logging.getLogger("openfgs.invocations")
+
 DEFAULT_EVENT_AGE_SECONDS = 3600
-RECOVERY_ATTEMPTS = 2  # a run cut short by a dead service is tried once more
+DEFAULT_RETRIES_WITH_CONFIG = 1  # FunctionGraph's request-side default
+RECOVERY_ATTEMPTS = 2  # an attempt cut short by a dead worker is tried once more
+MAX_DESTINATION_DEPTH = 8
 MAX_LIMIT = 500
 DEFAULT_WINDOW_MS = 3600 * 1000
 MAX_ACTIVE_IDS = 10
+IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 ACTIVE = (Status.WAIT, Status.RUNNING)
+CANCELED_MESSAGE = "function invocation canceled"
+_CACHE_SECONDS = 2.0
 
 
 class Notifier:
@@ -47,6 +62,9 @@ class Notifier:
         """Return once notified since the last return (at once if that already happened)."""
         await self._event.wait()
         self._event.clear()
+
+
+# -- query parameters -------------------------------------------------------------------------
 
 
 def _query_error(parameter: str, message: str) -> BadRequest:
@@ -65,7 +83,8 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
     return value
 
 
-def _time_window(params: Mapping[str, str]) -> tuple[int, int]:
+def time_window(params: Mapping[str, str | None]) -> tuple[int, int]:
+    """``query_begin_time`` / ``query_end_time`` as epoch ms, with FunctionGraph's defaults."""
     bounds: dict[str, int] = {}
     for name in ("query_begin_time", "query_end_time"):
         raw = params.get(name)
@@ -103,7 +122,7 @@ def parse_list_query(function: Function, params: Mapping[str, str]) -> Invocatio
     request_id = params.get("request_id") or ""
     if len(request_id) > 64:
         raise _query_error("request_id", "longer than 64 characters")
-    begin, end = _time_window(params)
+    begin, end = time_window(params)
     return InvocationQuery(
         function_id=function.id,
         begin=begin,
@@ -115,8 +134,11 @@ def parse_list_query(function: Function, params: Mapping[str, str]) -> Invocatio
     )
 
 
-def parse_active_query(function: Function, params: Mapping[str, str]) -> InvocationQuery:
-    """The active-invocations endpoint: only WAIT and RUNNING, ``requests`` = up to 10 ids."""
+def parse_active_query(function: Function, params: Mapping[str, str]) -> InvocationQuery | None:
+    """The active-invocations endpoint: only WAIT and RUNNING, ``requests`` = up to 10 ids.
+
+    None when the filters leave nothing that could match (a terminal ``status``).
+    """
     raw = params.get("requests") or ""
     if len(raw) > 640:
         raise _query_error("requests", "longer than 640 characters")
@@ -125,15 +147,12 @@ def parse_active_query(function: Function, params: Mapping[str, str]) -> Invocat
         raise _query_error("requests", f"more than {MAX_ACTIVE_IDS} request ids")
     query = parse_list_query(function, {k: v for k, v in params.items() if k != "request_id"})
     statuses = tuple(s for s in ACTIVE if not query.statuses or s in query.statuses)
-    return InvocationQuery(
-        function_id=query.function_id,
-        begin=query.begin,
-        end=query.end,
-        request_ids=ids,
-        statuses=statuses,
-        marker=query.marker,
-        limit=query.limit,
-    )
+    if not statuses:
+        return None
+    return replace(query, request_ids=ids, statuses=statuses)
+
+
+# -- the decision -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -147,22 +166,39 @@ class Decision:
     retry_at: int | None = None
 
 
-def decide(claimed: ClaimedInvocation, outcome: RunResult | None, now: int) -> Decision:
+def backoff_ms(attempt: int, base_seconds: float, max_seconds: float) -> int:
+    """Exponential backoff: base, 2×base, 4×base, … capped at ``max_seconds``."""
+    return int(min(base_seconds * 2 ** max(attempt - 1, 0), max_seconds) * 1000)
+
+
+def decide(
+    claimed: ClaimedInvocation,
+    outcome: RunResult | None,
+    now: int,
+    backoff: Callable[[int], int] = lambda attempt: 0,
+) -> Decision:
     """The one place an invocation's fate is decided.
 
-    ``outcome`` is None when the attempt never ran to an answer (its worker died); it is tried
-    again while recovery attempts remain and the event has not expired.
+    ``outcome`` is None when the attempt never ran to an answer (its worker died or is shutting
+    down); it is tried again while attempts remain and the event has not expired.
     """
     if outcome is None:
-        if claimed.attempt < RECOVERY_ATTEMPTS and now < claimed.expires_at:
-            return Decision(Status.WAIT, retry_at=now)
+        if claimed.attempt < max(claimed.max_attempts, RECOVERY_ATTEMPTS):
+            return Decision(Status.WAIT, retry_at=now, error_message=claimed.last_error)
         return Decision(
             Status.FAIL,
             ErrorCode.INTERRUPTED,
-            f"interrupted: the service stopped while attempt {claimed.attempt} was running",
+            f"interrupted: the worker stopped while attempt {claimed.attempt} was running",
         )
     if outcome.ok:
         return Decision(Status.SUCCESS, result=outcome.result.encode())
+    if outcome.error_code != ErrorCode.CANCELED and claimed.attempt < claimed.max_attempts:
+        return Decision(
+            Status.WAIT,
+            outcome.error_code,
+            f"attempt {claimed.attempt} failed: {outcome.error_message}",
+            retry_at=now + backoff(claimed.attempt),
+        )
     return Decision(Status.FAIL, outcome.error_code, outcome.error_message)
 
 
@@ -170,49 +206,236 @@ def expired(claimed: ClaimedInvocation, now: int) -> Decision | None:
     """DISCARD for an event that aged past its limit before this attempt could start."""
     if now < claimed.expires_at:
         return None
-    return Decision(
-        Status.DISCARD,
-        ErrorCode.EXPIRED,
-        "discarded: the event was older than its maximum age before it could run",
-    )
+    message = f"discarded: the event exceeded its maximum age before attempt {claimed.attempt}"
+    if claimed.last_error:
+        message += f"; {claimed.last_error}"
+    return Decision(Status.DISCARD, ErrorCode.EXPIRED, message)
+
+
+# -- destinations -----------------------------------------------------------------------------
+
+
+def destination_condition(claimed: ClaimedInvocation, decision: Decision) -> str:
+    if decision.status is Status.SUCCESS:
+        return "Success"
+    if decision.status is Status.DISCARD:
+        return "EventAgeExceeded"
+    if decision.error_code == ErrorCode.CANCELED:
+        return "Canceled"
+    return "RetriesExhausted" if claimed.attempt > 1 else "Failure"
+
+
+def destination_event(
+    claimed: ClaimedInvocation, decision: Decision, function_urn: str, now: int
+) -> bytes:
+    """FunctionGraph's destination event for the outcome of ``claimed``."""
+    succeeded = decision.status is Status.SUCCESS
+    try:
+        request_payload: Any = json.loads(claimed.payload)
+    except ValueError:
+        request_payload = claimed.payload.decode(errors="replace")
+    if succeeded and decision.result is not None:
+        response_payload: Any = json.loads(decision.result)
+    else:
+        response_payload = {
+            "errorCode": decision.error_code,
+            "errorMessage": decision.error_message,
+        }
+    event = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000)),
+        "request_context": {
+            "request_id": claimed.request_id,
+            "function_urn": function_urn,
+            "condition": destination_condition(claimed, decision),
+            "approximate_invoke_count": claimed.attempt,
+        },
+        "request_payload": request_payload,
+        "response_context": {
+            "status_code": 200 if succeeded else 500,
+            "function_error": "" if succeeded else decision.error_message,
+        },
+        "response_payload": response_payload,
+    }
+    return json.dumps(event).encode()
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    retry_backoff_seconds: float = 1.0
+    retry_backoff_max_seconds: float = 60.0
+    max_waiting_per_function: int = 100_000
+    retention_seconds: int = 7 * 86400
 
 
 class InvocationService:
-    """Domain operations on async invocation records."""
+    """Domain operations on async invocation records and async invoke configs."""
 
-    def __init__(self, store: Store, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: FunctionRegistry,
+        settings: LifecycleSettings | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._store = store
+        self._registry = registry
+        self._settings = settings or LifecycleSettings()
         self.notifier = notifier or Notifier()
+        self._configs: dict[int, tuple[float, AsyncConfig | None]] = {}
+        self._waiting: dict[int, tuple[float, int]] = {}
+        self.cancel_hooks: list[Callable[[str], Any]] = []
 
-    async def submit(self, function: Function, payload: bytes) -> str:
+    # -- accept -----------------------------------------------------------------------------
+
+    async def submit(
+        self, function: Function, payload: bytes, idempotency_key: str | None = None
+    ) -> str:
         """Persist an accepted request (durably) and wake the workers; return its request id."""
-        now = now_ms()
-        request_id = str(uuid.uuid4())
-        await self._store.insert_invocation(
-            NewInvocation(
-                request_id=request_id,
-                function_id=function.id,
-                version="latest",
-                payload=payload,
-                start_time=now,
-                available_at=now,
-                expires_at=now + DEFAULT_EVENT_AGE_SECONDS * 1000,
+        await self._check_backlog(function)
+        invocation = await self._new_invocation(function, payload)
+        if idempotency_key:
+            cutoff = invocation.start_time - IDEMPOTENCY_WINDOW_MS
+            request_id = await self._store.insert_invocation_once(
+                invocation, idempotency_key, cutoff
             )
-        )
+        else:
+            await self._store.insert_invocation(invocation)
+            request_id = invocation.request_id
         self.notifier.notify()
         return request_id
 
+    async def _new_invocation(
+        self, function: Function, payload: bytes, depth: int = 0, rerun_of: str | None = None
+    ) -> NewInvocation:
+        config = await self.config(function)
+        age = config.max_async_event_age_in_seconds if config else DEFAULT_EVENT_AGE_SECONDS
+        retries = config.max_async_retry_attempts if config else 0
+        now = now_ms()
+        return NewInvocation(
+            request_id=str(uuid.uuid4()),
+            function_id=function.id,
+            version="latest",
+            payload=payload,
+            start_time=now,
+            available_at=now,
+            expires_at=now + age * 1000,
+            max_attempts=1 + retries,
+            depth=depth,
+            rerun_of=rerun_of,
+        )
+
+    async def _check_backlog(self, function: Function) -> None:
+        """429 when a function already has too many waiting invocations (counted ≤ 1 s ago)."""
+        limit = self._settings.max_waiting_per_function
+        checked, waiting = self._waiting.get(function.id, (0.0, 0))
+        if time.monotonic() - checked > 1.0:
+            waiting = await self._store.count_waiting(function.id)
+        self._waiting[function.id] = (
+            checked if time.monotonic() - checked <= 1.0 else time.monotonic(),
+            waiting + 1,
+        )
+        if waiting >= limit:
+            raise TooManyRequests(
+                f"the function has {waiting} waiting invocations (limit {limit}); retry later",
+                headers={"Retry-After": "1"},
+            )
+
+    # -- read -------------------------------------------------------------------------------
+
     async def list_records(self, query: InvocationQuery) -> InvocationPage:
         return await self._store.list_invocations(query)
+
+    async def detail(self, project_id: str, request_id: str) -> InvocationDetail:
+        found = await self._store.get_invocation(request_id)
+        if found is None or found.project_id != project_id:
+            raise NotFound(f"async invocation {request_id[:64]!r} not found")
+        return found
+
+    async def counts(self, function: Function) -> dict[Status, int]:
+        return await self._store.count_by_status(function.id)
+
+    # -- configs ----------------------------------------------------------------------------
+
+    async def config(self, function: Function) -> AsyncConfig | None:
+        cached = self._configs.get(function.id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        config = await self._store.get_async_config(function.id)
+        self._configs[function.id] = (time.monotonic() + _CACHE_SECONDS, config)
+        return config
+
+    async def put_config(self, function: Function, body: AsyncConfigBody) -> AsyncConfig:
+        destinations: dict[str, Any] = {}
+        if body.destination_config is not None:
+            for condition in ("on_success", "on_failure"):
+                target = getattr(body.destination_config, condition)
+                if target is not None:
+                    await self._check_destination(function, condition, target)
+                    destinations[condition] = target.model_dump()
+        existing = await self._store.get_async_config(function.id)
+        now = now_ms()
+        config = AsyncConfig(
+            function_id=function.id,
+            max_async_event_age_in_seconds=body.max_async_event_age_in_seconds
+            or DEFAULT_EVENT_AGE_SECONDS,
+            max_async_retry_attempts=DEFAULT_RETRIES_WITH_CONFIG
+            if body.max_async_retry_attempts is None
+            else body.max_async_retry_attempts,
+            destination_config=destinations,
+            enable_async_status_log=bool(body.enable_async_status_log),
+            created_at=existing.created_at if existing else now,
+            last_modified=now,
+        )
+        await self._store.upsert_async_config(config)
+        self._configs.pop(function.id, None)
+        return config
+
+    async def _check_destination(
+        self, function: Function, condition: str, target: FuncDestinationConfig
+    ) -> None:
+        if target.destination != "FunctionGraph":
+            raise BadRequest(
+                f"destination_config.{condition}: destination {target.destination!r} is not "
+                "supported by openfgs; use FunctionGraph"
+            )
+        try:
+            param = json.loads(target.param)
+            urn = param["func_urn"]
+            assert isinstance(urn, str)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise BadRequest(
+                f"destination_config.{condition}.param must be a JSON string such as "
+                '{"func_urn": "urn:fss:…:function:default:name:latest"}'
+            ) from None
+        try:
+            await self._registry.resolve(function.project_id, urn)
+        except (NotFound, BadRequest):
+            raise BadRequest(
+                f"destination_config.{condition}: function {urn!r} does not exist"
+            ) from None
+
+    async def delete_config(self, function: Function) -> None:
+        if not await self._store.delete_async_config(function.id):
+            raise NotFound("the function has no async invoke config")
+        self._configs.pop(function.id, None)
+
+    # -- run --------------------------------------------------------------------------------
 
     async def claim(
         self, worker_id: str, limit: int, lease_seconds: int
     ) -> list[ClaimedInvocation]:
         """Claim up to ``limit`` runnable records; expired ones are discarded, not returned."""
         now = now_ms()
-        claimed = await self._store.claim_invocations(
-            worker_id, now, limit, now + lease_seconds * 1000
-        )
+        lease_until = now + lease_seconds * 1000
+        expired_rows = await self._store.claim_expired_invocations(worker_id, now, 500, lease_until)
+        for item in expired_rows:
+            verdict = expired(item, now)
+            assert verdict is not None
+            await self._persist(item, verdict, now)
+        claimed = await self._store.claim_invocations(worker_id, now, limit, lease_until)
         runnable = []
         for item in claimed:
             verdict = expired(item, now)
@@ -225,7 +448,15 @@ class InvocationService:
     async def complete(self, claimed: ClaimedInvocation, outcome: RunResult | None) -> Decision:
         """Decide and persist the outcome of one attempt."""
         now = now_ms()
-        decision = decide(claimed, outcome, now)
+        s = self._settings
+        decision = decide(
+            claimed,
+            outcome,
+            now,
+            lambda attempt: backoff_ms(
+                attempt, s.retry_backoff_seconds, s.retry_backoff_max_seconds
+            ),
+        )
         await asyncio.shield(self._persist(claimed, decision, now))
         return decision
 
@@ -233,10 +464,15 @@ class InvocationService:
         if decision.status is Status.WAIT:
             assert decision.retry_at is not None
             await self._store.requeue_invocation(
-                claimed.request_id, claimed.attempt, decision.retry_at
+                claimed.request_id,
+                claimed.attempt,
+                decision.retry_at,
+                decision.error_code,
+                decision.error_message,
             )
             self.notifier.notify()
             return
+        follow_up = await self._follow_up(claimed, decision, now)
         await self._store.finish_invocation(
             claimed.request_id,
             claimed.attempt,
@@ -245,6 +481,55 @@ class InvocationService:
             decision.error_code,
             decision.error_message,
             decision.result,
+            follow_up,
+        )
+        if follow_up is not None:
+            self.notifier.notify()
+
+    async def _follow_up(
+        self, claimed: ClaimedInvocation, decision: Decision, now: int
+    ) -> NewInvocation | None:
+        """The destination invocation a terminal outcome starts, if one is configured."""
+        function = await self._registry.get_by_id(claimed.function_id)
+        if function is None:
+            return None
+        config = await self.config(function)
+        condition = "on_success" if decision.status is Status.SUCCESS else "on_failure"
+        target = (config.destination_config.get(condition) if config else None) or None
+        if target is None:
+            return None
+        if claimed.depth >= MAX_DESTINATION_DEPTH:
+            log.warning(
+                "destination chain of %s stopped at depth %d", claimed.request_id, claimed.depth
+            )
+            return None
+        try:
+            urn = json.loads(target["param"])["func_urn"]
+            destination = await self._registry.resolve(function.project_id, urn)
+        except (ValueError, KeyError, NotFound, BadRequest):
+            log.warning("destination of %s no longer exists", claimed.request_id)
+            return None
+        source_urn = function.urn(self._registry.region).qualified(claimed.version)
+        event = destination_event(claimed, decision, source_urn, now)
+        return await self._new_invocation(destination, event, depth=claimed.depth + 1)
+
+    # -- cancel, recover, leases ------------------------------------------------------------
+
+    async def cancel(self, function: Function, request_id: str) -> None:
+        """Stop one request: WAIT becomes DISCARD, RUNNING has its instance stopped (FAIL)."""
+        found = await self._store.get_invocation(request_id)
+        if found is None or found.record.function_id != function.id:
+            raise BadRequest("Invalid RequestId", error_code="FSS.0400")
+        if found.record.status is Status.WAIT and await self._store.cancel_waiting(
+            request_id, function.id, now_ms(), ErrorCode.CANCELED, CANCELED_MESSAGE
+        ):
+            return
+        if await self._store.request_cancel(request_id, function.id):
+            for hook in self.cancel_hooks:
+                await hook(request_id)
+            return
+        raise BadRequest(
+            f"Invalid RequestId: the invocation has already ended ({found.record.status.value})"
         )
 
     async def recover(self, cutoff: int | None = None, batch: int = 500) -> int:
@@ -261,12 +546,42 @@ class InvocationService:
             total += len(rows)
         return total
 
-    async def renew_leases(self, worker_id: str, lease_seconds: int) -> int:
-        """Extend the leases of every record ``worker_id`` is running."""
-        return await self._store.renew_leases(worker_id, now_ms() + lease_seconds * 1000)
+    async def renew_leases(self, worker_id: str, lease_seconds: int) -> list[str]:
+        """Extend this worker's leases; return the requests someone asked to cancel."""
+        await self._store.renew_leases(worker_id, now_ms() + lease_seconds * 1000)
+        return await self._store.list_cancel_requests(worker_id)
 
     async def next_wakeup(self) -> int | None:
         return await self._store.next_available_at()
 
-    async def counts(self, function: Function) -> dict[Status, int]:
-        return await self._store.count_by_status(function.id)
+    async def purge_expired_records(self, batch: int = 1000) -> int:
+        """Delete terminal records older than the retention period, in small batches."""
+        now = now_ms()
+        cutoff = now - self._settings.retention_seconds * 1000
+        total = 0
+        while deleted := await self._store.purge(cutoff, now - IDEMPOTENCY_WINDOW_MS, batch):
+            total += deleted
+            await asyncio.sleep(0)  # let accepts in between batches
+        return total
+
+    # -- re-run -----------------------------------------------------------------------------
+
+    async def rerun(
+        self,
+        function: Function,
+        begin: int,
+        end: int,
+        status: Status | None,
+        limit: int,
+    ) -> list[tuple[str, str]]:
+        """Queue FAIL/DISCARD records of a window again; ``(new id, old id)`` pairs."""
+        statuses = (status,) if status else (Status.FAIL, Status.DISCARD)
+        rows = await self._store.list_rerunnable(function.id, statuses, begin, end, limit)
+        pairs = []
+        for old_id, payload, depth in rows:
+            invocation = await self._new_invocation(function, payload, depth, rerun_of=old_id)
+            await self._store.insert_invocation(invocation)
+            pairs.append((invocation.request_id, old_id))
+        if pairs:
+            self.notifier.notify()
+        return pairs

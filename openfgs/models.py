@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from openfgs.errors import BadRequest
 
@@ -181,6 +182,9 @@ class NewInvocation:
     start_time: int
     available_at: int
     expires_at: int
+    max_attempts: int = 1
+    depth: int = 0  # how many destination hops led here
+    rerun_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,46 @@ class ClaimedInvocation:
     payload: bytes
     attempt: int
     expires_at: int
+    max_attempts: int = 1
+    depth: int = 0
+    last_error: str = ""  # the message the previous attempt ended with, if any
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of an async invocation, as kept in its history."""
+
+    attempt: int
+    worker_id: str
+    start_time: int
+    end_time: int | None
+    outcome: str
+    error_code: int
+    error_message: str
+
+
+@dataclass(frozen=True)
+class InvocationDetail:
+    """A record with what the list endpoint does not show: attempts, limits, re-run origin."""
+
+    record: Invocation
+    project_id: str
+    max_attempts: int
+    rerun_of: str | None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """A function's async invoke config (FunctionGraph's fields)."""
+
+    function_id: int
+    max_async_event_age_in_seconds: int
+    max_async_retry_attempts: int
+    destination_config: dict[str, Any]
+    enable_async_status_log: bool
+    created_at: int
+    last_modified: int
 
 
 @dataclass(frozen=True)

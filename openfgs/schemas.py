@@ -238,3 +238,120 @@ class TokenBody(_Output):
 
 class TokenOut(_Output):
     token: TokenBody
+
+
+class FuncDestinationConfig(_Input):
+    destination: str = Field(min_length=1, max_length=32)
+    param: str = Field(max_length=2048)
+
+
+class DestinationConfig(_Input):
+    on_success: FuncDestinationConfig | None = None
+    on_failure: FuncDestinationConfig | None = None
+
+
+class AsyncConfigBody(_Input):
+    max_async_event_age_in_seconds: int | None = Field(default=None, ge=1, le=86400)
+    max_async_retry_attempts: int | None = Field(default=None, ge=0, le=3)
+    destination_config: DestinationConfig | None = None
+    enable_async_status_log: bool | None = None
+    log_group_id: str | None = None
+    log_stream_id: str | None = None
+    log_group_name: str | None = None
+    log_stream_name: str | None = None
+
+
+class FuncDestinationOut(_Output):
+    destination: str
+    param: str
+
+
+class DestinationConfigOut(_Output):
+    on_success: FuncDestinationOut | None = None
+    on_failure: FuncDestinationOut | None = None
+
+
+class AsyncConfigOut(_Output):
+    func_urn: str
+    max_async_event_age_in_seconds: int
+    max_async_retry_attempts: int
+    destination_config: DestinationConfigOut
+    created_time: str
+    last_modified: str
+    enable_async_status_log: bool
+
+
+class PageInfo(_Output):
+    next_marker: int
+    previous_marker: int
+    current_count: int
+
+
+class AsyncConfigListOut(_Output):
+    async_invoke_configs: list[AsyncConfigOut]
+    count: int
+    page_info: PageInfo
+
+
+class CancelBody(_Input):
+    request_id: str = Field(min_length=1, max_length=64)
+    type: Literal["force", "recursive"] | None = None
+
+
+class StatusLogDetailOut(_Output):
+    group_name: str
+    group_id: str
+    stream_id: str
+    stream_name: str
+
+
+class AttemptOut(_Output):
+    attempt: int
+    worker_id: str
+    start_time: str
+    end_time: str
+    outcome: str
+    error_code: int
+    error_message: str
+
+
+class InvocationDetailOut(_Output):
+    request_id: str
+    func_urn: str
+    status: Literal["WAIT", "RUNNING", "SUCCESS", "FAIL", "DISCARD"]
+    error_code: int
+    error_message: str
+    start_time: str
+    end_time: str
+    attempt: int
+    max_attempts: int
+    rerun_of: str
+    attempts: list[AttemptOut]
+
+
+class RerunBody(_Input):
+    query_begin_time: str | None = None
+    query_end_time: str | None = None
+    status: Literal["FAIL", "DISCARD"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class RerunItemOut(_Output):
+    request_id: str
+    rerun_of: str
+
+
+class RerunOut(_Output):
+    reruns: list[RerunItemOut]
+    count: int
+
+
+class StatsOut(_Output):
+    """Records of one function by status; ``accepted`` is their sum (records not yet purged)."""
+
+    accepted: int
+    WAIT: int
+    RUNNING: int
+    SUCCESS: int
+    FAIL: int
+    DISCARD: int

@@ -14,7 +14,7 @@ from typing import IO
 from openfgs.auth.service import Authenticator
 from openfgs.errors import OpenFgsError
 from openfgs.functions import FunctionRegistry
-from openfgs.invocations import InvocationService
+from openfgs.invocations import InvocationService, LifecycleSettings
 from openfgs.models import Credential, Function
 from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.types import RunResult
@@ -52,7 +52,16 @@ class Services:
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
         store = store or create_store(settings)
         registry = FunctionRegistry(store, settings.region)
-        invocations = InvocationService(store)
+        invocations = InvocationService(
+            store,
+            registry,
+            LifecycleSettings(
+                retry_backoff_seconds=settings.retry_backoff_seconds,
+                retry_backoff_max_seconds=settings.retry_backoff_max_seconds,
+                max_waiting_per_function=settings.max_waiting_per_function,
+                retention_seconds=settings.retention_seconds,
+            ),
+        )
         auth = Authenticator(
             store,
             skew_seconds=settings.signature_skew_seconds,
@@ -70,7 +79,9 @@ class Services:
                 concurrency=settings.worker_concurrency,
                 poll_interval=settings.poll_interval,
                 lease_seconds=settings.lease_seconds,
+                grace_seconds=settings.shutdown_grace_seconds,
             )
+        invocations.cancel_hooks.append(pool.cancel)
         return cls(settings, store, registry, invocations, auth, pool, worker)
 
     async def start(self) -> None:

@@ -36,6 +36,12 @@ class Settings:
     worker_concurrency: int = 8
     poll_interval: float = 1.0
     lease_seconds: int = 60
+    shutdown_grace_seconds: float = 30.0
+    # Async lifecycle.
+    retry_backoff_seconds: float = 1.0
+    retry_backoff_max_seconds: float = 60.0
+    max_waiting_per_function: int = 100_000
+    retention_seconds: int = 7 * 86400
     # Runtime.
     instance_idle_seconds: float = 300.0
     # Request limits.

@@ -1,4 +1,8 @@
-"""The worker loop: wait for work, claim a batch, run each invocation, persist its outcome."""
+"""The worker loop: wait for work, claim a batch, run each invocation, persist its outcome.
+
+Besides running invocations, a worker keeps its leases alive, stops invocations someone
+canceled, recovers rows whose worker died, and purges records past their retention.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from openfgs.functions import FunctionRegistry
@@ -17,6 +22,7 @@ from openfgs.runtime.types import RunResult
 
 log = logging.getLogger("openfgs.worker")
 ASYNC_RESULT_LIMIT = 256 * 1024
+PURGE_INTERVAL_SECONDS = 60.0
 
 
 def new_worker_id() -> str:
@@ -35,6 +41,7 @@ class Worker:
         concurrency: int = 8,
         poll_interval: float = 1.0,
         lease_seconds: int = 60,
+        grace_seconds: float = 30.0,
         worker_id: str | None = None,
     ) -> None:
         self._service = service
@@ -43,41 +50,37 @@ class Worker:
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._lease_seconds = lease_seconds
+        self._grace_seconds = grace_seconds
         self.worker_id = worker_id or new_worker_id()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], ClaimedInvocation] = {}
         self._slot_freed = asyncio.Event()
+        self._shutting_down = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set, then wait for the invocations in flight."""
+        """Work until ``stop`` is set, then let running invocations finish within the grace
+        period; the ones still running after it are stopped and queued again."""
         stopping = asyncio.ensure_future(stop.wait())
-        upkeep = asyncio.create_task(self._keep_leases(stop))
+        upkeep = asyncio.create_task(self._upkeep(stop))
         try:
             while not stop.is_set():
-                started = await self._fill()
-                if started == 0:
+                if await self._fill() == 0:
                     await self._idle(stopping)
         finally:
             stopping.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._drain()
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
 
-    async def _keep_leases(self, stop: asyncio.Event) -> None:
-        """Renew this worker's leases, and recover rows whose worker stopped renewing."""
-        interval = max(self._lease_seconds / 3, 0.5)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            try:
-                if self._tasks:
-                    await self._service.renew_leases(self.worker_id, self._lease_seconds)
-                recovered = await self._service.recover()
-                if recovered:
-                    log.warning("recovered %d invocations whose worker stopped", recovered)
-            except Exception:
-                log.exception("lease upkeep failed")
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        await asyncio.wait(list(self._tasks), timeout=self._grace_seconds)
+        self._shutting_down = True
+        for claimed in list(self._tasks.values()):
+            await self._pool.cancel(claimed.request_id)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     async def run_until_idle(self) -> None:
         """Burst mode: run until nothing is waiting and nothing is in flight (for tests)."""
@@ -86,7 +89,7 @@ class Worker:
             if started == 0 and not self._tasks:
                 return
             if started == 0:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     async def _fill(self) -> int:
         free = self._concurrency - len(self._tasks)
@@ -99,12 +102,12 @@ class Worker:
             return 0
         for item in claimed:
             task = asyncio.create_task(self._run_one(item))
-            self._tasks.add(task)
+            self._tasks[task] = item
             task.add_done_callback(self._done)
         return len(claimed)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         self._slot_freed.set()
 
     async def _idle(self, stopping: asyncio.Future[Any]) -> None:
@@ -125,7 +128,13 @@ class Worker:
 
     async def _run_one(self, claimed: ClaimedInvocation) -> None:
         try:
-            outcome = await self._execute(claimed)
+            outcome: RunResult | None = await self._execute(claimed)
+            if (
+                self._shutting_down
+                and outcome is not None
+                and outcome.error_code == (ErrorCode.CANCELED)
+            ):
+                outcome = None  # stopped by our shutdown, not by a user: run it again later
             await self._service.complete(claimed, outcome)
         except Exception:
             log.exception("invocation %s could not be completed", claimed.request_id)
@@ -147,3 +156,25 @@ class Worker:
             max_result_bytes=ASYNC_RESULT_LIMIT,
         )
         return outcome
+
+    async def _upkeep(self, stop: asyncio.Event) -> None:
+        """Leases, cancel requests, dead workers' rows and retention, on a short beat."""
+        interval = min(max(self._lease_seconds / 3, 0.2), 1.0)
+        next_purge = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            try:
+                if self._tasks:
+                    for request_id in await self._service.renew_leases(
+                        self.worker_id, self._lease_seconds
+                    ):
+                        await self._pool.cancel(request_id)
+                if recovered := await self._service.recover():
+                    log.warning("recovered %d invocations whose worker stopped", recovered)
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+                    if purged := await self._service.purge_expired_records():
+                        log.info("purged %d records past their retention", purged)
+            except Exception:
+                log.exception("worker upkeep failed")

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from openfgs.api import functions, health, iam, invocations
+from openfgs.api import async_config, extensions, functions, health, iam, invocations
 from openfgs.api.errors import install_error_handlers
 from openfgs.services import Services
 
@@ -41,8 +41,12 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(iam.router)
+    # Static paths under /fgs/functions/ first: they would match as a function URN.
+    app.include_router(async_config.project_router)
     app.include_router(invocations.router)
+    app.include_router(async_config.router)
     app.include_router(functions.router)
+    app.include_router(extensions.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

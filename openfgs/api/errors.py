@@ -48,16 +48,18 @@ _STATUS_CODES = {
 }
 
 
-def error_response(status: int, error_code: str, error_msg: str) -> Response:
+def error_response(
+    status: int, error_code: str, error_msg: str, headers: dict[str, str] | None = None
+) -> Response:
     """The one renderer of error bodies: ``{"error_code": ..., "error_msg": ...}``."""
     body = orjson.dumps({"error_code": error_code, "error_msg": error_msg})
-    headers = {"X-Request-Id": str(uuid.uuid4())}
+    headers = {"X-Request-Id": str(uuid.uuid4()), **(headers or {})}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.error_code, exc.message)
+    return error_response(exc.status, exc.error_code, exc.message, exc.headers)
 
 
 def _http_error(_: Request, exc: Exception) -> Response:

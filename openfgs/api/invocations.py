@@ -167,4 +167,10 @@ async def list_active_async_invocations(
     query_end_time: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     query = parse_active_query(function, request.query_params)
+    if query is None:
+        return render_page(InvocationPage(next_marker=_int(marker)))
     return render_page(await services.invocations.list_records(query))
+
+
+def _int(marker: str | None) -> int:
+    return int(marker) if marker and marker.isdigit() else 0

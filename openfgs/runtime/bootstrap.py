@@ -101,7 +101,10 @@ class Logger:
         text = str(message) % args if args else str(message)
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        print(f"{stamp}.{int(now * 1000) % 1000:03d}Z {self._request_id} {level} {text}")
+        line = f"{stamp}.{int(now * 1000) % 1000:03d}Z {self._request_id} {level} {text}\n"
+        # The real stdout, so a handler that redirects sys.stdout still has its log lines kept.
+        stream = sys.__stdout__ or sys.stdout
+        stream.write(line)
 
     def debug(self, message: object, *args: object) -> None:
         self._write("DEBUG", message, args)

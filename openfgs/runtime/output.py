@@ -80,7 +80,7 @@ class OutputCollector:
         try:
             while chunk := await self._stream.read(1 << 16):
                 self._feed(chunk)
-        except (OSError, asyncio.LimitOverrunError):
+        except OSError:
             pass
         finally:
             self._append(self._held)

@@ -166,7 +166,8 @@ class InstancePool:
                 self._retire_stale(group, spec.code_digest)
                 if instance := self._take_idle(group):
                     return instance
-                if group.size < spec.max_instances:
+                # A cap below one would make every invocation wait forever.
+                if group.size < max(spec.max_instances, 1):
                     group.size += 1
                     break
                 await group.changed.wait()

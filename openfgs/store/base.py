@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from openfgs.models import (
+    AsyncConfig,
+    Attempt,
     ClaimedInvocation,
     Credential,
     Function,
     Invocation,
+    InvocationDetail,
     InvocationPage,
     InvocationQuery,
     NewInvocation,
@@ -62,10 +66,31 @@ class Store(Protocol):
         error_code: int,
         error_message: str,
         result: bytes | None,
+        follow_up: NewInvocation | None = None,
     ) -> bool: ...
     async def requeue_invocation(
-        self, request_id: str, attempt: int, available_at: int
+        self, request_id: str, attempt: int, available_at: int, error_code: int, error_message: str
     ) -> bool: ...
+    async def insert_invocation_once(
+        self, invocation: NewInvocation, key: str, cutoff: int
+    ) -> str: ...
+    async def claim_expired_invocations(
+        self, worker_id: str, now: int, limit: int, lease_until: int
+    ) -> list[ClaimedInvocation]: ...
+    async def list_cancel_requests(self, worker_id: str) -> list[str]: ...
+    async def get_invocation(self, request_id: str) -> InvocationDetail | None: ...
+    async def cancel_waiting(
+        self, request_id: str, function_id: int, now: int, error_code: int, error_message: str
+    ) -> bool: ...
+    async def request_cancel(self, request_id: str, function_id: int) -> bool: ...
+    async def upsert_async_config(self, config: AsyncConfig) -> None: ...
+    async def get_async_config(self, function_id: int) -> AsyncConfig | None: ...
+    async def delete_async_config(self, function_id: int) -> bool: ...
+    async def list_rerunnable(
+        self, function_id: int, statuses: tuple[Status, ...], begin: int, end: int, limit: int
+    ) -> list[tuple[str, bytes, int]]: ...
+    async def count_waiting(self, function_id: int) -> int: ...
+    async def purge(self, cutoff: int, key_cutoff: int, limit: int) -> int: ...
     async def renew_leases(self, worker_id: str, lease_until: int) -> int: ...
     async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]: ...
     async def next_available_at(self) -> int | None: ...
@@ -97,5 +122,59 @@ def invocation_from_row(row: Any) -> Invocation:
 
 
 def claimed_from_row(row: Any) -> ClaimedInvocation:
-    request_id, function_id, version, payload, attempt, expires_at = row
-    return ClaimedInvocation(request_id, function_id, version, bytes(payload), attempt, expires_at)
+    request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth, last = row
+    return ClaimedInvocation(
+        request_id,
+        function_id,
+        version,
+        bytes(payload),
+        attempt,
+        expires_at,
+        max_attempts,
+        depth,
+        last,
+    )
+
+
+def invocation_params(invocation: NewInvocation) -> dict[str, Any]:
+    return {k: getattr(invocation, k) for k in NewInvocation.__dataclass_fields__}
+
+
+def detail_from_rows(row: Any, attempts: list[Any]) -> InvocationDetail:
+    record = invocation_from_row(tuple(row[:9]))
+    max_attempts, rerun_of, project_id = row[9], row[10], row[11]
+    history = [Attempt(a[0], a[1] or "", a[2], a[3], a[4], a[5], a[6]) for a in attempts]
+    return InvocationDetail(record, project_id, max_attempts, rerun_of, history)
+
+
+def config_from_row(row: Any) -> AsyncConfig:
+    fid, age, retries, destinations, status_log, created, modified = row
+    return AsyncConfig(
+        fid, age, retries, json.loads(destinations or "{}"), bool(status_log), created, modified
+    )
+
+
+def config_params(config: AsyncConfig, now: int) -> dict[str, Any]:
+    return {
+        "function_id": config.function_id,
+        "max_async_event_age_in_seconds": config.max_async_event_age_in_seconds,
+        "max_async_retry_attempts": config.max_async_retry_attempts,
+        "destination_config": json.dumps(config.destination_config),
+        "enable_async_status_log": config.enable_async_status_log,
+        "now": now,
+    }
+
+
+def rerun_params(
+    function_id: int, statuses: tuple[Status, ...], begin: int, end: int, limit: int
+) -> dict[str, Any]:
+    first = statuses[0].value
+    second = statuses[1].value if len(statuses) > 1 else first
+    return {
+        "function_id": function_id,
+        "status_a": first,
+        "status_b": second,
+        "begin": begin,
+        "end": end,
+        "limit": limit,
+    }

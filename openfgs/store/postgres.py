@@ -21,9 +21,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from openfgs.errors import ConflictError, StoreError
 from openfgs.models import (
+    AsyncConfig,
     ClaimedInvocation,
     Credential,
     Function,
+    InvocationDetail,
     InvocationPage,
     InvocationQuery,
     NewInvocation,
@@ -32,9 +34,14 @@ from openfgs.models import (
 )
 from openfgs.store.base import (
     claimed_from_row,
+    config_from_row,
+    config_params,
+    detail_from_rows,
     function_from_row,
     function_params,
     invocation_from_row,
+    invocation_params,
+    rerun_params,
 )
 from openfgs.store.queries import load_queries, migration_files
 
@@ -278,15 +285,7 @@ class PostgresStore:
     # -- invocations ----------------------------------------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
-        params = {
-            "request_id": invocation.request_id,
-            "function_id": invocation.function_id,
-            "version": invocation.version,
-            "payload": invocation.payload,
-            "start_time": invocation.start_time,
-            "available_at": invocation.available_at,
-            "expires_at": invocation.expires_at,
-        }
+        params = invocation_params(invocation)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((params, future))
         self._flush_wanted.set()
@@ -354,6 +353,27 @@ class PostgresStore:
         rows = await self._fetchall("claim_invocations", params)
         return [claimed_from_row(r) for r in rows]
 
+    async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
+        """Insert unless ``key`` was used for this function since ``cutoff``; the request id."""
+        key_params = {
+            "function_id": invocation.function_id,
+            "key": key,
+            "request_id": invocation.request_id,
+            "now": invocation.start_time,
+            "cutoff": cutoff,
+        }
+        try:
+            async with self._connection() as conn, conn.transaction():
+                cur = await conn.execute(self._q["claim_idempotency_key"], key_params)
+                if await cur.fetchone() is None:
+                    cur = await conn.execute(self._q["get_idempotency_key"], key_params)
+                    row = await cur.fetchone()
+                    return str(row[0])
+                await conn.execute(self._q["insert_invocation"], invocation_params(invocation))
+                return invocation.request_id
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
     async def finish_invocation(
         self,
         request_id: str,
@@ -363,21 +383,116 @@ class PostgresStore:
         error_code: int,
         error_message: str,
         result: bytes | None,
+        follow_up: NewInvocation | None = None,
     ) -> bool:
         params = {
             "request_id": request_id,
             "attempt": attempt,
             "status": status.value,
+            "outcome": status.value,
             "end_time": end_time,
             "error_code": error_code,
             "error_message": error_message,
             "result": result,
         }
-        return bool(await self._execute("finish_invocation", params))
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(self._q["record_attempt"], params)
+                cur = await conn.execute(self._q["finish_invocation"], params)
+                if not cur.rowcount:
+                    return False
+                if follow_up is not None:
+                    await conn.execute(self._q["insert_invocation"], invocation_params(follow_up))
+                return True
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
 
-    async def requeue_invocation(self, request_id: str, attempt: int, available_at: int) -> bool:
-        params = {"request_id": request_id, "attempt": attempt, "available_at": available_at}
-        return bool(await self._execute("requeue_invocation", params))
+    async def requeue_invocation(
+        self, request_id: str, attempt: int, available_at: int, error_code: int, error_message: str
+    ) -> bool:
+        params = {
+            "request_id": request_id,
+            "attempt": attempt,
+            "available_at": available_at,
+            "outcome": "RETRY",
+            "end_time": now_ms(),
+            "error_code": error_code,
+            "error_message": error_message,
+        }
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(self._q["record_attempt"], params)
+                cur = await conn.execute(self._q["requeue_invocation"], params)
+                return bool(cur.rowcount)
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+
+    async def claim_expired_invocations(
+        self, worker_id: str, now: int, limit: int, lease_until: int
+    ) -> list[ClaimedInvocation]:
+        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
+        rows = await self._fetchall("claim_expired_invocations", params)
+        return [claimed_from_row(r) for r in rows]
+
+    async def list_cancel_requests(self, worker_id: str) -> list[str]:
+        rows = await self._fetchall("list_cancel_requests", {"worker_id": worker_id})
+        return [str(r[0]) for r in rows]
+
+    async def get_invocation(self, request_id: str) -> InvocationDetail | None:
+        params = {"request_id": request_id}
+        row = await self._fetchone("get_invocation", params)
+        if row is None:
+            return None
+        return detail_from_rows(row, await self._fetchall("list_attempts", params))
+
+    async def cancel_waiting(
+        self, request_id: str, function_id: int, now: int, error_code: int, error_message: str
+    ) -> bool:
+        params = {
+            "request_id": request_id,
+            "function_id": function_id,
+            "now": now,
+            "error_code": error_code,
+            "error_message": error_message,
+        }
+        return bool(await self._execute("cancel_waiting", params))
+
+    async def request_cancel(self, request_id: str, function_id: int) -> bool:
+        params = {"request_id": request_id, "function_id": function_id}
+        return bool(await self._execute("request_cancel", params))
+
+    async def upsert_async_config(self, config: AsyncConfig) -> None:
+        await self._execute("upsert_async_config", config_params(config, config.last_modified))
+
+    async def get_async_config(self, function_id: int) -> AsyncConfig | None:
+        row = await self._fetchone("get_async_config", {"function_id": function_id})
+        return None if row is None else config_from_row(tuple(row))
+
+    async def delete_async_config(self, function_id: int) -> bool:
+        return bool(await self._execute("delete_async_config", {"function_id": function_id}))
+
+    async def list_rerunnable(
+        self, function_id: int, statuses: tuple[Status, ...], begin: int, end: int, limit: int
+    ) -> list[tuple[str, bytes, int]]:
+        params = rerun_params(function_id, statuses, begin, end, limit)
+        rows = await self._fetchall("list_rerunnable", params)
+        return [(str(r[0]), bytes(r[1]), int(r[2])) for r in rows]
+
+    async def count_waiting(self, function_id: int) -> int:
+        row = await self._fetchone("count_waiting", {"function_id": function_id})
+        return int(row[0])
+
+    async def purge(self, cutoff: int, key_cutoff: int, limit: int) -> int:
+        """Delete up to ``limit`` records that ended before ``cutoff``, with their history."""
+        params = {"cutoff": cutoff, "limit": limit}
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(self._q["purge_attempts"], params)
+                cur = await conn.execute(self._q["purge_invocations"], params)
+                await conn.execute(self._q["purge_idempotency_keys"], {"cutoff": key_cutoff})
+                return int(cur.rowcount)
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
 
     async def renew_leases(self, worker_id: str, lease_until: int) -> int:
         params = {"worker_id": worker_id, "lease_until": lease_until}

@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 from openfgs.errors import ConflictError, StoreError
 from openfgs.models import (
+    AsyncConfig,
     ClaimedInvocation,
     Credential,
     Function,
+    InvocationDetail,
     InvocationPage,
     InvocationQuery,
     NewInvocation,
@@ -30,9 +32,14 @@ from openfgs.models import (
 )
 from openfgs.store.base import (
     claimed_from_row,
+    config_from_row,
+    config_params,
+    detail_from_rows,
     function_from_row,
     function_params,
     invocation_from_row,
+    invocation_params,
+    rerun_params,
 )
 from openfgs.store.queries import load_queries, migration_files
 
@@ -359,16 +366,27 @@ class SqliteStore:
     # -- invocations ----------------------------------------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
-        params = {
-            "request_id": invocation.request_id,
+        await self._write(self._exec("insert_invocation", invocation_params(invocation)))
+
+    async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
+        """Insert unless ``key`` was used for this function since ``cutoff``; the request id."""
+        params = invocation_params(invocation)
+        key_params = {
             "function_id": invocation.function_id,
-            "version": invocation.version,
-            "payload": invocation.payload,
-            "start_time": invocation.start_time,
-            "available_at": invocation.available_at,
-            "expires_at": invocation.expires_at,
+            "key": key,
+            "request_id": invocation.request_id,
+            "now": invocation.start_time,
+            "cutoff": cutoff,
         }
-        await self._write(self._exec("insert_invocation", params))
+
+        def op(conn: sqlite3.Connection) -> str:
+            if conn.execute(self._q["claim_idempotency_key"], key_params).fetchone() is None:
+                row = conn.execute(self._q["get_idempotency_key"], key_params).fetchone()
+                return str(row[0])
+            conn.execute(self._q["insert_invocation"], params)
+            return invocation.request_id
+
+        return await self._write(op)
 
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
         params: dict[str, Any] = {
@@ -421,21 +439,119 @@ class SqliteStore:
         error_code: int,
         error_message: str,
         result: bytes | None,
+        follow_up: NewInvocation | None = None,
     ) -> bool:
         params = {
             "request_id": request_id,
             "attempt": attempt,
             "status": status.value,
+            "outcome": status.value,
             "end_time": end_time,
             "error_code": error_code,
             "error_message": error_message,
             "result": result,
         }
-        return bool(await self._write(self._exec("finish_invocation", params)))
 
-    async def requeue_invocation(self, request_id: str, attempt: int, available_at: int) -> bool:
-        params = {"request_id": request_id, "attempt": attempt, "available_at": available_at}
-        return bool(await self._write(self._exec("requeue_invocation", params)))
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute(self._q["record_attempt"], params)
+            if not conn.execute(self._q["finish_invocation"], params).rowcount:
+                return False
+            if follow_up is not None:
+                conn.execute(self._q["insert_invocation"], invocation_params(follow_up))
+            return True
+
+        return await self._write(op)
+
+    async def requeue_invocation(
+        self, request_id: str, attempt: int, available_at: int, error_code: int, error_message: str
+    ) -> bool:
+        params = {
+            "request_id": request_id,
+            "attempt": attempt,
+            "available_at": available_at,
+            "outcome": "RETRY",
+            "end_time": now_ms(),
+            "error_code": error_code,
+            "error_message": error_message,
+        }
+
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute(self._q["record_attempt"], params)
+            return bool(conn.execute(self._q["requeue_invocation"], params).rowcount)
+
+        return await self._write(op)
+
+    async def claim_expired_invocations(
+        self, worker_id: str, now: int, limit: int, lease_until: int
+    ) -> list[ClaimedInvocation]:
+        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
+        rows = await self._write(self._all("claim_expired_invocations", params))
+        return [claimed_from_row(r) for r in rows]
+
+    async def list_cancel_requests(self, worker_id: str) -> list[str]:
+        rows = await self._read(self._all("list_cancel_requests", {"worker_id": worker_id}))
+        return [str(r[0]) for r in rows]
+
+    async def get_invocation(self, request_id: str) -> InvocationDetail | None:
+        def op(conn: sqlite3.Connection) -> InvocationDetail | None:
+            params = {"request_id": request_id}
+            row = conn.execute(self._q["get_invocation"], params).fetchone()
+            if row is None:
+                return None
+            return detail_from_rows(row, conn.execute(self._q["list_attempts"], params).fetchall())
+
+        return await self._read(op)
+
+    async def cancel_waiting(
+        self, request_id: str, function_id: int, now: int, error_code: int, error_message: str
+    ) -> bool:
+        params = {
+            "request_id": request_id,
+            "function_id": function_id,
+            "now": now,
+            "error_code": error_code,
+            "error_message": error_message,
+        }
+        return bool(await self._write(self._exec("cancel_waiting", params)))
+
+    async def request_cancel(self, request_id: str, function_id: int) -> bool:
+        params = {"request_id": request_id, "function_id": function_id}
+        return bool(await self._write(self._exec("request_cancel", params)))
+
+    async def upsert_async_config(self, config: AsyncConfig) -> None:
+        params = config_params(config, config.last_modified)
+        await self._write(self._exec("upsert_async_config", params))
+
+    async def get_async_config(self, function_id: int) -> AsyncConfig | None:
+        row = await self._read(self._one("get_async_config", {"function_id": function_id}))
+        return None if row is None else config_from_row(tuple(row))
+
+    async def delete_async_config(self, function_id: int) -> bool:
+        params = {"function_id": function_id}
+        return bool(await self._write(self._exec("delete_async_config", params)))
+
+    async def list_rerunnable(
+        self, function_id: int, statuses: tuple[Status, ...], begin: int, end: int, limit: int
+    ) -> list[tuple[str, bytes, int]]:
+        params = rerun_params(function_id, statuses, begin, end, limit)
+        rows = await self._read(self._all("list_rerunnable", params))
+        return [(str(r[0]), bytes(r[1]), int(r[2])) for r in rows]
+
+    async def count_waiting(self, function_id: int) -> int:
+        row = await self._read(self._one("count_waiting", {"function_id": function_id}))
+        return int(row[0])
+
+    async def purge(self, cutoff: int, key_cutoff: int, limit: int) -> int:
+        """Delete up to ``limit`` records that ended before ``cutoff``, with their history."""
+        params = {"cutoff": cutoff, "limit": limit}
+
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute(self._q["purge_attempts"], params)
+            deleted = conn.execute(self._q["purge_invocations"], params).rowcount
+            conn.execute(self._q["purge_idempotency_keys"], {"cutoff": key_cutoff})
+            return int(deleted)
+
+        return await self._write(op)
 
     async def renew_leases(self, worker_id: str, lease_until: int) -> int:
         params = {"worker_id": worker_id, "lease_until": lease_until}

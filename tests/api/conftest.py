@@ -34,6 +34,7 @@ __all__ = [
     "CREDENTIAL",
     "OTHER",
     "PROJECT",
+    "LiveServer",
     "RawApi",
     "b64",
     "create_function",
@@ -43,6 +44,7 @@ __all__ = [
     "sdk_client",
     "urn",
     "wait_for",
+    "wait_for_terminal",
     "zip_of",
 ]
 

@@ -36,6 +36,14 @@ async def test_any_json_value_is_an_event(pool: InstancePool, event: bytes) -> N
     assert json.loads(result.result) == json.loads(event)
 
 
+async def test_large_event_and_result(pool: InstancePool) -> None:
+    fn = make_function("def handler(event, context):\n    return event * 2\n")
+    text = "x" * (2 * 1024 * 1024)
+    result = await pool.invoke(fn.spec, json.dumps(text).encode(), "r1", fn.load)
+    assert result.ok
+    assert json.loads(result.result) == text * 2
+
+
 async def test_every_context_method(pool: InstancePool) -> None:
     fn = make_function(
         """
@@ -86,9 +94,9 @@ async def test_every_context_method(pool: InstancePool) -> None:
         "missing": None,
         "fallback": "dflt",
     }
-    for level, shown in [("debug", "DEBUG"), ("info", "INFO"), ("warn", "WARN"),
-                         ("warning", "WARN"), ("error", "ERROR")]:  # fmt: skip
-        assert f"req-42 {shown} via {level}\n" in result.log
+    shown = {"debug": "DEBUG", "info": "INFO", "warn": "WARN", "warning": "WARN", "error": "ERROR"}
+    for level, label in shown.items():
+        assert f"req-42 {label} via {level}\n" in result.log
 
 
 async def test_print_stderr_fd_output_and_logger_land_in_the_log(pool: InstancePool) -> None:

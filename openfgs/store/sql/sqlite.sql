@@ -79,9 +79,9 @@ DELETE FROM invocations WHERE function_id = :function_id;
 
 -- name: insert_invocation
 INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
-    available_at, expires_at)
+    available_at, expires_at, max_attempts, depth, rerun_of)
 VALUES (:request_id, :function_id, :version, 'WAIT', :payload, :start_time, :available_at,
-    :expires_at);
+    :expires_at, :max_attempts, :depth, :rerun_of);
 
 -- name: list_invocations
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
@@ -138,14 +138,37 @@ WHERE function_id = :function_id
 -- name: claim_invocations
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
-    worker_id = :worker_id
+    worker_id = :worker_id, attempt_started_at = :now
 WHERE id IN (
     SELECT id FROM invocations
     WHERE status = 'WAIT' AND available_at <= :now
     ORDER BY available_at
     LIMIT :limit
 )
-RETURNING request_id, function_id, version, payload, attempt, expires_at;
+RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
+    error_message;
+
+-- name: claim_expired_invocations
+UPDATE invocations
+SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
+    worker_id = :worker_id, attempt_started_at = :now
+WHERE id IN (
+    SELECT id FROM invocations
+    WHERE status = 'WAIT' AND expires_at <= :now
+    ORDER BY expires_at
+    LIMIT :limit
+)
+RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
+    error_message;
+
+-- name: record_attempt
+INSERT INTO invocation_attempts (request_id, attempt, worker_id, start_time, end_time, outcome,
+    error_code, error_message)
+SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, :end_time), :end_time,
+    :outcome, :error_code, :error_message
+FROM invocations
+WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt
+ON CONFLICT (request_id, attempt) DO NOTHING;
 
 -- name: finish_invocation
 UPDATE invocations
@@ -155,11 +178,13 @@ WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
 
 -- name: requeue_invocation
 UPDATE invocations
-SET status = 'WAIT', available_at = :available_at, lease_until = NULL, worker_id = NULL
+SET status = 'WAIT', available_at = :available_at, lease_until = NULL, worker_id = NULL,
+    error_code = :error_code, error_message = :error_message, cancel_requested = FALSE
 WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
 
 -- name: list_expired_leases
-SELECT request_id, function_id, version, payload, attempt, expires_at
+SELECT request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
+    error_message
 FROM invocations
 WHERE status = 'RUNNING' AND lease_until < :now
 LIMIT :limit;
@@ -173,3 +198,81 @@ SELECT status, count(*) FROM invocations WHERE function_id = :function_id GROUP 
 -- name: renew_leases
 UPDATE invocations SET lease_until = :lease_until
 WHERE worker_id = :worker_id AND status = 'RUNNING';
+
+-- name: list_cancel_requests
+SELECT request_id FROM invocations
+WHERE worker_id = :worker_id AND status = 'RUNNING' AND cancel_requested;
+
+-- name: get_invocation
+SELECT i.request_id, i.function_id, i.status, i.start_time, i.end_time, i.error_code,
+    i.error_message, i.attempt, i.version, i.max_attempts, i.rerun_of, f.project_id
+FROM invocations i JOIN functions f ON f.id = i.function_id
+WHERE i.request_id = :request_id;
+
+-- name: list_attempts
+SELECT attempt, worker_id, start_time, end_time, outcome, error_code, error_message
+FROM invocation_attempts WHERE request_id = :request_id ORDER BY attempt;
+
+-- name: cancel_waiting
+UPDATE invocations
+SET status = 'DISCARD', end_time = :now, error_code = :error_code, error_message = :error_message
+WHERE request_id = :request_id AND function_id = :function_id AND status = 'WAIT';
+
+-- name: request_cancel
+UPDATE invocations SET cancel_requested = TRUE
+WHERE request_id = :request_id AND function_id = :function_id AND status = 'RUNNING';
+
+-- name: upsert_async_config
+INSERT INTO async_configs (function_id, max_async_event_age_in_seconds, max_async_retry_attempts,
+    destination_config, enable_async_status_log, created_at, last_modified)
+VALUES (:function_id, :max_async_event_age_in_seconds, :max_async_retry_attempts,
+    :destination_config, :enable_async_status_log, :now, :now)
+ON CONFLICT (function_id) DO UPDATE SET
+    max_async_event_age_in_seconds = excluded.max_async_event_age_in_seconds,
+    max_async_retry_attempts = excluded.max_async_retry_attempts,
+    destination_config = excluded.destination_config,
+    enable_async_status_log = excluded.enable_async_status_log,
+    last_modified = excluded.last_modified;
+
+-- name: get_async_config
+SELECT function_id, max_async_event_age_in_seconds, max_async_retry_attempts,
+    destination_config, enable_async_status_log, created_at, last_modified
+FROM async_configs WHERE function_id = :function_id;
+
+-- name: delete_async_config
+DELETE FROM async_configs WHERE function_id = :function_id;
+
+-- name: claim_idempotency_key
+INSERT INTO idempotency_keys (function_id, key, request_id, created_at)
+VALUES (:function_id, :key, :request_id, :now)
+ON CONFLICT (function_id, key) DO UPDATE SET
+    request_id = excluded.request_id, created_at = excluded.created_at
+WHERE idempotency_keys.created_at < :cutoff
+RETURNING request_id;
+
+-- name: get_idempotency_key
+SELECT request_id FROM idempotency_keys WHERE function_id = :function_id AND key = :key;
+
+-- name: list_rerunnable
+SELECT request_id, payload, depth FROM invocations
+WHERE function_id = :function_id AND status IN (:status_a, :status_b)
+  AND start_time >= :begin AND start_time <= :end
+ORDER BY start_time, request_id
+LIMIT :limit;
+
+-- name: count_waiting
+SELECT count(*) FROM invocations WHERE function_id = :function_id AND status = 'WAIT';
+
+-- name: purge_attempts
+DELETE FROM invocation_attempts WHERE request_id IN (
+    SELECT request_id FROM invocations WHERE end_time < :cutoff
+    ORDER BY end_time LIMIT :limit
+);
+
+-- name: purge_invocations
+DELETE FROM invocations WHERE id IN (
+    SELECT id FROM invocations WHERE end_time < :cutoff ORDER BY end_time LIMIT :limit
+);
+
+-- name: purge_idempotency_keys
+DELETE FROM idempotency_keys WHERE created_at < :cutoff;

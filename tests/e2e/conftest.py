@@ -1,0 +1,218 @@
+"""Real ``openfgs serve`` processes on loopback: started per test, killed at teardown.
+
+Each process gets its own port, data directory and output files, and an environment with no
+``OPENFGS_*`` variable but the ones the test asks for.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from huaweicloudsdkfunctiongraph.v2 import (
+    CreateFunctionRequest,
+    CreateFunctionRequestBody,
+    FuncCode,
+)
+
+from openfgs.models import Credential
+
+
+def _root_conftest() -> ModuleType:
+    """``tests/conftest.py``, loaded by path.
+
+    ``import conftest`` would give whichever conftest outside a package pytest loaded last
+    (``tests/runtime`` has one), so the helpers are taken from the file itself.
+    """
+    path = Path(__file__).resolve().parent.parent / "conftest.py"
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == str(path):
+            return module
+    spec = importlib.util.spec_from_file_location("openfgs_tests_root_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_root = _root_conftest()
+CREDENTIAL: Credential = _root.CREDENTIAL
+PROJECT: str = _root.PROJECT
+free_port = _root.free_port
+sdk_client = _root.sdk_client
+urn = _root.urn
+wait_for = _root.wait_for
+
+STARTUP_SECONDS = 30.0
+STOP_SECONDS = 20.0
+SERVE = (sys.executable, "-m", "openfgs.cli", "serve")
+_EXPORT = re.compile(r"^\s*export (OPENFGS_[A-Z_]+)=(\S*)\s*$", re.MULTILINE)
+
+
+def clean_env(credential: Credential | None = None, **settings: str) -> dict[str, str]:
+    """This process's environment without any ``OPENFGS_*``, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFGS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    if credential is not None:
+        env["OPENFGS_PROJECT_ID"] = credential.project_id
+        env["OPENFGS_ACCESS_KEY"] = credential.access_key
+        env["OPENFGS_SECRET_KEY"] = credential.secret_key
+    env.update({f"OPENFGS_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+def openfgs(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``openfgs`` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "openfgs.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class ServeProcess:
+    """One ``openfgs serve`` child process and where its output goes."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def exports(self) -> dict[str, str]:
+        """The ``export OPENFGS_…=…`` lines printed on stdout."""
+        return dict(_EXPORT.findall(self.stdout()))
+
+    def printed_credential(self) -> Credential | None:
+        exports = self.exports()
+        if not exports:
+            return None
+        return Credential(
+            exports["OPENFGS_PROJECT_ID"],
+            exports["OPENFGS_ACCESS_KEY"],
+            exports["OPENFGS_SECRET_KEY"],
+        )
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"openfgs serve exited with {self.process.returncode}:\n"
+                    f"{self.stdout()}\n{self.stderr()}"
+                )
+            return self.healthy()
+
+        wait_for(ready, timeout, interval=0.05)
+
+    def wait_exit(self, timeout: float = STOP_SECONDS) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM) and check the process ended as it should."""
+        self.process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down, then re-raises the signal it caught: -SIGTERM is a clean end.
+        assert self.wait_exit() in (0, -signal.SIGTERM), self.stderr()
+
+    def kill(self) -> None:
+        """``kill -9`` the service process alone, as a crash would."""
+        self.process.kill()
+        self.process.wait(STOP_SECONDS)
+
+
+@dataclass
+class Serve:
+    """Starts ``openfgs serve`` processes; every one still running is killed at teardown."""
+
+    tmp_path: Path
+    processes: list[ServeProcess] = field(default_factory=list)
+
+    def spawn(
+        self, data_dir: Path, *, credential: Credential | None = CREDENTIAL, **settings: str
+    ) -> ServeProcess:
+        """Start a process without waiting for it to serve."""
+        port = free_port()
+        number = len(self.processes)
+        out = self.tmp_path / f"serve-{number}.out"
+        err = self.tmp_path / f"serve-{number}.err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                [*SERVE, "--data-dir", str(data_dir), "--port", str(port)],
+                env=clean_env(credential, poll_interval="0.2", **settings),
+                cwd=self.tmp_path,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        started = ServeProcess(process, f"http://127.0.0.1:{port}", data_dir, out, err)
+        self.processes.append(started)
+        return started
+
+    def start(
+        self, data_dir: Path, *, credential: Credential | None = CREDENTIAL, **settings: str
+    ) -> ServeProcess:
+        """Start a process and wait until ``/healthz`` answers."""
+        started = self.spawn(data_dir, credential=credential, **settings)
+        started.wait_healthy()
+        return started
+
+    def close(self) -> None:
+        for started in self.processes:
+            if started.process.poll() is None:
+                started.process.kill()
+                started.process.wait(STOP_SECONDS)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    processes = Serve(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.close()
+
+
+def create_python_function(client: Any, name: str, code: str, *, timeout: int = 30) -> Any:
+    """Create a function whose ``index.py`` is ``code``, through the official SDK."""
+    source = textwrap.dedent(code).encode()
+    body = CreateFunctionRequestBody(
+        func_name=name,
+        package="default",
+        runtime="Python3.9",
+        timeout=timeout,
+        handler="index.handler",
+        memory_size=128,
+        code_type="inline",
+        func_code=FuncCode(file=base64.b64encode(source).decode()),
+    )
+    return client.create_function(CreateFunctionRequest(body=body))

@@ -1,0 +1,733 @@
+"""The Store conformance suite: every backend must pass these tests through the interface alone."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import inspect
+import re
+import sqlite3
+import uuid
+from collections import Counter
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from openfgs.errors import ConflictError
+from openfgs.models import (
+    Credential,
+    Function,
+    Invocation,
+    InvocationQuery,
+    NewInvocation,
+    Status,
+)
+from openfgs.store import sqlite as sqlite_module
+from openfgs.store.base import Store
+from openfgs.store.queries import load_queries, migration_files
+from openfgs.store.sqlite import SqliteStore
+
+from .conftest import Backend
+
+pytestmark = pytest.mark.anyio
+
+BASE = 1_700_000_000_000  # every time in these tests is BASE + a few milliseconds
+FAR = BASE + 10**9
+HOUR = 3_600_000
+PROJECT = "0123456789abcdef0123456789abcdef"
+OTHER_PROJECT = "fedcba9876543210fedcba9876543210"
+CREDENTIAL = Credential(PROJECT, "STOREACCESSKEY000001", "storesecretkey00000000000000000000000001")
+
+
+def digest(code: bytes) -> str:
+    return hashlib.sha512(code).hexdigest()
+
+
+def make_function(
+    name: str,
+    *,
+    package: str = "default",
+    project: str = PROJECT,
+    code: bytes | None = None,
+    created_at: int = BASE,
+) -> tuple[Function, bytes]:
+    code = (
+        code
+        if code is not None
+        else f"def handler(event, context):\n    return {name!r}\n".encode()
+    )
+    function = Function(
+        id=0,
+        project_id=project,
+        package=package,
+        name=name,
+        func_id=str(uuid.uuid4()),
+        runtime="Python3.9",
+        handler="index.handler",
+        memory_size=128,
+        timeout=30,
+        code_type="inline",
+        code_digest=digest(code),
+        code_size=len(code),
+        created_at=created_at,
+        last_modified=created_at,
+    )
+    return function, code
+
+
+async def add_function(
+    store: Store,
+    name: str,
+    *,
+    package: str = "default",
+    project: str = PROJECT,
+    code: bytes | None = None,
+    created_at: int = BASE,
+) -> Function:
+    function, code = make_function(
+        name, package=package, project=project, code=code, created_at=created_at
+    )
+    return await store.insert_function(function, code)
+
+
+def new_invocation(
+    function_id: int,
+    start_time: int,
+    *,
+    available_at: int | None = None,
+    request_id: str | None = None,
+) -> NewInvocation:
+    return NewInvocation(
+        request_id=request_id or str(uuid.uuid4()),
+        function_id=function_id,
+        version="latest",
+        payload=b'{"n": %d}' % start_time,
+        start_time=start_time,
+        available_at=start_time if available_at is None else available_at,
+        expires_at=start_time + HOUR,
+    )
+
+
+async def add_invocations(store: Store, function_id: int, start_times: list[int]) -> list[str]:
+    """Insert one WAIT record per start time; return their request ids in that order."""
+    rows = [new_invocation(function_id, t) for t in start_times]
+    await asyncio.gather(*(store.insert_invocation(row) for row in rows))
+    return [row.request_id for row in rows]
+
+
+def query(function_id: int, **kwargs: object) -> InvocationQuery:
+    params: dict[str, object] = {"begin": 0, "end": FAR, "limit": 500, **kwargs}
+    return InvocationQuery(function_id=function_id, **params)  # type: ignore[arg-type]
+
+
+async def records(store: Store, function_id: int) -> dict[str, Invocation]:
+    page = await store.list_invocations(query(function_id))
+    return {r.request_id: r for r in page.invocations}
+
+
+async def claim_ids(store: Store, now: int, limit: int = 100, worker: str = "w1") -> set[str]:
+    claimed = await store.claim_invocations(worker, now, limit, now + HOUR)
+    return {c.request_id for c in claimed}
+
+
+# -- credentials and tokens -------------------------------------------------------------------
+
+
+async def test_credentials_round_trip(store: Store) -> None:
+    assert await store.count_credentials() == 0
+    await store.insert_credential(CREDENTIAL, BASE)
+    assert await store.get_credential(CREDENTIAL.access_key) == CREDENTIAL
+    assert await store.get_credential("NOSUCHACCESSKEY00000") is None
+    assert await store.count_credentials() == 1
+
+
+async def test_duplicate_access_key_is_a_conflict(store: Store) -> None:
+    await store.insert_credential(CREDENTIAL, BASE)
+    with pytest.raises(ConflictError):
+        await store.insert_credential(replace(CREDENTIAL, secret_key="x" * 40), BASE)
+    assert await store.get_credential(CREDENTIAL.access_key) == CREDENTIAL
+    assert await store.count_credentials() == 1
+
+
+async def test_tokens_round_trip(store: Store) -> None:
+    await store.insert_credential(CREDENTIAL, BASE)
+    await store.insert_token("hash-1", CREDENTIAL.access_key, PROJECT, BASE + HOUR)
+    assert await store.get_token("hash-1") == (PROJECT, BASE + HOUR)
+    assert await store.get_token("hash-2") is None
+
+
+# -- functions and code -----------------------------------------------------------------------
+
+
+async def test_function_round_trips_every_field(store: Store) -> None:
+    function, code = make_function("hello", code=b"PK-zip-bytes")
+    function = replace(
+        function,
+        code_type="zip",
+        code_filename="code.zip",
+        user_data='{"KEY": "value"}',
+        description="a function",
+        initializer_handler="index.init",
+        initializer_timeout=10,
+        concurrency=7,
+        concurrent_num=2,
+        last_modified=BASE + 5,
+    )
+    created = await store.insert_function(function, code)
+    assert created.id > 0
+    assert created == replace(function, id=created.id)
+    assert await store.get_function(PROJECT, "default", "hello") == created
+    assert await store.get_function_by_id(created.id) == created
+    assert await store.get_code(function.code_digest) == code
+
+
+async def test_missing_function_and_code_are_none(store: Store) -> None:
+    created = await add_function(store, "hello")
+    assert await store.get_function(PROJECT, "other", "hello") is None
+    assert await store.get_function(OTHER_PROJECT, "default", "hello") is None
+    assert await store.get_function(PROJECT, "default", "hell") is None
+    assert await store.get_function_by_id(created.id + 1000) is None
+    assert await store.get_code(digest(b"never stored")) is None
+
+
+async def test_duplicate_function_is_a_conflict_and_stores_nothing(store: Store) -> None:
+    first = await add_function(store, "hello")
+    duplicate, code = make_function("hello", code=b"other code")
+    with pytest.raises(ConflictError):
+        await store.insert_function(duplicate, code)
+    assert await store.get_code(duplicate.code_digest) is None
+    assert await store.get_function(PROJECT, "default", "hello") == first
+    # The same name in another package or another project is another function.
+    in_package = await add_function(store, "hello", package="tools")
+    in_project = await add_function(store, "hello", project=OTHER_PROJECT)
+    assert len({first.id, in_package.id, in_project.id}) == 3
+
+
+async def test_list_functions_pages_in_creation_order(store: Store) -> None:
+    names = [f"fn-{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        await add_function(store, name, created_at=BASE + i)
+    await add_function(store, "fn-tool", package="tools", created_at=BASE + 10)
+    await add_function(store, "fn-foreign", project=OTHER_PROJECT)
+
+    everything, count = await store.list_functions(PROJECT, None, None, 0, 100)
+    assert [f.name for f in everything] == [*names, "fn-tool"]
+    assert count == 6
+    page, count = await store.list_functions(PROJECT, None, None, 2, 3)
+    assert [f.name for f in page] == ["fn-2", "fn-3", "fn-4"]
+    assert count == 6
+    page, count = await store.list_functions(PROJECT, None, None, 6, 3)
+    assert (page, count) == ([], 6)
+
+
+async def test_list_functions_filters_by_package_and_name_substring(store: Store) -> None:
+    for name in ("alpha", "beta", "alphabet", "a_b", "axb"):
+        await add_function(store, name)
+    await add_function(store, "alpha", package="tools")
+
+    async def names(package: str | None, name_like: str | None) -> tuple[list[str], int]:
+        found, count = await store.list_functions(PROJECT, package, name_like, 0, 100)
+        return sorted(f.name for f in found), count
+
+    assert await names("tools", None) == (["alpha"], 1)
+    assert await names("default", None) == (["a_b", "alpha", "alphabet", "axb", "beta"], 5)
+    assert await names(None, "alpha") == (["alpha", "alpha", "alphabet"], 3)
+    assert await names("default", "bet") == (["alphabet", "beta"], 2)
+    assert await names(None, "a_b") == (["a_b"], 1)  # a substring, not a LIKE pattern
+    assert await names(None, "zzz") == ([], 0)
+
+
+async def test_update_replaces_code_and_drops_the_unused_package(store: Store) -> None:
+    created = await add_function(store, "hello", code=b"version 1")
+    updated = replace(
+        created,
+        code_digest=digest(b"version 2"),
+        code_size=len(b"version 2"),
+        timeout=60,
+        description="second",
+        last_modified=BASE + 5,
+    )
+    await store.update_function(updated, b"version 2")
+    assert await store.get_function_by_id(created.id) == updated
+    assert await store.get_function(PROJECT, "default", "hello") == updated
+    assert await store.get_code(digest(b"version 2")) == b"version 2"
+    assert await store.get_code(digest(b"version 1")) is None
+
+
+async def test_update_without_code_keeps_the_package(store: Store) -> None:
+    created = await add_function(store, "hello", code=b"version 1")
+    updated = replace(created, memory_size=256, handler="main.run", last_modified=BASE + 5)
+    await store.update_function(updated, None)
+    assert await store.get_function_by_id(created.id) == updated
+    assert await store.get_code(created.code_digest) == b"version 1"
+
+
+async def test_shared_code_package_stays_while_a_function_uses_it(store: Store) -> None:
+    first = await add_function(store, "first", code=b"shared")
+    second = await add_function(store, "second", code=b"shared")
+    moved = replace(first, code_digest=digest(b"own"), code_size=3)
+    await store.update_function(moved, b"own")
+    assert await store.get_code(digest(b"shared")) == b"shared"
+    await store.delete_function(second)
+    assert await store.get_code(digest(b"shared")) is None
+    assert await store.get_code(digest(b"own")) == b"own"
+
+
+async def test_delete_function_deletes_its_invocations_and_code(store: Store) -> None:
+    doomed = await add_function(store, "doomed")
+    kept = await add_function(store, "kept")
+    await add_invocations(store, doomed.id, [BASE, BASE + 1, BASE + 2])
+    kept_ids = await add_invocations(store, kept.id, [BASE, BASE + 1])
+    await claim_ids(store, BASE + 1)  # some of the doomed function's rows are RUNNING
+
+    await store.delete_function(doomed)
+
+    assert await store.get_function_by_id(doomed.id) is None
+    assert await store.get_function(PROJECT, "default", "doomed") is None
+    assert await store.get_code(doomed.code_digest) is None
+    assert (await store.list_invocations(query(doomed.id))).count == 0
+    assert await store.count_by_status(doomed.id) == {}
+    assert set(await records(store, kept.id)) == set(kept_ids)
+    assert await store.get_function_by_id(kept.id) == kept
+
+
+# -- invocation records -----------------------------------------------------------------------
+
+
+async def test_new_invocation_is_waiting(store: Store) -> None:
+    function = await add_function(store, "hello")
+    (request_id,) = await add_invocations(store, function.id, [BASE])
+    page = await store.list_invocations(query(function.id))
+    assert page.invocations == [
+        Invocation(
+            request_id=request_id,
+            function_id=function.id,
+            status=Status.WAIT,
+            start_time=BASE,
+            end_time=None,
+            error_code=0,
+            error_message="",
+            attempt=0,
+            version="latest",
+        )
+    ]
+
+
+async def test_duplicate_request_id_is_a_conflict_and_spares_its_neighbours(store: Store) -> None:
+    function = await add_function(store, "hello")
+    taken = new_invocation(function.id, BASE)
+    await store.insert_invocation(taken)
+    others = [new_invocation(function.id, BASE + i) for i in range(1, 50)]
+    results = await asyncio.gather(
+        *(store.insert_invocation(row) for row in [*others[:25], taken, *others[25:]]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[25], ConflictError)
+    assert [r for i, r in enumerate(results) if i != 25] == [None] * 49
+    assert (await store.list_invocations(query(function.id))).count == 50
+
+
+async def test_list_is_newest_first_with_count_and_next_marker(store: Store) -> None:
+    function = await add_function(store, "hello")
+    other = await add_function(store, "other")
+    ids = await add_invocations(store, function.id, [BASE + i * 1000 for i in range(10)])
+    await add_invocations(store, other.id, [BASE + 500, BASE + 1500])
+    newest_first = ids[::-1]
+
+    page = await store.list_invocations(query(function.id))
+    assert [r.request_id for r in page.invocations] == newest_first
+    assert (page.count, page.next_marker) == (10, 10)
+
+    page = await store.list_invocations(query(function.id, marker=0, limit=4))
+    assert [r.request_id for r in page.invocations] == newest_first[:4]
+    assert (page.count, page.next_marker) == (10, 4)
+    page = await store.list_invocations(query(function.id, marker=8, limit=4))
+    assert [r.request_id for r in page.invocations] == newest_first[8:]
+    assert (page.count, page.next_marker) == (10, 10)
+    page = await store.list_invocations(query(function.id, marker=10, limit=4))
+    assert (page.invocations, page.count, page.next_marker) == ([], 10, 10)
+
+
+async def test_equal_start_times_are_ordered_by_request_id_and_page_stably(store: Store) -> None:
+    function = await add_function(store, "hello")
+    ids = [f"req-{i:02d}" for i in range(12)]
+    for request_id in ids:
+        await store.insert_invocation(new_invocation(function.id, BASE, request_id=request_id))
+    whole = await store.list_invocations(query(function.id))
+    assert [r.request_id for r in whole.invocations] == sorted(ids, reverse=True)
+    pages = []
+    for marker in range(0, 12, 5):
+        page = await store.list_invocations(query(function.id, marker=marker, limit=5))
+        pages += [r.request_id for r in page.invocations]
+    assert pages == sorted(ids, reverse=True)
+
+
+async def test_status_filter_and_count_by_status(store: Store) -> None:
+    function = await add_function(store, "hello")
+    other = await add_function(store, "other")
+    ids = await add_invocations(store, function.id, [BASE + i for i in range(7)])
+    await add_invocations(store, other.id, [BASE])
+    claimed = await store.claim_invocations("w1", BASE + 4, 5, FAR)  # rows 0-4 are due
+    by_id = {c.request_id: c for c in claimed}
+    outcomes = {ids[0]: Status.SUCCESS, ids[1]: Status.FAIL, ids[2]: Status.DISCARD}
+    for request_id, status in outcomes.items():
+        assert await store.finish_invocation(
+            request_id, by_id[request_id].attempt, status, BASE + 100, 0, "", None
+        )
+    expected = {
+        Status.SUCCESS: {ids[0]},
+        Status.FAIL: {ids[1]},
+        Status.DISCARD: {ids[2]},
+        Status.RUNNING: {ids[3], ids[4]},
+        Status.WAIT: {ids[5], ids[6]},
+    }
+    for status, members in expected.items():
+        page = await store.list_invocations(query(function.id, statuses=(status,)))
+        assert {r.request_id for r in page.invocations} == members, status
+        assert {r.status for r in page.invocations} <= {status}
+        assert page.count == len(members)
+    active = await store.list_invocations(
+        query(function.id, statuses=(Status.WAIT, Status.RUNNING))
+    )
+    assert {r.request_id for r in active.invocations} == {ids[3], ids[4], ids[5], ids[6]}
+    assert active.count == 4
+    assert await store.count_by_status(function.id) == {s: len(m) for s, m in expected.items()}
+    assert await store.count_by_status(other.id) == {Status.WAIT: 1}
+
+
+async def test_request_ids_filter_with_statuses(store: Store) -> None:
+    function = await add_function(store, "hello")
+    other = await add_function(store, "other")
+    running, waiting, early = (
+        new_invocation(function.id, BASE + 10, available_at=BASE),
+        new_invocation(function.id, BASE + 20, available_at=FAR),
+        new_invocation(function.id, BASE - HOUR, available_at=FAR),
+    )
+    foreign = new_invocation(other.id, BASE + 30, available_at=FAR)
+    for row in (running, waiting, early, foreign):
+        await store.insert_invocation(row)
+    assert await claim_ids(store, BASE) == {running.request_id}
+    wanted = (running.request_id, waiting.request_id, early.request_id, foreign.request_id, "nope")
+
+    page = await store.list_invocations(query(function.id, begin=BASE, request_ids=wanted))
+    assert [r.request_id for r in page.invocations] == [waiting.request_id, running.request_id]
+    assert (page.count, page.next_marker) == (2, 2)
+
+    page = await store.list_invocations(
+        query(function.id, begin=BASE, request_ids=wanted, statuses=(Status.WAIT,))
+    )
+    assert [r.request_id for r in page.invocations] == [waiting.request_id]
+    assert page.count == 1
+
+    page = await store.list_invocations(
+        query(function.id, begin=BASE, request_ids=wanted, marker=1, limit=1)
+    )
+    assert [r.request_id for r in page.invocations] == [running.request_id]
+    assert (page.count, page.next_marker) == (2, 2)
+
+    page = await store.list_active_invocations(
+        query(function.id, request_ids=wanted, statuses=(Status.WAIT, Status.RUNNING))
+    )
+    assert {r.request_id for r in page.invocations} == {
+        running.request_id,
+        waiting.request_id,
+        early.request_id,
+    }
+
+
+async def test_time_window_bounds_are_inclusive(store: Store) -> None:
+    function = await add_function(store, "hello")
+    ids = await add_invocations(store, function.id, [BASE + i * 1000 for i in range(5)])
+
+    async def window(begin: int, end: int, **kwargs: object) -> list[str]:
+        page = await store.list_invocations(query(function.id, begin=begin, end=end, **kwargs))
+        assert page.count == len(page.invocations)
+        return [r.request_id for r in page.invocations]
+
+    assert await window(BASE + 1000, BASE + 3000) == [ids[3], ids[2], ids[1]]
+    assert await window(BASE + 2000, BASE + 2000) == [ids[2]]
+    assert await window(BASE + 1001, BASE + 2999) == [ids[2]]
+    assert await window(BASE + 4001, FAR) == []
+    assert await window(BASE + 1000, BASE + 3000, statuses=(Status.WAIT,)) == [
+        ids[3],
+        ids[2],
+        ids[1],
+    ]
+
+
+async def test_deep_offset(store: Store) -> None:
+    function = await add_function(store, "hello")
+    total = 2_500
+    ids = await add_invocations(store, function.id, [BASE + i for i in range(total)])
+    newest_first = ids[::-1]
+    for statuses in ((), (Status.WAIT,)):
+        page = await store.list_invocations(
+            query(function.id, marker=1200, limit=100, statuses=statuses)
+        )
+        assert [r.request_id for r in page.invocations] == newest_first[1200:1300]
+        assert (page.count, page.next_marker) == (total, 1300)
+        page = await store.list_invocations(
+            query(function.id, marker=2450, limit=100, statuses=statuses)
+        )
+        assert [r.request_id for r in page.invocations] == newest_first[2450:]
+        assert (page.count, page.next_marker) == (total, total)
+
+
+# -- the queue --------------------------------------------------------------------------------
+
+
+async def test_claim_takes_due_waiting_rows_oldest_available_first(store: Store) -> None:
+    function = await add_function(store, "hello")
+    rows = {
+        name: new_invocation(function.id, BASE, available_at=BASE + offset)
+        for name, offset in (("a300", 300), ("a100", 100), ("now", 1000), ("a200", 200))
+    }
+    rows["later"] = new_invocation(function.id, BASE, available_at=BASE + 10_000)
+    for row in rows.values():
+        await store.insert_invocation(row)
+
+    claimed = await store.claim_invocations("w1", BASE + 1000, 2, BASE + HOUR)
+    assert {c.request_id for c in claimed} == {rows["a100"].request_id, rows["a200"].request_id}
+    for item in claimed:
+        row = next(r for r in rows.values() if r.request_id == item.request_id)
+        assert (item.function_id, item.version, item.payload) == (
+            function.id,
+            "latest",
+            row.payload,
+        )
+        assert (item.attempt, item.expires_at) == (1, row.expires_at)
+    statuses = {
+        r.request_id: (r.status, r.attempt) for r in (await records(store, function.id)).values()
+    }
+    assert statuses[rows["a100"].request_id] == (Status.RUNNING, 1)
+    assert statuses[rows["a300"].request_id] == (Status.WAIT, 0)
+
+    assert await claim_ids(store, BASE + 1000) == {rows["a300"].request_id, rows["now"].request_id}
+    assert await claim_ids(store, BASE + 1000) == set()  # running rows are not taken again
+    assert await claim_ids(store, BASE + 10_000) == {rows["later"].request_id}
+
+
+async def test_claim_respects_the_limit_across_functions(store: Store) -> None:
+    first = await add_function(store, "first")
+    second = await add_function(store, "second")
+    await add_invocations(store, first.id, [BASE + 2 * i for i in range(5)])
+    await add_invocations(store, second.id, [BASE + 2 * i + 1 for i in range(5)])
+    batches = [len(await claim_ids(store, BASE + 100, limit=3)) for _ in range(4)]
+    assert batches == [3, 3, 3, 1]
+
+
+async def test_requeued_row_is_claimed_again_with_the_next_attempt(store: Store) -> None:
+    function = await add_function(store, "hello")
+    (request_id,) = await add_invocations(store, function.id, [BASE])
+    assert await claim_ids(store, BASE) == {request_id}
+
+    assert not await store.requeue_invocation(request_id, 2, BASE + 5000)  # wrong attempt
+    assert await store.requeue_invocation(request_id, 1, BASE + 5000)
+    record = (await records(store, function.id))[request_id]
+    assert (record.status, record.attempt) == (Status.WAIT, 1)
+    assert not await store.requeue_invocation(request_id, 1, BASE + 6000)  # no longer RUNNING
+    assert await store.next_available_at() == BASE + 5000
+    assert await store.list_expired_leases(FAR, 10) == []
+
+    assert await claim_ids(store, BASE + 4999) == set()
+    (again,) = await store.claim_invocations("w2", BASE + 5000, 10, BASE + HOUR)
+    assert (again.request_id, again.attempt) == (request_id, 2)
+    assert (await records(store, function.id))[request_id].attempt == 2
+
+
+async def test_concurrent_claims_never_return_the_same_row(store: Store) -> None:
+    function = await add_function(store, "hello")
+    ids = await add_invocations(store, function.id, [BASE + i for i in range(500)])
+
+    async def claimer(number: int) -> list[str]:
+        taken: list[str] = []
+        while batch := await store.claim_invocations(f"w{number}", BASE + 1000, 7, FAR):
+            taken += [c.request_id for c in batch]
+        return taken
+
+    results = await asyncio.gather(*(claimer(n) for n in range(20)))
+    claimed = Counter(request_id for taken in results for request_id in taken)
+    assert set(claimed) == set(ids)
+    assert set(claimed.values()) == {1}
+    assert await store.count_by_status(function.id) == {Status.RUNNING: 500}
+
+
+async def test_finish_needs_a_running_row_with_that_attempt(store: Store) -> None:
+    function = await add_function(store, "hello")
+    started = new_invocation(function.id, BASE, available_at=BASE)
+    waiting = new_invocation(function.id, BASE + 1, available_at=FAR)
+    for row in (started, waiting):
+        await store.insert_invocation(row)
+    assert await claim_ids(store, BASE) == {started.request_id}
+
+    assert not await store.finish_invocation(
+        waiting.request_id, 0, Status.SUCCESS, BASE, 0, "", None
+    )
+    assert not await store.finish_invocation(
+        started.request_id, 2, Status.SUCCESS, BASE, 0, "", None
+    )
+    assert not await store.finish_invocation("missing", 1, Status.SUCCESS, BASE, 0, "", None)
+    assert await store.finish_invocation(
+        started.request_id, 1, Status.FAIL, BASE + 7, 4200, "boom", None
+    )
+    finished = (await records(store, function.id))[started.request_id]
+    assert (finished.status, finished.end_time, finished.error_code, finished.error_message) == (
+        Status.FAIL,
+        BASE + 7,
+        4200,
+        "boom",
+    )
+    assert finished.attempt == 1
+
+    assert not await store.finish_invocation(
+        started.request_id, 1, Status.SUCCESS, BASE + 9, 0, "", b"{}"
+    )
+    assert (await records(store, function.id))[started.request_id] == finished
+    assert (await records(store, function.id))[waiting.request_id].status is Status.WAIT
+    assert await store.list_expired_leases(FAR, 10) == []
+
+
+async def test_list_expired_leases(store: Store) -> None:
+    function = await add_function(store, "hello")
+    short, long, finished, waiting = (
+        new_invocation(function.id, BASE, available_at=BASE + i) for i in range(4)
+    )
+    for row in (short, long, finished, waiting):
+        await store.insert_invocation(row)
+    await store.claim_invocations("w1", BASE, 10, BASE + 1000)  # short
+    await store.claim_invocations("w2", BASE + 1, 10, BASE + 5000)  # long
+    await store.claim_invocations("w3", BASE + 2, 10, BASE + 1000)  # finished
+    assert await store.finish_invocation(finished.request_id, 1, Status.SUCCESS, BASE, 0, "", None)
+
+    assert await store.list_expired_leases(BASE + 1000, 10) == []  # a lease ending now is live
+    (expired,) = await store.list_expired_leases(BASE + 1001, 10)
+    assert (expired.request_id, expired.attempt, expired.payload) == (
+        short.request_id,
+        1,
+        short.payload,
+    )
+    both = await store.list_expired_leases(BASE + 5001, 10)
+    assert {c.request_id for c in both} == {short.request_id, long.request_id}
+    assert len(await store.list_expired_leases(BASE + 5001, 1)) == 1
+    # Listing changes nothing: the rows are still RUNNING until decided.
+    assert (await records(store, function.id))[short.request_id].status is Status.RUNNING
+
+
+async def test_renew_leases_extends_only_that_workers_running_rows(store: Store) -> None:
+    function = await add_function(store, "hello")
+    ids = await add_invocations(store, function.id, [BASE, BASE + 1, BASE + 2, BASE + 3])
+    mine = await store.claim_invocations("w1", BASE + 1, 10, BASE + 1000)  # ids 0 and 1
+    theirs = await store.claim_invocations("w2", BASE + 2, 10, BASE + 1000)  # id 2
+    assert {c.request_id for c in mine} == set(ids[:2])
+    await store.finish_invocation(ids[1], 1, Status.SUCCESS, BASE, 0, "", None)
+
+    assert await store.renew_leases("w1", BASE + 9000) == 1
+    expired = await store.list_expired_leases(BASE + 5000, 10)
+    assert [c.request_id for c in expired] == [c.request_id for c in theirs]
+
+
+async def test_next_available_at(store: Store) -> None:
+    assert await store.next_available_at() is None
+    function = await add_function(store, "hello")
+    for offset in (500, 300, 900):
+        await store.insert_invocation(new_invocation(function.id, BASE, available_at=BASE + offset))
+    assert await store.next_available_at() == BASE + 300
+    claimed = await store.claim_invocations("w1", BASE + 300, 1, FAR)
+    assert await store.next_available_at() == BASE + 500  # running rows do not count
+    claimed += await store.claim_invocations("w1", BASE + 900, 10, FAR)
+    for item in claimed:
+        await store.finish_invocation(item.request_id, 1, Status.SUCCESS, BASE, 0, "", None)
+    assert await store.next_available_at() is None
+
+
+# -- durability -------------------------------------------------------------------------------
+
+
+async def test_concurrent_inserts_all_land_and_survive_reopening(backend: Backend) -> None:
+    store = backend.new_store()
+    await store.open()
+    try:
+        function = await add_function(store, "hello")
+        ids = await add_invocations(store, function.id, [BASE + i % 97 for i in range(2_000)])
+        assert (await store.list_invocations(query(function.id, limit=1))).count == 2_000
+    finally:
+        await store.close()
+
+    reopened = backend.new_store()
+    await reopened.open()
+    try:
+        found: list[str] = []
+        while True:
+            page = await reopened.list_invocations(query(function.id, marker=len(found)))
+            if not page.invocations:
+                break
+            found += [r.request_id for r in page.invocations]
+        assert sorted(found) == sorted(ids)
+        assert await reopened.get_function_by_id(function.id) == function
+    finally:
+        await reopened.close()
+
+
+# -- SQL files and migrations (SQLite) --------------------------------------------------------
+
+
+def sqlite_schema(path: Path) -> list[tuple[str, str, str, str]]:
+    """Every table and index but the migration ledger, with its SQL normalised."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master "
+            "WHERE name != 'schema_migrations' ORDER BY type, name"
+        ).fetchall()
+    conn.close()
+    return [(kind, name, table, normalise(sql)) for kind, name, table, sql in rows]
+
+
+def normalise(sql: str | None) -> str:
+    without_comments = re.sub(r"--[^\n]*", "", sql or "")
+    return " ".join(without_comments.split())
+
+
+async def test_sqlite_schema_equals_the_migrations_applied_in_order(tmp_path: Path) -> None:
+    migrations = migration_files("sqlite")
+    assert [number for number, _, _ in migrations] == list(range(1, len(migrations) + 1))
+    migrated = tmp_path / "migrated.db"
+    with sqlite3.connect(migrated) as conn:
+        for _, _, sql in migrations:
+            conn.executescript(sql)
+    conn.close()
+
+    opened = tmp_path / "opened.db"
+    for _ in range(2):  # the second open finds every migration applied
+        store = SqliteStore(opened)
+        await store.open()
+        await store.close()
+
+    assert sqlite_schema(opened) == sqlite_schema(migrated)
+    with sqlite3.connect(opened) as conn:
+        ledger = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        assert ledger.fetchall() == [(number, name) for number, name, _ in migrations]
+    conn.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: delete_expired_tokens is defined in sqlite.sql but never run, "
+    "so expired tokens are never purged",
+)
+def test_every_sqlite_query_is_used_by_the_sqlite_store() -> None:
+    tree = ast.parse(inspect.getsource(sqlite_module))
+    literals = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+    assert set(load_queries("sqlite")) - literals == set()
+
+
+def test_sql_files_define_the_same_query_names() -> None:
+    if not resources.files("openfgs.store").joinpath("sql/postgres.sql").is_file():
+        pytest.skip("sql/postgres.sql does not exist yet")
+    assert set(load_queries("sqlite")) == set(load_queries("postgres"))
