@@ -8,7 +8,7 @@ import fcntl
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO
 
 from openfgs.auth.service import Authenticator
@@ -133,12 +133,17 @@ class Services:
         handle.flush()
         self._lock_file = handle
 
-    async def invoke_sync(self, function: Function, event: bytes) -> tuple[str, RunResult]:
+    async def invoke_sync(
+        self, function: Function, event: bytes, memory_size: int | None = None
+    ) -> tuple[str, RunResult]:
         """Run ``function`` now, outside the queue, and return its request id and outcome."""
         request_id = str(uuid.uuid4())
         digest = function.code_digest
+        spec = self.registry.spec(function)
+        if memory_size is not None:
+            spec = replace(spec, memory_size=memory_size)
         outcome = await self.pool.invoke(
-            self.registry.spec(function),
+            spec,
             event,
             request_id,
             lambda: self.registry.code(digest),

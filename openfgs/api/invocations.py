@@ -14,6 +14,7 @@ from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from openfgs.invocations import parse_active_query, parse_list_query
 from openfgs.models import Function, InvocationPage, format_time
+from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncInvocationListOut, AsyncInvokeOut, SyncInvokeOut
 
 router = APIRouter(
@@ -27,6 +28,23 @@ EVENT_BODY = {
         },
     }
 }
+INSTANCE_MEMORY_SIZES = (
+    128,
+    256,
+    512,
+    768,
+    1024,
+    1280,
+    1536,
+    1792,
+    2048,
+    2560,
+    3072,
+    3584,
+    4096,
+    8192,
+    10240,
+)
 LOG_TAIL_BYTES = 4096
 HEADER_LOG_BYTES = 2000
 
@@ -72,13 +90,53 @@ async def invoke(
     function_urn: str,
     services: ServicesDep,
     x_cff_log_type: Annotated[str | None, Header()] = None,
+    x_cff_request_version: Annotated[str | None, Header()] = None,
+    x_cff_instance_memory: Annotated[str | None, Header()] = None,
 ) -> Response:
     function = await services.registry.resolve(project_id, function_urn, missing_code="FSS.1051")
     event = read_event(await request.body(), services.settings.max_sync_body_bytes)
     check_enabled(function)
-    request_id, outcome = await services.invoke_sync(function, event)
-    tail = x_cff_log_type == "tail"
-    log = outcome.log.encode()[-LOG_TAIL_BYTES:].decode(errors="ignore") if tail else ""
+    version = (x_cff_request_version or "v0").lower()
+    if version not in ("v0", "v1"):
+        raise BadRequest(f"Invalid X-CFF-Request-Version: {version[:16]!r}; use v0 or v1")
+    memory = instance_memory(x_cff_instance_memory)
+    request_id, outcome = await services.invoke_sync(function, event, memory)
+    return sync_response(
+        request_id, outcome, memory or function.memory_size, x_cff_log_type == "tail", version
+    )
+
+
+def instance_memory(raw: str | None) -> int | None:
+    """``X-Cff-Instance-Memory``: a per-call memory size from FunctionGraph's list."""
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) not in INSTANCE_MEMORY_SIZES:
+        raise BadRequest(f"Invalid X-Cff-Instance-Memory: {raw[:16]!r}", error_code="FSS.1007")
+    return int(raw)
+
+
+def sync_response(
+    request_id: str, outcome: RunResult, memory_size: int, tail: bool, version: str
+) -> Response:
+    """FunctionGraph's sync answer: v1 wraps the result; v0 is the raw result."""
+    log_bytes = outcome.log.encode()
+    billed = int(outcome.duration_ms) + 1
+    summary = {
+        "duration": round(outcome.duration_ms, 3),
+        "billingDuration": billed,
+        "memorySize": memory_size,
+        "memoryUsed": round(outcome.memory_used_mb, 2),
+    }
+    headers = {
+        "X-Cff-Request-Id": request_id,
+        "X-Func-Err-Code": str(outcome.error_code),
+        "X-Is-Func-Err": "false" if outcome.ok else "true",
+        "X-Cff-Response-Version": version,
+        "X-Cff-Billing-Duration": str(billed),
+        "X-Cff-Invoke-Summary": orjson.dumps(summary).decode(),
+    }
+    if tail:
+        headers["X-Cff-Function-Log"] = base64.b64encode(log_bytes[-HEADER_LOG_BYTES:]).decode()
     result = (
         outcome.result
         if outcome.ok
@@ -86,29 +144,12 @@ async def invoke(
             {"errorCode": outcome.error_code, "errorMessage": outcome.error_message}
         ).decode()
     )
-    headers = {
-        "X-Cff-Request-Id": request_id,
-        "X-Func-Err-Code": str(outcome.error_code),
-        "X-Is-Func-Err": "false" if outcome.ok else "true",
-        "X-Cff-Response-Version": "v1",
-        "X-Cff-Billing-Duration": str(int(outcome.duration_ms) + 1),
-        "X-Cff-Invoke-Summary": orjson.dumps(
-            {
-                "duration": round(outcome.duration_ms, 3),
-                "billingDuration": int(outcome.duration_ms) + 1,
-                "memorySize": function.memory_size,
-                "memoryUsed": round(outcome.memory_used_mb, 2),
-            }
-        ).decode(),
-    }
-    if tail:
-        headers["X-Cff-Function-Log"] = base64.b64encode(
-            outcome.log.encode()[-HEADER_LOG_BYTES:]
-        ).decode()
+    if version == "v0":
+        return Response(result, 200, media_type="application/json", headers=headers)
     body = {
         "request_id": request_id,
         "result": result,
-        "log": log,
+        "log": log_bytes[-LOG_TAIL_BYTES:].decode(errors="ignore") if tail else "",
         "status": 200 if outcome.ok else 500,
     }
     return Response(orjson.dumps(body), 200, media_type="application/json", headers=headers)

@@ -112,7 +112,7 @@ def test_async_invoke_prints_a_request_id_that_invocations_list_shows(
     assert table[-1] == "1 of 1 shown"
 
 
-def test_missing_credentials_exit_non_zero_with_a_message(tmp_path: Path) -> None:
+def test_missing_credentials_exit_non_zero_with_a_message() -> None:
     result = openfgs("fn", "list", env=clean_env(endpoint="http://127.0.0.1:9"))
     assert result.returncode != 0
     assert "OPENFGS_ACCESS_KEY" in result.stderr, result.stderr

@@ -74,7 +74,6 @@ def test_kill_9_loses_and_doubles_nothing(serve: Serve, tmp_path: Path) -> None:
     first.kill()
 
     left = statuses_in_database(data_dir)
-    print("LEFT", left)
     assert sum(left.values()) == BATCH, left
     assert left.get("WAIT", 0) > 0 and left.get("RUNNING", 0) > 0, left  # the crash hit both
 
