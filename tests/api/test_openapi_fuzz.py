@@ -22,10 +22,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import CREDENTIAL, PROJECT, LiveServer, create_function, urn
+from .conftest import CREDENTIAL, PROJECT, LiveServer, b64, create_function, urn
 
-MAX_EXAMPLES = 150
-SEED = 2
+MAX_EXAMPLES = 30
+SEED = 20261126  # a fixed seed keeps CI reproducible; change it to explore other inputs
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -83,10 +83,126 @@ def chosen_urn(generated: Any) -> Any:
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_the_document(
-    case: schemathesis.Case, auth_headers: dict[str, str]
+    case: schemathesis.Case, auth_headers: dict[str, str], sdk: Any
 ) -> None:
     if "project_id" in case.path_parameters:
         case.path_parameters["project_id"] = PROJECT
     if "function_urn" in case.path_parameters:
         case.path_parameters["function_urn"] = chosen_urn(case.path_parameters["function_urn"])
-    case.call_and_validate(headers=auth_headers, checks=CHECKS, timeout=30)
+    response = case.call_and_validate(headers=auth_headers, checks=CHECKS, timeout=30)
+    if case.method == "DELETE" and response.status_code == 204:
+        create_function(sdk, "fuzzed", ECHO, timeout=3)  # later cases still find it
+
+
+# -- chosen requests: states random inputs rarely reach, validated by the same checks -------
+
+FUNCTIONS = "/v2/{project_id}/fgs/functions"
+
+
+def valid_create(name: str) -> dict[str, Any]:
+    return {
+        "func_name": name,
+        "package": "default",
+        "runtime": "Python3.9",
+        "timeout": 3,
+        "handler": "index.handler",
+        "memory_size": 128,
+        "code_type": "inline",
+        "func_code": {"file": b64(ECHO)},
+    }
+
+
+def valid_config(name: str, concurrency: int) -> dict[str, Any]:
+    return {
+        "func_name": name,
+        "runtime": "Python3.9",
+        "timeout": 5,
+        "handler": "index.handler",
+        "memory_size": 256,
+        "strategy_config": {"concurrency": concurrency},
+    }
+
+
+def conforming(
+    schema: Any, headers: dict[str, str], path: str, method: str, **parts: Any
+) -> int:
+    """Send one chosen request through schemathesis and validate the answer; its status."""
+    case = schema[path][method].Case(**parts)
+    response = case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
+    status: int = response.status_code
+    return status
+
+
+def test_a_function_lifecycle_conforms_to_the_document(
+    api_schema: Any, auth_headers: dict[str, str]
+) -> None:
+    project = {"project_id": PROJECT}
+    function = {"project_id": PROJECT, "function_urn": urn("cycle")}
+    unqualified = {"project_id": PROJECT, "function_urn": urn("cycle", qualifier=None)}
+    steps: list[tuple[str, str, dict[str, Any], int]] = [
+        (FUNCTIONS, "POST", {"path_parameters": project, "body": valid_create("cycle")}, 200),
+        (FUNCTIONS, "GET", {"path_parameters": project, "query": {"maxitems": "1"}}, 200),
+        (FUNCTIONS + "/{function_urn}/config", "GET", {"path_parameters": function}, 200),
+        (FUNCTIONS + "/{function_urn}/code", "GET", {"path_parameters": function}, 200),
+        (
+            FUNCTIONS + "/{function_urn}/code",
+            "PUT",
+            {
+                "path_parameters": function,
+                "body": {"code_type": "inline", "func_code": {"file": b64(ECHO + "# v2\n")}},
+            },
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/invocations",
+            "POST",
+            {"path_parameters": function, "body": {"a": 1}, "headers": {"X-Cff-Log-Type": "tail"}},
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/invocations-async",
+            "POST",
+            {"path_parameters": function, "body": {"a": 1}},
+            202,
+        ),
+        (FUNCTIONS + "/{function_urn}/async-invocations", "GET", {"path_parameters": function}, 200),
+        (
+            FUNCTIONS + "/{function_urn}/active-async-invocations",
+            "GET",
+            {"path_parameters": function},
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/config",
+            "PUT",
+            {"path_parameters": function, "body": valid_config("cycle", 0)},
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/invocations-async",
+            "POST",
+            {"path_parameters": function, "body": {}},
+            429,
+        ),
+        (FUNCTIONS + "/{function_urn}", "DELETE", {"path_parameters": function}, 400),
+        (FUNCTIONS + "/{function_urn}", "DELETE", {"path_parameters": unqualified}, 204),
+        (FUNCTIONS + "/{function_urn}/config", "GET", {"path_parameters": function}, 404),
+    ]
+    for path, method, parts, expected in steps:
+        status = conforming(api_schema, auth_headers, path, method, **parts)
+        assert status == expected, (method, path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: CreateFunction answers 409 (FSS.1061) but /openapi.json lists no 409",
+)
+def test_a_duplicate_create_conforms_to_the_document(
+    api_schema: Any, auth_headers: dict[str, str]
+) -> None:
+    parts = {"path_parameters": {"project_id": PROJECT}, "body": valid_create("twice")}
+    assert conforming(api_schema, auth_headers, FUNCTIONS, "POST", **parts) == 200
+
+    status = conforming(api_schema, auth_headers, FUNCTIONS, "POST", **parts)
+
+    assert status == 409

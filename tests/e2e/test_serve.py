@@ -51,9 +51,12 @@ def async_status(client: Any, function_urn: str, request_id: str) -> str | None:
 
 def greet_demo(client: Any, project_id: str) -> str:
     """Invoke the demo function synchronously; return the message in its HTTP-style body."""
-    response = client.invoke_function(
-        InvokeFunctionRequest(function_urn=urn("hello", project_id), body={"name": "you"})
+    request = InvokeFunctionRequest(
+        function_urn=urn("hello", project_id),
+        x_cff_request_version="v1",  # the JSON answer the SDK reads (v0, raw, is the default)
+        body={"name": "you"},
     )
+    response = client.invoke_function(request)
     assert response.status == 200, response
     message: str = json.loads(json.loads(response.result)["body"])["message"]
     return message
