@@ -97,6 +97,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings)
     services = Services.build(settings)
+    try:
+        services.lock_data_dir()
+    except DataDirLocked as exc:
+        print(f"openfgs: {exc}", file=sys.stderr)
+        return 1
     app = create_app(services, after_start=first_run)
     config = uvicorn.Config(
         app,
@@ -109,11 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    try:
-        server.run()
-    except DataDirLocked as exc:
-        print(f"openfgs: {exc}", file=sys.stderr)
-        return 1
+    server.run()
     return 0 if server.started else 1
 
 

@@ -88,7 +88,7 @@ class Services:
         """Open the store, recover what a crash left running, ensure credentials, start work."""
         if self.started:
             return
-        self._lock_data_dir()
+        self.lock_data_dir()
         await self.store.open()
         s = self.settings
         self.fresh = await self.store.count_credentials() == 0
@@ -114,14 +114,15 @@ class Services:
         await self.store.close()
         if self._lock_file is not None:
             self._lock_file.close()
+            self._lock_file = None
         self.started = False
 
-    def _lock_data_dir(self) -> None:
+    def lock_data_dir(self) -> None:
         """One embedded service per data directory: it recovers RUNNING rows as its own."""
-        if self.settings.database_url:
+        if self.settings.database_url or self._lock_file is not None:
             return
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.settings.data_dir / "serve.lock", "w")  # noqa: SIM115
+        handle = open(self.settings.data_dir / "serve.lock", "a+")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -129,6 +130,7 @@ class Services:
             raise DataDirLocked(
                 f"another openfgs process serves {self.settings.data_dir}"
             ) from None
+        handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_file = handle

@@ -60,6 +60,15 @@ def _wrap(exc: Exception) -> StoreError:
     return StoreError(f"postgresql: {exc}")
 
 
+def _settle(future: asyncio.Future[None], error: StoreError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 def postgres_queries() -> dict[str, str]:
     """The named queries with ``:name`` parameters turned into psycopg's ``%(name)s``."""
     return {name: _PARAM.sub(r"%(\1)s", sql) for name, sql in load_queries("postgres").items()}
@@ -270,9 +279,10 @@ class PostgresStore:
     async def delete_function(self, function: Function) -> None:
         try:
             async with self._connection() as conn, conn.transaction():
-                await conn.execute(
-                    self._q["delete_function_invocations"], {"function_id": function.id}
-                )
+                params = {"function_id": function.id}
+                await conn.execute(self._q["delete_function_attempts"], params)
+                await conn.execute(self._q["delete_function_keys"], params)
+                await conn.execute(self._q["delete_function_invocations"], params)
                 await conn.execute(self._q["delete_function"], {"id": function.id})
                 await conn.execute(self._q["delete_unused_code"], {"digest": function.code_digest})
         except psycopg.Error as exc:
@@ -302,19 +312,30 @@ class PostgresStore:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
-        error: StoreError | None = None
+        try:
+            await self._insert_rows([params for params, _ in batch])
+        except StoreError as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # One bad row must not fail its neighbours: insert them one by one instead.
+            for params, future in batch:
+                try:
+                    await self._insert_rows([params])
+                except StoreError as single:
+                    _settle(future, single)
+                else:
+                    _settle(future, None)
+            return
+        for _, future in batch:
+            _settle(future, None)
+
+    async def _insert_rows(self, rows: list[dict[str, Any]]) -> None:
         try:
             async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(self._q["insert_invocation"], [p for p, _ in batch])
-        except (psycopg.Error, StoreError) as exc:
-            error = _wrap(exc)
-        for _, future in batch:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+                await cur.executemany(self._q["insert_invocation"], rows)
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
 
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
         params: dict[str, Any] = {
@@ -490,6 +511,7 @@ class PostgresStore:
                 await conn.execute(self._q["purge_attempts"], params)
                 cur = await conn.execute(self._q["purge_invocations"], params)
                 await conn.execute(self._q["purge_idempotency_keys"], {"cutoff": key_cutoff})
+                await conn.execute(self._q["delete_expired_tokens"], {"now": now_ms()})
                 return int(cur.rowcount)
         except psycopg.Error as exc:
             raise _wrap(exc) from exc

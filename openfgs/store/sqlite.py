@@ -353,7 +353,10 @@ class SqliteStore:
 
     async def delete_function(self, function: Function) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(self._q["delete_function_invocations"], {"function_id": function.id})
+            params = {"function_id": function.id}
+            conn.execute(self._q["delete_function_attempts"], params)
+            conn.execute(self._q["delete_function_keys"], params)
+            conn.execute(self._q["delete_function_invocations"], params)
             conn.execute(self._q["delete_function"], {"id": function.id})
             conn.execute(self._q["delete_unused_code"], {"digest": function.code_digest})
 
@@ -549,6 +552,7 @@ class SqliteStore:
             conn.execute(self._q["purge_attempts"], params)
             deleted = conn.execute(self._q["purge_invocations"], params).rowcount
             conn.execute(self._q["purge_idempotency_keys"], {"cutoff": key_cutoff})
+            conn.execute(self._q["delete_expired_tokens"], {"now": now_ms()})
             return int(deleted)
 
         return await self._write(op)

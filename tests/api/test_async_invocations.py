@@ -61,7 +61,9 @@ def invoke_async(sdk: Any, function_urn: str, body: dict[str, Any] | None = None
 
 
 def list_records(sdk: Any, function_urn: str, **query: Any) -> Any:
-    return sdk.list_async_invocations(ListAsyncInvocationsRequest(function_urn=function_urn, **query))
+    return sdk.list_async_invocations(
+        ListAsyncInvocationsRequest(function_urn=function_urn, **query)
+    )
 
 
 def list_ids(sdk: Any, function_urn: str, **query: Any) -> list[str]:
@@ -306,9 +308,7 @@ def test_a_marker_past_the_end_gives_an_empty_page(
 
 
 @pytest.mark.parametrize("limit", ["1", "500"])
-def test_limit_bounds_are_accepted(
-    server: LiveServer, sdk: Any, rows_urn: str, limit: str
-) -> None:
+def test_limit_bounds_are_accepted(server: LiveServer, sdk: Any, rows_urn: str, limit: str) -> None:
     insert_records(server, "rows", [now_ms() - 1000] * 2)
 
     page = list_records(sdk, rows_urn, limit=limit)
@@ -405,7 +405,9 @@ def test_time_window_selects_by_start_time(
     ids = list_ids(sdk, rows_urn, query_begin_time=utc(t - 30_000), query_end_time=utc(t + 100_000))
     assert names_of(ids, names) == ["T+30", "T+0.5", "T-1"]
 
-    ids = list_ids(sdk, rows_urn, query_begin_time=utc(t + 200_000), query_end_time=utc(t + 300_000))
+    ids = list_ids(
+        sdk, rows_urn, query_begin_time=utc(t + 200_000), query_end_time=utc(t + 300_000)
+    )
     assert ids == []
 
 
@@ -435,7 +437,9 @@ def test_time_window_with_aware_datetimes(
     assert names_of(ids, names) == ["T+30", "T+0.5"]
 
 
-def test_begin_alone_ends_now(sdk: Any, rows_urn: str, timeline: tuple[int, dict[str, str]]) -> None:
+def test_begin_alone_ends_now(
+    sdk: Any, rows_urn: str, timeline: tuple[int, dict[str, str]]
+) -> None:
     t, names = timeline
 
     ids = list_ids(sdk, rows_urn, query_begin_time=utc(t))
@@ -552,9 +556,7 @@ def test_active_lists_only_waiting_and_running(sdk: Any, mixed: dict[str, list[s
     strict=True,
     reason="product bug: a terminal status filter on the active list returns every record",
 )
-def test_active_with_a_terminal_status_lists_nothing(
-    sdk: Any, mixed: dict[str, list[str]]
-) -> None:
+def test_active_with_a_terminal_status_lists_nothing(sdk: Any, mixed: dict[str, list[str]]) -> None:
     for status in ("SUCCESS", "FAIL", "DISCARD"):
         page = list_active(sdk, urn("mixed"), status=status)
         assert [r.status for r in page.invocations] == [], status

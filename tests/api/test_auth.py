@@ -114,7 +114,9 @@ def test_a_tampered_body_is_unauthorized(raw: RawApi, sdk: Any) -> None:
 
 def test_a_tampered_query_is_unauthorized(raw: RawApi) -> None:
     signed = raw.build("GET", FUNCTIONS, params={"maxitems": "1"})
-    tampered = httpx.Request("GET", signed.url.copy_with(query=b"maxitems=2"), headers=signed.headers)
+    tampered = httpx.Request(
+        "GET", signed.url.copy_with(query=b"maxitems=2"), headers=signed.headers
+    )
 
     assert raw.send(signed).status_code == 200
     assert error_of(raw.send(tampered)) == (401, "APIGW.0301")

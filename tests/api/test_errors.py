@@ -25,7 +25,16 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs.models import Credential
 
-from .conftest import PROJECT, LiveServer, RawApi, b64, create_function, function_path, sdk_client, urn
+from .conftest import (
+    PROJECT,
+    LiveServer,
+    RawApi,
+    b64,
+    create_function,
+    function_path,
+    sdk_client,
+    urn,
+)
 
 ERROR_CODE = re.compile(r"(FSS|APIGW)\.\d{4}")
 FUNCTIONS = f"/v2/{PROJECT}/fgs/functions"
@@ -172,7 +181,11 @@ ERROR_CASES: list[tuple[str, int, Call]] = [
             ),
         ),
     ),
-    ("token-bad-body", 400, lambda r: r.call("POST", "/v3/auth/tokens", credential=None, content=b"{}")),
+    (
+        "token-bad-body",
+        400,
+        lambda r: r.call("POST", "/v3/auth/tokens", credential=None, content=b"{}"),
+    ),
 ]
 
 

@@ -328,9 +328,7 @@ def test_update_config_changes_what_show_config_returns(sdk: Any) -> None:
         ({"func_name": "someone-else"}, "FSS.1002"),
     ],
 )
-def test_invalid_config_update_is_rejected(
-    sdk: Any, overrides: dict[str, Any], code: str
-) -> None:
+def test_invalid_config_update_is_rejected(sdk: Any, overrides: dict[str, Any], code: str) -> None:
     create_function(sdk, "hello", HELLO, timeout=42)
     request = UpdateFunctionConfigRequest(function_urn=urn("hello"), body=config_body(**overrides))
 
@@ -363,7 +361,9 @@ def test_update_code_changes_the_digest_and_the_behaviour(sdk: Any) -> None:
     )
     body = UpdateFunctionCodeRequestBody(code_type="inline", func_code=FuncCode(file=b64(new_code)))
 
-    updated = sdk.update_function_code(UpdateFunctionCodeRequest(function_urn=urn("hello"), body=body))
+    updated = sdk.update_function_code(
+        UpdateFunctionCodeRequest(function_urn=urn("hello"), body=body)
+    )
 
     assert updated.digest == hashlib.sha512(new_code.encode()).hexdigest()
     assert updated.digest != before.digest
@@ -400,7 +400,9 @@ def test_delete_function_then_it_is_gone(sdk: Any) -> None:
     assert error.status_code == 404
     assert function_names(sdk) == []
     error = client_error(
-        lambda: sdk.delete_function(DeleteFunctionRequest(function_urn=urn("hello", qualifier=None)))
+        lambda: sdk.delete_function(
+            DeleteFunctionRequest(function_urn=urn("hello", qualifier=None))
+        )
     )
     assert error.status_code == 404
 
@@ -408,7 +410,9 @@ def test_delete_function_then_it_is_gone(sdk: Any) -> None:
 def test_deleting_latest_alone_is_refused(sdk: Any) -> None:
     create_function(sdk, "hello", HELLO)
 
-    error = client_error(lambda: sdk.delete_function(DeleteFunctionRequest(function_urn=urn("hello"))))
+    error = client_error(
+        lambda: sdk.delete_function(DeleteFunctionRequest(function_urn=urn("hello")))
+    )
 
     assert error.status_code == 400
     assert error.error_code.startswith("FSS.")
@@ -427,7 +431,9 @@ def test_a_deleted_name_can_be_created_again(sdk: Any) -> None:
 # -- unknown function ---------------------------------------------------------------------
 
 UNKNOWN_CALLS = {
-    "show_config": lambda sdk, u: sdk.show_function_config(ShowFunctionConfigRequest(function_urn=u)),
+    "show_config": lambda sdk, u: sdk.show_function_config(
+        ShowFunctionConfigRequest(function_urn=u)
+    ),
     "show_code": lambda sdk, u: sdk.show_function_code(ShowFunctionCodeRequest(function_urn=u)),
     "update_config": lambda sdk, u: sdk.update_function_config(
         UpdateFunctionConfigRequest(function_urn=u, body=config_body())
@@ -435,7 +441,9 @@ UNKNOWN_CALLS = {
     "update_code": lambda sdk, u: sdk.update_function_code(
         UpdateFunctionCodeRequest(
             function_urn=u,
-            body=UpdateFunctionCodeRequestBody(code_type="inline", func_code=FuncCode(file=b64(HELLO))),
+            body=UpdateFunctionCodeRequestBody(
+                code_type="inline", func_code=FuncCode(file=b64(HELLO))
+            ),
         )
     ),
     "delete": lambda sdk, u: sdk.delete_function(DeleteFunctionRequest(function_urn=u)),

@@ -115,12 +115,6 @@ def test_second_serve_on_the_same_data_dir_is_refused(serve: Serve, tmp_path: Pa
     assert function_names(sdk_client(first.url, CREDENTIAL)) == ["hello"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: DataDirLocked is raised inside uvicorn's lifespan, so cmd_serve's "
-    "`except DataDirLocked` never runs and the user gets uvicorn's traceback instead of "
-    "one 'openfgs: …' line",
-)
 def test_second_serve_says_why_in_one_line(serve: Serve, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     serve.start(data_dir)

@@ -837,12 +837,6 @@ async def test_insert_once_returns_the_first_request_while_the_key_lives(store: 
     assert set(await records(store, function.id)) == {first.request_id, later.request_id}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: delete_function leaves the function's idempotency keys behind and "
-    "SQLite gives the next function the deleted one's id, so an accept with a reused key "
-    "answers the deleted request id and stores nothing",
-)
 async def test_a_deleted_functions_idempotency_keys_do_not_reach_a_new_function(
     store: Store,
 ) -> None:
@@ -985,11 +979,6 @@ async def test_sqlite_schema_equals_the_migrations_applied_in_order(tmp_path: Pa
     conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: delete_expired_tokens is defined in sqlite.sql but never run, "
-    "so expired tokens are never purged",
-)
 def test_every_sqlite_query_is_used_by_the_sqlite_store() -> None:
     tree = ast.parse(inspect.getsource(sqlite_module))
     literals = {

@@ -78,6 +78,14 @@ DELETE FROM functions WHERE id = :id;
 -- name: delete_function_invocations
 DELETE FROM invocations WHERE function_id = :function_id;
 
+-- name: delete_function_attempts
+DELETE FROM invocation_attempts WHERE request_id IN (
+    SELECT request_id FROM invocations WHERE function_id = :function_id
+);
+
+-- name: delete_function_keys
+DELETE FROM idempotency_keys WHERE function_id = :function_id;
+
 -- name: insert_invocation
 INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
     available_at, expires_at, max_attempts, depth, rerun_of)

@@ -1,0 +1,198 @@
+"""An ``openfgs serve`` under test: started on a free loopback port, with the bench functions.
+
+Each service gets a backend of its own — a fresh temporary data directory (SQLite) or a fresh
+PostgreSQL schema — and the credential through ``OPENFGS_PROJECT_ID/ACCESS_KEY/SECRET_KEY``.
+The functions are deployed through the API, as a user would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import Process, Resources, free_port, schema_url, wait_until
+from openfgs.auth.service import new_credential
+from openfgs.client import FunctionGraphClient
+from openfgs.models import Credential
+
+BACKENDS = ("sqlite", "postgres")
+REGION = "cn-north-4"
+STARTUP_SECONDS = 60.0
+
+# The benchmark's function code: a no-op, a probe that reports when it started, and a sleeper.
+HANDLERS = '''\
+"""Handlers of the openfgs benchmark."""
+
+import socket
+import time
+
+_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def noop(event, context):
+    return None
+
+
+def probe(event, context):
+    started = time.time_ns()
+    port = int(context.getUserData("BENCH_UDP_PORT"))
+    _udp.sendto(f"{context.getRequestID()} {started}".encode(), ("127.0.0.1", port))
+    return None
+
+
+def sleep(event, context):
+    time.sleep(float(event.get("seconds", 1.0)))
+    return None
+'''
+
+
+@dataclass
+class Service:
+    """A running ``openfgs serve`` and how to reach it."""
+
+    backend: str
+    port: int
+    process: Process
+    credential: Credential
+    database_url: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def urn(self, name: str) -> str:
+        return f"urn:fss:{REGION}:{self.credential.project_id}:function:default:{name}:latest"
+
+    def path(self, name: str, suffix: str) -> str:
+        """``/v2/{project}/fgs/functions/{urn}/{suffix}`` of function ``name``."""
+        return f"/v2/{self.credential.project_id}/fgs/functions/{self.urn(name)}/{suffix}"
+
+    def stats_path(self, name: str) -> str:
+        return f"/v2/{self.credential.project_id}/openfgs/functions/{self.urn(name)}/stats"
+
+    def deploy(self, name: str, handler: str, user_data: Mapping[str, str] | None = None) -> None:
+        """Create a function running ``index.<handler>`` of :data:`HANDLERS`."""
+        client = FunctionGraphClient(self.endpoint, self.credential, timeout=60)
+        try:
+            body: dict[str, object] = {
+                "func_name": name,
+                "package": "default",
+                "runtime": "Python3.9",
+                "timeout": 30,
+                "handler": f"index.{handler}",
+                "memory_size": 128,
+                "code_type": "inline",
+                "func_code": {"file": base64.b64encode(HANDLERS.encode()).decode()},
+            }
+            if user_data:
+                body["user_data"] = json.dumps(dict(user_data))
+            client.json("POST", "/functions", body=body)
+        finally:
+            client.close()
+
+
+def service_env(credential: Credential, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a started service: ours without OPENFGS_*, plus what it is told."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFGS_")}
+    env.update(
+        {
+            "OPENFGS_PROJECT_ID": credential.project_id,
+            "OPENFGS_ACCESS_KEY": credential.access_key,
+            "OPENFGS_SECRET_KEY": credential.secret_key,
+            "OPENFGS_LOG_LEVEL": "warning",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def _healthy(service: Service) -> bool:
+    if not service.process.alive():
+        raise RuntimeError(
+            f"openfgs serve ({service.backend}) exited:\n{service.process.tail()}"
+        )
+    try:
+        with urllib.request.urlopen(f"{service.endpoint}/healthz", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def start_service(
+    res: Resources,
+    backend: str,
+    *,
+    worker: bool = True,
+    env: Mapping[str, str] | None = None,
+    database_url: str | None = None,
+    credential: Credential | None = None,
+    tag: str = "svc",
+) -> Service:
+    """Start ``openfgs serve`` on ``backend`` and wait until ``/healthz`` answers 200."""
+    credential = credential or new_credential()
+    data_dir = res.path(f"{tag}-{backend}-data")
+    if database_url is None:
+        database_url = schema_url(res.new_schema(tag)) if backend == "postgres" else ""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "openfgs.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    if database_url:
+        argv += ["--database-url", database_url]
+    if not worker:
+        argv.append("--no-worker")
+    process = res.start(f"serve-{tag}-{backend}", argv, env=service_env(credential, env))
+    service = Service(backend, port, process, credential, database_url)
+    wait_until(lambda: _healthy(service), STARTUP_SECONDS, f"openfgs serve ({backend})")
+    return service
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of one process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size (shared pages divided among their users), in KiB."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (openfgs instances are the service's children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
