@@ -114,9 +114,7 @@ def service_env(credential: Credential, extra: Mapping[str, str] | None = None) 
 
 def _healthy(service: Service) -> bool:
     if not service.process.alive():
-        raise RuntimeError(
-            f"openfgs serve ({service.backend}) exited:\n{service.process.tail()}"
-        )
+        raise RuntimeError(f"openfgs serve ({service.backend}) exited:\n{service.process.tail()}")
     try:
         with urllib.request.urlopen(f"{service.endpoint}/healthz", timeout=1) as answer:
             return bool(answer.status == 200)

@@ -114,8 +114,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again: let that
+    # second one end the process with status 0, as a graceful stop should.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_zero)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def run_worker(settings: Settings) -> None:

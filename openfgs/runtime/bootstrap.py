@@ -1,37 +1,60 @@
 """The function instance: the child process that imports user code and serves invocations.
 
-The service starts it as ``python -I bootstrap.py REQUEST_FD REPLY_FD`` with the code directory as
-its working directory. It must stay importable without the rest of openfgs (``-I`` keeps the
-service's own paths and environment out) and cheap to start, so it uses the standard library
-only; the service imports the wire constants from here.
+It runs in one of two ways, both with the standard library only (``-I -S`` keeps the service's
+paths, packages and environment out, and this file must stay importable without openfgs):
 
-Wire format, both directions: ``FRAME`` (header length, body length), a JSON header, raw body.
+- ``python -I -S bootstrap.py REQUEST_FD REPLY_FD``: a fresh interpreter becomes one instance.
+- ``python -I -S bootstrap.py template SOCKET_FD``: the *template*, a warm interpreter that
+  forks a new instance whenever the service asks over the unix socket (``serve_template``).
+  Forking skips interpreter start-up and the imports the template has already done.
 
-- service → instance: a config frame (handler, limits, function metadata, output marker), then
-  one frame per invocation (header ``request_id``/``max_result_bytes``, body = event JSON).
-- instance → service: a ``load`` frame once the module is imported, an ``init`` frame after the
-  initializer (only when one is configured), then one reply per invocation (header
-  ``status``/``message``/``duration_ms``/``maxrss_kb``, body = result JSON when ok).
+Either way the instance then reads its config frame and enters its sandbox (``enter_sandbox``):
+environment replaced, limits applied, privileges dropped when a user is given, code directory
+as working directory. Only then does it import user code.
+
+Wire format on the protocol pipes, both directions: ``FRAME`` (header length, body length), a
+JSON header, raw body.
+
+- service → instance: a config frame (handler, limits, function metadata, environment, user,
+  output marker), then one frame per invocation (header ``request_id``/``max_result_bytes``,
+  body = event JSON).
+- instance → service: a ``load`` frame once the module is imported (or the sandbox could not be
+  entered), an ``init`` frame after the initializer (only when one is configured), then one reply
+  per invocation (header ``status``/``message``/``duration_ms``/``maxrss_kb``, body = result JSON
+  when ok).
 
 The protocol uses dedicated pipes, so nothing the handler writes can corrupt it. File
 descriptors 1 and 2 are one pipe the service reads as the log; before every frame the instance
 writes the marker to that pipe through a private duplicate, which tells the service where the
 output of that frame ends even if user code closed or redirected fd 1.
+
+Template socket (``SOCK_SEQPACKET``, one JSON object per message): the service sends
+``{"fork": true}`` with three descriptors (request pipe read end, reply pipe write end, log pipe
+write end); the template answers, in order, ``{"forked": pid}`` with a pidfd of the new
+instance, or ``{"error": message}``. Whenever an instance exits the template reaps it and sends
+``{"exited": pid, "returncode": code}``. ``{"ready": true}`` is the template's first message.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import faulthandler
+import gc
 import importlib
+import io
 import json
 import os
 import resource
+import select
+import signal
+import socket
 import struct
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 FRAME = struct.Struct(">II")
 
@@ -267,23 +290,35 @@ def apply_limits(address_space_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     # A handler stuck in a loop never reads the closed request pipe; have the kernel kill the
-    # instance if the service dies. Linux only; elsewhere the pipe EOF is the only signal.
-    try:
-        import ctypes
-        import signal
+    # process when its parent (the service, or the template) dies. Linux only; elsewhere the
+    # pipe EOF is the only signal. Changing uid clears the setting, so this comes after that.
+    prctl = _prctl()
+    if prctl is None:
+        return
+    pr_set_pdeathsig = 1
+    prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request was in place
+        os._exit(1)
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+
+_PRCTL: list[Any] = []  # found once: a forked instance reuses the template's
+
+
+def _prctl() -> Any:
+    if not _PRCTL:
+        try:
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (OSError, AttributeError):
+            _PRCTL.append(None)
+    return _PRCTL[0]
 
 
 def _close_stray_fds(keep: tuple[int, ...]) -> None:
     # Event loops differ in what they let through exec (uvloop passes duplicates of the stdio
-    # pipes); user code gets stdio and nothing else of the service's.
+    # pipes), and a forked instance inherits the template's descriptors; user code gets stdio
+    # and nothing else of the service's.
     low = 3
     for fd in sorted(keep):
         os.closerange(low, fd)
@@ -291,16 +326,118 @@ def _close_stray_fds(keep: tuple[int, ...]) -> None:
     os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _prepare_process(config: Header, code_dir: str) -> None:
-    apply_limits(int(config["address_space_mb"]))
+def open_path_dirs() -> dict[str, int]:
+    """Descriptors of the interpreter's import directories, opened while still privileged.
+
+    After dropping privileges the instance user may not be able to reach the interpreter's
+    own files (an interpreter installed under /root, say). It reaches them through these
+    descriptors instead: ``alias_path_dirs`` decides which are needed.
+    """
+    dirs: dict[str, int] = {}
+    for entry in sys.path:
+        if entry and entry not in dirs:
+            try:
+                dirs[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                pass
+    return dirs
+
+
+def alias_path_dirs(path_dirs: dict[str, int], unreachable: Callable[[str], bool]) -> list[int]:
+    """Import from the ``unreachable`` directories through their descriptors; close the rest.
+
+    Returns the descriptors kept open (they are close-on-exec: no subprocess gets them).
+    """
+    aliases: dict[str, str] = {}
+    for path, fd in path_dirs.items():
+        if unreachable(path):
+            aliases[path] = f"/proc/self/fd/{fd}"
+        else:
+            os.close(fd)
+    if not aliases:
+        return []
+    longest_first = sorted(aliases, key=len, reverse=True)
+
+    def alias(path: str) -> str:
+        for prefix in longest_first:
+            if path == prefix or path.startswith(prefix + "/"):
+                return aliases[prefix] + path[len(prefix) :]
+        return path
+
+    sys.path[:] = [alias(entry) for entry in sys.path]
+    for module in list(sys.modules.values()):
+        package_path = getattr(module, "__path__", None)
+        if isinstance(package_path, list):  # submodules of packages already imported
+            package_path[:] = [alias(entry) for entry in package_path]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
+    return [path_dirs[path] for path in aliases]
+
+
+def _inaccessible(path: str) -> bool:
+    # os.access checks the real uid: after dropping privileges, the instance user's.
+    return not os.access(path, os.R_OK | os.X_OK)
+
+
+def _unreachable_by(uid: int, gid: int) -> Callable[[str], bool]:
+    """Judged by mode bits, for a user this process is not (yet): read and enter ``path``,
+    pass through every directory above it."""
+
+    def allows(info: os.stat_result, bits: int) -> bool:
+        shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+        return (info.st_mode >> shift) & bits == bits
+
+    def unreachable(path: str) -> bool:
+        path = os.path.abspath(path)
+        if not allows(os.stat(path), 0o5):
+            return True
+        while path != os.path.dirname(path):
+            path = os.path.dirname(path)
+            if not allows(os.stat(path), 0o1):
+                return True
+        return False
+
+    return unreachable
+
+
+def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str:
+    """Become the instance ``config`` describes; returns why not, or "" on success."""
+    os.environ.clear()
+    os.environ.update(config["env"])
+    if "tempfile" in sys.modules:  # the template may have cached its own TMPDIR
+        setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
+    user = config.get("user")
+    try:
+        apply_limits(int(config["address_space_mb"]))
+        if user is not None:
+            os.setgroups(user["groups"])
+            os.setgid(user["gid"])
+            os.setuid(user["uid"])
+    except OSError as exc:
+        return f"function instance could not drop privileges to {user}: {exc}"
+    _die_with_parent(parent)
+    alias_path_dirs(path_dirs, _inaccessible)
+    code_dir = str(config["code_dir"])
+    try:
+        os.chdir(code_dir)
+    except OSError as exc:
+        return f"function instance cannot enter its code directory: {exc}"
+    return ""
+
+
+def _prepare_process(code_dir: str) -> None:
     if code_dir not in sys.path:
         sys.path.insert(0, code_dir)
-    # Line buffering keeps print() and the logger in order with fd-level writes and stderr.
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(line_buffering=True, errors="backslashreplace")
+    # New streams: a forked instance's were made for the template's stdio. Line buffering
+    # keeps print() and the logger in order with fd-level writes and stderr.
+    sys.stdout = sys.__stdout__ = _text_stream(1)  # type: ignore[misc]
+    sys.stderr = sys.__stderr__ = _text_stream(2)  # type: ignore[misc]
     faulthandler.enable()  # a segfault leaves the Python stack in the log
+
+
+def _text_stream(fd: int) -> io.TextIOWrapper:
+    binary = open(fd, "wb", closefd=False)  # noqa: SIM115
+    return io.TextIOWrapper(binary, "utf-8", "backslashreplace", line_buffering=True)
 
 
 def _boot(channel: Channel, config: Header) -> Handler | None:
@@ -316,21 +453,26 @@ def _boot(channel: Channel, config: Header) -> Handler | None:
     return handler
 
 
-def main(argv: list[str]) -> int:
-    """Serve invocations until the service closes the request pipe."""
-    request_fd, reply_fd = int(argv[1]), int(argv[2])
-    _close_stray_fds(keep=(request_fd, reply_fd))
+def serve_instance(request_fd: int, reply_fd: int, parent: int, path_dirs: dict[str, int]) -> int:
+    """Serve invocations until the service closes the request pipe.
+
+    ``path_dirs``: from ``open_path_dirs``, to be aliased as needed once privileges are gone
+    (a forked instance has none: the template did that for the instance user beforehand).
+    """
     # User subprocesses must not inherit the protocol pipes.
     os.set_inheritable(request_fd, False)
     os.set_inheritable(reply_fd, False)
-    _die_with_parent()
     channel = Channel(request_fd, reply_fd, os.dup(1))
     first = channel.receive()
     if first is None:
         return 0
     config = first[0]
     channel.marker = config["marker"].encode()
-    _prepare_process(config, os.getcwd())
+    problem = enter_sandbox(config, parent, path_dirs)
+    if problem:
+        channel.send({"status": FUNCTION_ERROR, "message": problem})
+        return 0
+    _prepare_process(str(config["code_dir"]))
     handler = _boot(channel, config)
     if handler is None:
         return 0
@@ -338,6 +480,192 @@ def main(argv: list[str]) -> int:
         reply, body = invoke(handler, config, *frame)
         channel.send(reply, body)
     return 0
+
+
+# What functions commonly import, loaded by the template while it has nothing else to do, so a
+# forked instance finds them in memory (shared with the template until written to).
+PRELOAD = (
+    "json",
+    "re",
+    "base64",
+    "hashlib",
+    "random",
+    "datetime",
+    "uuid",
+    "typing",
+    "dataclasses",
+    "threading",
+    "logging",
+    "decimal",
+    "tempfile",
+    "subprocess",
+    "zipfile",
+    "http.client",
+    "urllib.request",
+    "email.mime.text",
+)
+
+
+def serve_template(sock_fd: int, run_as: tuple[int, int] | None) -> int:
+    """Fork instances on request until the service closes the socket.
+
+    ``run_as``: the user instances will switch to, so the template can route imports the way
+    that user needs before it imports anything, once for all its instances.
+    """
+    parent = os.getppid()
+    _close_stray_fds(keep=(sock_fd,))
+    _die_with_parent(parent)
+    faulthandler.enable()
+    path_dirs = open_path_dirs()
+    if run_as is None:
+        alias_fds = alias_path_dirs(path_dirs, lambda path: False)
+    else:
+        alias_fds = alias_path_dirs(path_dirs, _unreachable_by(*run_as))
+    sock = socket.socket(fileno=sock_fd)
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_write)
+    # A handler rather than SIG_IGN, which would have the kernel reap children unseen.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLIN)
+    poller.register(wake_read, select.POLLIN)
+    preload = list(PRELOAD)
+    try:
+        _serve_requests(sock, poller, (wake_read, wake_write), alias_fds, preload)
+    except ConnectionError:  # the service went away while we were answering
+        pass
+    return 0
+
+
+def _serve_requests(
+    sock: socket.socket,
+    poller: select.poll,
+    wake_fds: tuple[int, int],
+    alias_fds: list[int],
+    preload: list[str],
+) -> None:
+    wake_read = wake_fds[0]
+    sock.send(json.dumps({"ready": True}).encode())
+    while True:
+        events = poller.poll(0 if preload else None)
+        if not events and preload:
+            _preload(preload.pop(0))
+        for fd, _ in events:
+            if fd == wake_read:
+                while _drain(wake_read):
+                    pass
+                _reap(sock)
+            elif not _serve_fork_request(sock, wake_fds, alias_fds):
+                return
+
+
+def _preload(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # a module missing from this build only costs the instance its import
+        pass
+
+
+def _drain(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        sock.send(json.dumps({"exited": pid, "returncode": code}).encode())
+
+
+def _serve_fork_request(
+    sock: socket.socket, wake_fds: tuple[int, int], alias_fds: list[int]
+) -> bool:
+    """Fork one instance; False when the service has gone."""
+    try:
+        message, fds, _, _ = socket.recv_fds(sock, 4096, 3, socket.MSG_CMSG_CLOEXEC)
+    except ConnectionError:
+        return False
+    if not message:
+        return False
+    if len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps({"error": f"expected 3 descriptors, got {len(fds)}"}).encode())
+        return True
+    gc.freeze()  # the collector would otherwise copy every page of the template it visits
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        reply: Header = {"error": f"fork failed: {exc}"}
+        pidfd = -1
+    else:
+        if pid == 0:
+            _run_forked_instance(sock, wake_fds, (fds[0], fds[1], fds[2]), alias_fds)
+        reply = {"forked": pid}
+        pidfd = os.pidfd_open(pid)
+    for fd in fds:
+        os.close(fd)
+    if pidfd < 0:
+        sock.send(json.dumps(reply).encode())
+    else:
+        socket.send_fds(sock, [json.dumps(reply).encode()], [pidfd])
+        os.close(pidfd)
+    return True
+
+
+def _run_forked_instance(
+    sock: socket.socket,
+    wake_fds: tuple[int, int],
+    fds: tuple[int, int, int],
+    alias_fds: list[int],
+) -> NoReturn:
+    """The new instance, right after fork: shed the template and serve; never returns."""
+    code = 1
+    try:
+        parent = os.getppid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(sock.detach())
+        for fd in wake_fds:
+            os.close(fd)
+        os.setsid()  # its own session and process group, so one killpg ends what it starts
+        request_fd, reply_fd, output_fd = fds
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+        _close_stray_fds(keep=(request_fd, reply_fd, *alias_fds))
+        code = serve_instance(request_fd, reply_fd, parent, {})
+    except SystemExit as exc:  # what a fresh interpreter would exit with
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        _print_exception()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            _flush_std_streams()
+        finally:
+            os._exit(code)
+
+
+def main(argv: list[str]) -> int:
+    """Run as the template, or as one instance started by the service."""
+    if argv[1] == "template":
+        run_as = (int(argv[3]), int(argv[4])) if len(argv) > 4 else None
+        return serve_template(int(argv[2]), run_as)
+    request_fd, reply_fd = int(argv[1]), int(argv[2])
+    parent = os.getppid()
+    _close_stray_fds(keep=(request_fd, reply_fd))
+    return serve_instance(request_fd, reply_fd, parent, open_path_dirs())
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -68,7 +70,9 @@ def unpack(data: bytes, code_type: str, target: Path) -> None:
             extract_zip(data, staging)
         else:
             raise CodePackageError(f"unsupported code_type {code_type!r}")
-        staging.chmod(0o755)
+        open_to_readers(staging)
+        # Closed until the pool grants it to the instances of its code (see isolation.py).
+        staging.chmod(0o700)
         try:
             staging.rename(target)
         except OSError:
@@ -76,6 +80,22 @@ def unpack(data: bytes, code_type: str, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def open_to_readers(root: Path) -> None:
+    """Make everything below ``root`` readable (and not writable) by other users.
+
+    The service's umask may be strict, and the instance user is not the owner; what keeps
+    other functions out is the mode of ``root`` itself.
+    """
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            path = os.path.join(directory, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and mode & stat.S_IXUSR):
+                os.chmod(path, 0o755)
+            elif stat.S_ISREG(mode):
+                os.chmod(path, 0o644)
 
 
 def extract_zip(data: bytes, dest: Path) -> None:

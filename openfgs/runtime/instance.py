@@ -1,8 +1,11 @@
 """One function instance: a child process running the bootstrap, seen from the service.
 
-The instance runs ``sys.executable -I bootstrap.py`` in its own session (so one ``killpg`` also
-ends anything user code started), with the code directory as cwd, a private HOME/TMPDIR and an
-environment built from scratch: nothing of the service's own environment reaches user code.
+The process is forked by the template (``template.py``) or, when that is not possible, spawned
+as ``sys.executable -I -S bootstrap.py``. Either way it runs in its own session (so one
+``killpg`` also ends anything user code started), and before importing user code it takes the
+config frame's environment (built from scratch: nothing of the service's own environment
+reaches user code), limits and user, and enters its code directory (see
+``bootstrap.enter_sandbox``). Its HOME/TMPDIR is a private directory made by the pool.
 
 Memory: the child caps its address space (RLIMIT_AS) at ``memory_size`` + 512 MB. Address space
 is not resident memory: the interpreter, shared libraries and thread stacks reserve far more
@@ -16,20 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import bootstrap
+from openfgs.runtime.isolation import User
 from openfgs.runtime.output import Output, OutputCollector
+from openfgs.runtime.template import Forker
 from openfgs.runtime.types import FunctionSpec, RunResult
 
 ADDRESS_SPACE_HEADROOM_MB = 512
@@ -95,6 +101,51 @@ def environment(spec: FunctionSpec, code_dir: Path, home: Path) -> dict[str, str
     return env
 
 
+class ChildProcess(Protocol):
+    """The process behind an instance, however it was started."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def exited(self) -> bool: ...
+
+    def kill(self) -> None:
+        """SIGKILL it and its process group."""
+
+    async def wait(self) -> None:
+        """Until it has exited."""
+
+
+class SpawnedProcess:
+    """An instance started as a new interpreter: the service's own child."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    @property
+    def exited(self) -> bool:
+        return self._process.returncode is not None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+
+    async def wait(self) -> None:
+        await self._process.wait()
+
+
 def describe_exit(returncode: int | None) -> str:
     """Why an instance went away, for ``error_message``."""
     if returncode is None:
@@ -114,13 +165,14 @@ class Instance:
     def __init__(
         self,
         spec: FunctionSpec,
-        process: asyncio.subprocess.Process,
+        process: ChildProcess,
         channel: _Channel,
         output: OutputCollector,
         home: Path,
         max_log_bytes: int,
     ) -> None:
         self.spec = spec
+        self.fingerprint = fingerprint(spec)
         self.last_used = time.monotonic()
         self.reusable = True
         self._process = process
@@ -141,22 +193,43 @@ class Instance:
     @property
     def alive(self) -> bool:
         """Whether the instance can still take an invocation."""
-        return self._stopping is None and self._process.returncode is None
+        return self._stopping is None and not self._process.exited
+
+    @property
+    def forked(self) -> bool:
+        """Whether the template forked it (rather than a new interpreter being spawned)."""
+        return not isinstance(self._process, SpawnedProcess)
 
     @classmethod
     async def start(
-        cls, spec: FunctionSpec, code_dir: Path, home_root: Path, max_log_bytes: int
+        cls,
+        spec: FunctionSpec,
+        code_dir: Path,
+        home: Path,
+        user: User | None,
+        forker: Forker | None,
+        max_log_bytes: int,
     ) -> Instance:
-        """Start the child and send its configuration; call ``boot()`` next."""
-        home = _make_home(home_root)
+        """Start the child and send its configuration; call ``boot()`` next.
+
+        ``home`` becomes the instance's: it is removed when the instance stops.
+        """
         marker = f"\0\x1bopenfgs:{secrets.token_hex(16)}\0".encode()
-        process, channel, output = await _spawn(spec, code_dir, home, marker, max_log_bytes)
-        instance = cls(spec, process, channel, output, home, max_log_bytes)
-        config = _config(spec, marker)
+        env = environment(spec, code_dir, home)
+        config = _Channel.frame(_config(spec, marker, code_dir, env, user), b"")
         try:
-            await channel.send(config, b"")
-        except _BROKEN:
-            pass  # it died at once; boot() reports how
+            process, channel, output, unsent = await _launch(
+                code_dir, env, forker, marker, max_log_bytes, config
+            )
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
+        instance = cls(spec, process, channel, output, home, max_log_bytes)
+        if unsent:
+            try:
+                await channel.send_frame(unsent)
+            except _BROKEN:
+                pass  # it died at once; boot() reports how
         return instance
 
     async def boot(self) -> RunResult | None:
@@ -213,8 +286,7 @@ class Instance:
         await asyncio.shield(self._stopping)
 
     async def _stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.kill()
         await self._process.wait()
         self._channel.close()
         self._final = await self._output.drain(OUTPUT_GRACE_SECONDS)
@@ -286,10 +358,19 @@ class _Channel:
         channel._read_transport = read_transport
         return channel
 
+    @staticmethod
+    def frame(header: dict[str, Any], body: bytes) -> bytes:
+        """One frame on the wire."""
+        encoded = json.dumps(header).encode()
+        return bootstrap.FRAME.pack(len(encoded), len(body)) + encoded + body
+
     async def send(self, header: dict[str, Any], body: bytes) -> None:
         """Write one frame and wait until the pipe took it."""
-        encoded = json.dumps(header).encode()
-        self._writer.write(bootstrap.FRAME.pack(len(encoded), len(body)) + encoded + body)
+        await self.send_frame(self.frame(header, body))
+
+    async def send_frame(self, data: bytes) -> None:
+        """Write encoded frame bytes and wait until the pipe took them."""
+        self._writer.write(data)
         await self._writer.drain()
 
     async def receive(self, max_body: int) -> tuple[dict[str, Any], bytes]:
@@ -311,12 +392,20 @@ class _Channel:
             self._read_transport.close()
 
 
-def _make_home(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="home-", dir=root))
+def fingerprint(spec: FunctionSpec) -> str:
+    """What an instance was started from: every field of ``spec`` that reaches the child.
+
+    Instances are reused only for an equal fingerprint, so changing code or configuration
+    (handler, memory, timeout, user data, initializer, ...) gets new instances.
+    """
+    fields = dataclasses.asdict(spec)
+    del fields["max_instances"]  # the pool's business, not the child's
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _config(spec: FunctionSpec, marker: bytes) -> dict[str, Any]:
+def _config(
+    spec: FunctionSpec, marker: bytes, code_dir: Path, env: dict[str, str], user: User | None
+) -> dict[str, Any]:
     return {
         "handler": spec.handler,
         "initializer": spec.initializer_handler,
@@ -331,33 +420,39 @@ def _config(spec: FunctionSpec, marker: bytes) -> dict[str, Any]:
         "user_data": spec.user_data,
         "marker": marker.decode(),
         "address_space_mb": spec.memory_size + ADDRESS_SPACE_HEADROOM_MB,
+        "code_dir": str(code_dir),
+        "env": env,
+        "user": None if user is None else user.as_config(),
     }
 
 
-async def _spawn(
-    spec: FunctionSpec, code_dir: Path, home: Path, marker: bytes, max_log_bytes: int
-) -> tuple[asyncio.subprocess.Process, _Channel, OutputCollector]:
+async def _launch(
+    code_dir: Path,
+    env: dict[str, str],
+    forker: Forker | None,
+    marker: bytes,
+    max_log_bytes: int,
+    first_frame: bytes,
+) -> tuple[ChildProcess, _Channel, OutputCollector, bytes]:
+    """Start the process; returns what of ``first_frame`` still has to be sent."""
     # Our own pipes rather than stdout=PIPE: asyncio's Process.wait() would otherwise also wait
     # for every grandchild holding the output pipe to exit.
     request_read, request_write = os.pipe()
     reply_read, reply_write = os.pipe()
     output_read, output_write = os.pipe()
     child_ends = (request_read, reply_write, output_write)
+    # Whatever fits in the pipe now is there when the child starts, saving a round trip.
+    os.set_blocking(request_write, False)
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",  # no PYTHON* variables, no user site, no script dir on sys.path
-            str(BOOTSTRAP),
-            str(request_read),
-            str(reply_write),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=output_write,
-            stderr=output_write,
-            cwd=code_dir,
-            env=environment(spec, code_dir, home),
-            pass_fds=(request_read, reply_write),
-            start_new_session=True,
-        )
+        unsent = first_frame[os.write(request_write, first_frame) :]
+    except BlockingIOError:
+        unsent = first_frame
+    process: ChildProcess | None = None
+    try:
+        if forker is not None:
+            process = await forker.fork(child_ends)
+        if process is None:
+            process = SpawnedProcess(await _spawn(code_dir, env, child_ends))
     except BaseException:
         for fd in (request_write, reply_read, output_read):
             os.close(fd)
@@ -369,7 +464,27 @@ async def _spawn(
         channel = await _Channel.connect(request_write, reply_read)
         output = await OutputCollector.connect(output_read, marker, max_log_bytes)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         raise
-    return process, channel, output
+    return process, channel, output, unsent
+
+
+async def _spawn(
+    code_dir: Path, env: dict[str, str], child_ends: tuple[int, int, int]
+) -> asyncio.subprocess.Process:
+    request_read, reply_write, output_write = child_ends
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",  # no PYTHON* variables, no user site, no script dir on sys.path
+        "-S",  # no site-packages: the service's packages are not the function's
+        str(BOOTSTRAP),
+        str(request_read),
+        str(reply_write),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=output_write,
+        stderr=output_write,
+        cwd=code_dir,
+        env=env,
+        pass_fds=(request_read, reply_write),
+        start_new_session=True,
+    )

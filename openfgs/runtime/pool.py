@@ -1,9 +1,15 @@
 """The instance pool: which instance runs an invocation, how many exist, and when they go.
 
-Instances are grouped per function (``spec.urn``) and reused only for the code digest they were
-started with. A function has at most ``spec.max_instances`` instances, starting or running or
-idle; further invocations wait for one to come free. Idle instances are reaped after
-``idle_seconds`` by a background task that starts with the first invocation.
+Instances are grouped per function version (``spec.urn``) and reused only for the fingerprint
+they were started with: the code digest and every other field of the spec that reaches the
+child. When the fingerprint changes, idle instances of the old one are retired at once and busy
+ones when their invocation ends (it finishes on the old code). A function has at most
+``spec.max_instances`` instances, starting or running or idle; further invocations wait for one
+to come free. Idle instances are reaped after ``idle_seconds`` by a background task that starts
+with the first invocation.
+
+New instances are forked from a template process when ``fork`` is on and the platform allows
+it, and spawned as new interpreters otherwise (see ``template.py``).
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from openfgs.models import ErrorCode
-from openfgs.runtime.code import CodePackageError, CodeStore
-from openfgs.runtime.instance import Instance
+from openfgs.runtime.code import CodePackageError
+from openfgs.runtime.instance import Instance, fingerprint
+from openfgs.runtime.isolation import CODE_GROUPS, Workspace, default_run_as
+from openfgs.runtime.template import Forker, fork_supported
 from openfgs.runtime.types import CodeLoader, FunctionSpec, RunResult
 
 CANCELED_MESSAGE = "function invocation canceled"
@@ -36,9 +45,9 @@ class _Call:
 
 @dataclass
 class _Group:
-    """The instances of one function."""
+    """The instances of one function version."""
 
-    digest: str
+    fingerprint: str  # of the spec new instances are started from
     idle: list[Instance] = field(default_factory=list)  # most recently used last
     size: int = 0  # instances starting, running or idle
     users: int = 0  # invocations in progress
@@ -46,13 +55,29 @@ class _Group:
 
 
 class InstancePool:
-    """Runs invocations on pooled function instances (child processes)."""
+    """Runs invocations on pooled function instances (child processes).
+
+    ``fork``: start instances by forking a template process (when the platform can), rather
+    than spawning an interpreter each time. ``run_as``: the (uid, gid) instances run as; by
+    default nobody when the service runs as root, else the service's own user (None).
+    ``code_groups``: group ids, unused elsewhere on the host, that give each code package's
+    instances (and no others) access to it when ``run_as`` is set (see ``isolation.py``).
+    """
 
     def __init__(
-        self, work_dir: Path, *, idle_seconds: float = 300.0, max_log_bytes: int = 64 * 1024
+        self,
+        work_dir: Path,
+        *,
+        idle_seconds: float = 300.0,
+        max_log_bytes: int = 64 * 1024,
+        fork: bool = True,
+        run_as: tuple[int, int] | Literal["auto"] | None = "auto",
+        code_groups: range = CODE_GROUPS,
     ) -> None:
-        self._code = CodeStore(work_dir / "code")
-        self._homes = work_dir / "home"
+        self._workspace = Workspace(
+            work_dir, default_run_as() if run_as == "auto" else run_as, code_groups
+        )
+        self._forker = Forker(self._workspace.run_as) if fork and fork_supported() else None
         self._idle_seconds = idle_seconds
         self._max_log_bytes = max_log_bytes
         self._groups: dict[str, _Group] = {}
@@ -81,7 +106,9 @@ class InstancePool:
         self._start_reaper()
         call = _Call(spec.urn, request_id)
         self._calls[request_id] = call
-        group = self._groups.setdefault(spec.urn, _Group(spec.code_digest))
+        group = self._groups.get(spec.urn)
+        if group is None:
+            group = self._groups[spec.urn] = _Group(fingerprint(spec))
         group.users += 1
         try:
             result = await self._invoke(spec, group, call, event, load_code, max_result_bytes)
@@ -120,6 +147,19 @@ class InstancePool:
         )
         self._instances.difference_update(instances)
         await asyncio.gather(*self._stopping)
+        if self._forker is not None:
+            await self._forker.close()
+        self._workspace.close()
+
+    @property
+    def run_as(self) -> tuple[int, int] | None:
+        """The (uid, gid) instances run as; None when they run as the service's user."""
+        return self._workspace.run_as
+
+    @property
+    def template_pid(self) -> int | None:
+        """The process id of the running template, if there is one."""
+        return self._forker.template_pid if self._forker is not None else None
 
     def instance_pids(self, urn: str | None = None) -> list[int]:
         """Process ids of live instances (of one function, if ``urn`` is given)."""
@@ -136,8 +176,9 @@ class InstancePool:
         load_code: CodeLoader,
         max_result_bytes: int,
     ) -> RunResult:
+        self._workspace.prepare()
         try:
-            code_dir = await self._code.ensure(spec, load_code)
+            code_dir = await self._workspace.code_dir(spec, load_code)
         except CodePackageError as exc:
             return _failure(ErrorCode.FUNCTION_ERROR, str(exc))
         acquired = await self._acquire(spec, group, call, code_dir)
@@ -163,7 +204,7 @@ class InstancePool:
                     return _failure(ErrorCode.CANCELED, CANCELED_MESSAGE)
                 if self._closed:
                     return _failure(ErrorCode.INTERRUPTED, CLOSED_MESSAGE)
-                self._retire_stale(group, spec.code_digest)
+                self._retire_stale(group, fingerprint(spec))
                 if instance := self._take_idle(group):
                     return instance
                 # A cap below one would make every invocation wait forever.
@@ -178,7 +219,14 @@ class InstancePool:
     ) -> Instance | RunResult:
         """Start and boot an instance in a slot already counted in ``group.size``."""
         try:
-            instance = await Instance.start(spec, code_dir, self._homes, self._max_log_bytes)
+            instance = await Instance.start(
+                spec,
+                code_dir,
+                self._workspace.make_home(),
+                self._workspace.user(spec),
+                self._forker,
+                self._max_log_bytes,
+            )
         except BaseException:
             await self._release(group, None, False)
             raise
@@ -204,7 +252,7 @@ class InstancePool:
             instance is not None
             and reusable
             and instance.alive
-            and instance.spec.code_digest == group.digest
+            and instance.fingerprint == group.fingerprint
             and not self._closed
         )
         if keep and instance is not None:
@@ -225,11 +273,11 @@ class InstancePool:
             self._discard(instance)
         return None
 
-    def _retire_stale(self, group: _Group, digest: str) -> None:
-        # A new digest means the code changed: instances of the old one will not be wanted.
-        if digest == group.digest:
+    def _retire_stale(self, group: _Group, current: str) -> None:
+        # A new fingerprint means code or configuration changed: the old instances are done.
+        if current == group.fingerprint:
             return
-        group.digest = digest
+        group.fingerprint = current
         for instance in group.idle:
             group.size -= 1
             self._discard(instance)

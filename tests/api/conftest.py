@@ -1,25 +1,28 @@
 """Helpers of the HTTP API tests: functions made through the SDK, signed raw requests, records.
 
-The fixtures ``server`` and ``sdk`` and the constants come from ``tests/conftest.py``.
+The fixtures ``server`` and ``sdk``, the constants and the helpers ``sdk_client``, ``urn`` and
+``wait_for`` come from ``tests/conftest.py``; this module re-exports them for the test modules.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
+import sys
 import textwrap
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import CREDENTIAL, OTHER, PROJECT, LiveServer, sdk_client, urn, wait_for
 from huaweicloudsdkfunctiongraph.v2 import (
     CreateFunctionRequest,
     CreateFunctionRequestBody,
@@ -29,6 +32,37 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs.auth.signing import sign_headers
 from openfgs.models import Credential, NewInvocation, Status
+
+
+def _root_conftest() -> ModuleType:
+    """``tests/conftest.py``, found among loaded modules or else loaded by path.
+
+    ``import conftest`` gives whichever conftest outside a package pytest loaded last (as
+    ``tests/runtime/conftest.py`` when that directory is collected first).
+    """
+    path = str(Path(__file__).resolve().parent.parent / "conftest.py")
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == path:
+            return module
+    spec = importlib.util.spec_from_file_location("openfgs_tests_root_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_root = _root_conftest()
+CREDENTIAL: Credential = _root.CREDENTIAL
+OTHER: Credential = _root.OTHER
+PROJECT: str = _root.PROJECT
+sdk_client: Callable[..., Any] = _root.sdk_client
+urn: Callable[..., str] = _root.urn
+wait_for: Callable[..., Any] = _root.wait_for
+if TYPE_CHECKING:
+    from conftest import LiveServer
+else:
+    LiveServer = _root.LiveServer
 
 __all__ = [
     "CREDENTIAL",
@@ -41,6 +75,7 @@ __all__ = [
     "function_path",
     "insert_records",
     "record_status",
+    "reported_event",
     "sdk_client",
     "urn",
     "wait_for",
@@ -52,18 +87,24 @@ FAR_FUTURE_MS = 2**52  # available_at of inserted rows: the worker never claims 
 
 ECHO_CODE = """\
 import json
-import os
 
 
 def handler(event, context):
-    out_dir = context.getUserData("OUT_DIR")
-    if out_dir:
-        path = os.path.join(out_dir, context.getRequestID() + ".json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(event, f)
-        os.replace(path + ".tmp", path)
     print("echo handler saw", json.dumps(event))
     return {"echo": event}
+"""
+# Async results are not exposed by the API, but error messages are: this handler reports the
+# event it received as its failure message, so tests can see exactly what reached it.
+REPORTER_CODE = """\
+import json
+
+
+class EventReport(Exception):
+    pass
+
+
+def handler(event, context):
+    raise EventReport("EVENT=" + json.dumps(event, sort_keys=True))
 """
 
 
@@ -171,18 +212,26 @@ def raw(server: LiveServer) -> Iterator[RawApi]:
 
 
 @pytest.fixture
-def echo_dir(tmp_path: Path) -> Path:
-    """Where the echo handler writes each event it receives, one file per request id."""
-    path = tmp_path / "events"
-    path.mkdir()
-    return path
+def echo_urn(sdk: Any) -> str:
+    """The ``:latest`` URN of a function that returns ``{"echo": event}``."""
+    create_function(sdk, "echo")
+    function_urn: str = urn("echo")
+    return function_urn
 
 
 @pytest.fixture
-def echo_urn(sdk: Any, echo_dir: Path) -> str:
-    """The ``:latest`` URN of a function that records its events in ``echo_dir``."""
-    create_function(sdk, "echo", user_data={"OUT_DIR": str(echo_dir)})
-    return urn("echo")
+def reporter_urn(sdk: Any) -> str:
+    """The ``:latest`` URN of a function that fails with the event it received."""
+    create_function(sdk, "reporter", REPORTER_CODE)
+    function_urn: str = urn("reporter")
+    return function_urn
+
+
+def reported_event(record: Any) -> Any:
+    """The event a reporter function received, read from its FAIL record."""
+    assert record.status == "FAIL", record
+    assert "EventReport" in record.error_message, record
+    return json.loads(record.error_message.split("EVENT=", 1)[1])
 
 
 def insert_records(

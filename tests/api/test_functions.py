@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -430,7 +431,7 @@ def test_a_deleted_name_can_be_created_again(sdk: Any) -> None:
 
 # -- unknown function ---------------------------------------------------------------------
 
-UNKNOWN_CALLS = {
+UNKNOWN_CALLS: dict[str, Callable[[Any, str], Any]] = {
     "show_config": lambda sdk, u: sdk.show_function_config(
         ShowFunctionConfigRequest(function_urn=u)
     ),

@@ -81,23 +81,33 @@ def chosen_urn(generated: Any) -> Any:
     return choices[zlib.crc32(repr(generated).encode()) % len(choices)]
 
 
+FUNCTIONS = "/v2/{project_id}/fgs/functions"
+DELETE_FUNCTION = FUNCTIONS + "/{function_urn}"
+SCHEMA_CHECKS_SKIPPED_FOR_V0 = [c for c in CHECKS if c is not response_schema_conformance]
+
+
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_the_document(
-    case: schemathesis.Case, auth_headers: dict[str, str], sdk: Any
+    case: schemathesis.Case[Any], auth_headers: dict[str, str], sdk: Any
 ) -> None:
     if "project_id" in case.path_parameters:
         case.path_parameters["project_id"] = PROJECT
     if "function_urn" in case.path_parameters:
         case.path_parameters["function_urn"] = chosen_urn(case.path_parameters["function_urn"])
-    response = case.call_and_validate(headers=auth_headers, checks=CHECKS, timeout=30)
-    if case.method == "DELETE" and response.status_code == 204:
+
+    response = case.call(headers=auth_headers, timeout=30)
+
+    # Known product bug, pinned by test_a_v0_sync_invoke_conforms_to_the_document: the default
+    # (v0) InvokeFunction answer is the raw result, which the document does not describe.
+    v0 = response.headers.get("x-cff-response-version") == ["v0"]
+    checks = SCHEMA_CHECKS_SKIPPED_FOR_V0 if v0 else CHECKS
+    case.validate_response(response, checks=checks, headers=auth_headers)
+    if case.method == "DELETE" and case.path == DELETE_FUNCTION and response.status_code == 204:
         create_function(sdk, "fuzzed", ECHO, timeout=3)  # later cases still find it
 
 
 # -- chosen requests: states random inputs rarely reach, validated by the same checks -------
-
-FUNCTIONS = "/v2/{project_id}/fgs/functions"
 
 
 def valid_create(name: str) -> dict[str, Any]:
@@ -155,7 +165,11 @@ def test_a_function_lifecycle_conforms_to_the_document(
         (
             FUNCTIONS + "/{function_urn}/invocations",
             "POST",
-            {"path_parameters": function, "body": {"a": 1}, "headers": {"X-Cff-Log-Type": "tail"}},
+            {
+                "path_parameters": function,
+                "body": {"a": 1},
+                "headers": {"X-Cff-Log-Type": "tail", "X-CFF-Request-Version": "v1"},
+            },
             200,
         ),
         (
@@ -175,6 +189,45 @@ def test_a_function_lifecycle_conforms_to_the_document(
             "GET",
             {"path_parameters": function},
             200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/async-invoke-config",
+            "GET",
+            {"path_parameters": function},
+            404,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/async-invoke-config",
+            "PUT",
+            {
+                "path_parameters": function,
+                "body": {"max_async_event_age_in_seconds": 600, "max_async_retry_attempts": 2},
+            },
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/async-invoke-config",
+            "GET",
+            {"path_parameters": function},
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/async-invoke-configs",
+            "GET",
+            {"path_parameters": function},
+            200,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/async-invoke-config",
+            "DELETE",
+            {"path_parameters": function},
+            204,
+        ),
+        (
+            FUNCTIONS + "/{function_urn}/cancel",
+            "POST",
+            {"path_parameters": function, "body": {"request_id": "no-such-request"}},
+            400,
         ),
         (
             FUNCTIONS + "/{function_urn}/config",
@@ -211,3 +264,20 @@ def test_a_duplicate_create_conforms_to_the_document(
     status = conforming(api_schema, auth_headers, FUNCTIONS, "POST", **parts)
 
     assert status == 409
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FailureGroup,
+    reason="product bug: InvokeFunction's default (v0) answer is the raw function result, "
+    "but /openapi.json declares the v1 object for every 200",
+)
+def test_a_v0_sync_invoke_conforms_to_the_document(
+    api_schema: Any, auth_headers: dict[str, str]
+) -> None:
+    function = {"project_id": PROJECT, "function_urn": urn("fuzzed")}
+    path = FUNCTIONS + "/{function_urn}/invocations"
+
+    status = conforming(api_schema, auth_headers, path, "POST", path_parameters=function, body={})
+
+    assert status == 200

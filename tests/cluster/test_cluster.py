@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -76,6 +77,14 @@ def database_url() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def shared_dir() -> Path:
+    """A folder instances can write to: they may run as an unprivileged user, who cannot
+    traverse pytest's private temporary folders."""
+    path = Path(tempfile.mkdtemp(prefix="openfgs-runs-"))
+    os.chmod(path, 0o1777)
+    return path
+
+
 class Node:
     """One ``openfgs`` process."""
 
@@ -97,9 +106,7 @@ class Node:
 
 @pytest.fixture
 def cluster(tmp_path: Path, database_url: str) -> Iterator[dict[str, Any]]:
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    os.chmod(runs, 0o777)  # instances may run as an unprivileged user
+    runs = shared_dir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFGS_")}
     env.update(
         OPENFGS_DATABASE_URL=database_url,

@@ -1,8 +1,16 @@
-"""Fixtures for runtime tests: the event loops the service runs on, and a pool per test."""
+"""Fixtures for runtime tests: event loops, directories instances can reach, a pool per test.
+
+When the tests run as root, instances run as nobody, which cannot pass through pytest's private
+``tmp_path``. Everything an instance must reach lives under ``base`` instead: a fresh directory
+only root can list, holding the pool's data directory and a ``scratch`` directory anyone may
+write, for handlers that report through files.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +31,35 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
 
 
 @pytest.fixture
-async def pool(tmp_path: Path) -> AsyncIterator[InstancePool]:
-    pool = InstancePool(tmp_path / "work")
+def base() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="openfgs-runtime-test-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def work_dir(base: Path) -> Path:
+    """The pool's work directory, inside the service's data directory ``base/data``."""
+    return base / "data" / "instances"
+
+
+@pytest.fixture
+def scratch(base: Path) -> Path:
+    directory = base / "scratch"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    return directory
+
+
+@pytest.fixture
+def fork() -> bool:
+    """How the pool starts instances; modules that test both override this."""
+    return True
+
+
+@pytest.fixture
+async def pool(work_dir: Path, fork: bool) -> AsyncIterator[InstancePool]:
+    pool = InstancePool(work_dir, fork=fork)
     yield pool
     await pool.close()

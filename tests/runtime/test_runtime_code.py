@@ -41,16 +41,16 @@ async def test_zip_with_a_sub_package(pool: InstancePool) -> None:
 
 @pytest.mark.parametrize("name", ["../evil.py", "pkg/../../evil.py", "/tmp/evil.py"])
 async def test_zip_path_traversal_is_a_fail_result(
-    pool: InstancePool, tmp_path: Path, name: str
+    pool: InstancePool, base: Path, work_dir: Path, name: str
 ) -> None:
     package = zip_package({"index.py": "def handler(e, c):\n    return 1\n", name: "x = 1\n"})
     fn = make_function(package, code_type="zip")
     result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
     assert result.error_code == ErrorCode.FUNCTION_ERROR
     assert result.error_message == f"code package entry {name!r} escapes the code directory"
-    assert not (tmp_path / "evil.py").exists()
-    assert not (tmp_path / "work" / "evil.py").exists()
-    assert not (tmp_path / "work" / "code" / fn.spec.code_digest).exists()
+    assert not (base / "evil.py").exists()
+    assert not (work_dir / "evil.py").exists()
+    assert not (work_dir / "code" / fn.spec.code_digest).exists()
 
 
 async def test_not_a_zip_is_a_fail_result(pool: InstancePool) -> None:

@@ -133,8 +133,8 @@ async def test_print_stderr_fd_output_and_logger_land_in_the_log(pool: InstanceP
     assert "at import" not in second.log
 
 
-async def test_log_keeps_the_tail_of_a_flood(tmp_path: Path) -> None:
-    pool = InstancePool(tmp_path, max_log_bytes=4096)
+async def test_log_keeps_the_tail_of_a_flood(work_dir: Path) -> None:
+    pool = InstancePool(work_dir, max_log_bytes=4096)
     fn = make_function(
         """
         import sys

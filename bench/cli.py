@@ -1,0 +1,302 @@
+"""``python -m bench run`` and ``python -m bench profile``: see docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bench import peers as peer_venv
+from bench.machine import describe, wait_quiet
+from bench.procs import (
+    RESULTS,
+    ROOT,
+    Resources,
+    postgres_available,
+    redis_available,
+    terminate_on_sigterm,
+)
+from bench.query import query
+from bench.report import Report, Results, render, repetition_counts
+from bench.service import BACKENDS
+from bench.workloads import Sample, Scale, accept, dispatch, end_to_end, memory
+
+WORKLOADS = ("accept", "e2e", "dispatch", "query", "memory", "runtime")
+PEER_WORKLOADS = {"accept": "enqueue", "e2e": "e2e", "dispatch": "dispatch"}
+RUNNERS: dict[str, Callable[[Resources, str, Scale], Sample]] = {
+    "accept": accept,
+    "e2e": end_to_end,
+    "dispatch": dispatch,
+    "memory": memory,
+}
+BUSY_NOTE_PERCENT = 15.0
+
+
+def _csv(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)}")
+        return items
+
+    return parse
+
+
+def _scale(args: argparse.Namespace) -> Scale:
+    scale = Scale.small() if args.small else Scale()
+    overrides = {
+        "repeat": args.repeat,
+        "accept_seconds": args.accept_seconds,
+        "e2e_count": args.e2e_count,
+        "dispatch_count": args.dispatch_count,
+        "query_rows": args.query_rows,
+    }
+    return replace(scale, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class Run:
+    """One benchmark run: what to measure, and what was measured."""
+
+    def __init__(self, args: argparse.Namespace, res: Resources) -> None:
+        self.args = args
+        self.res = res
+        self.scale = _scale(args)
+        self.backends: list[str] = args.backend
+        self.peers: list[str] = [] if args.no_peers else list(peer_venv.PEERS)
+        self.results: Results = {}
+        self.notes: list[str] = []
+        self.failed = False
+        self.quiet_wait = (
+            args.quiet_wait if args.quiet_wait is not None else (0 if args.small else 30)
+        )
+
+    def log(self, text: str) -> None:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    def measure(self, workload: str, who: str, rep: int, call: Callable[[], object]) -> None:
+        busy = wait_quiet(self.quiet_wait) if self.quiet_wait or not self.args.small else 0.0
+        began = time.monotonic()
+        try:
+            outcome = call()
+        except Exception as exc:
+            self.failed = True
+            self.notes.append(f"{workload} on {who} failed: {type(exc).__name__}: {exc}")
+            self.log(f"{workload} {who} #{rep + 1} FAILED\n{traceback.format_exc()}")
+            return
+        samples = outcome if isinstance(outcome, list) else [outcome]
+        for sample in samples:
+            sample["busy_before_percent"] = busy
+        self.results.setdefault((workload, who), []).extend(samples)
+        shown = {k: round(v, 2) for k, v in samples[0].items()}
+        self.log(f"{workload} {who} #{rep + 1} ({time.monotonic() - began:.0f} s): {shown}")
+        if busy > BUSY_NOTE_PERCENT:
+            self.notes.append(
+                f"{workload} on {who}, repetition {rep + 1}: the machine was {busy:.0f} % busy "
+                "with other work just before it"
+            )
+
+    def run_workload(self, workload: str) -> None:
+        for backend in self.backends:
+            if workload == "query":
+                self.measure("query", backend, 0, lambda b=backend: query(self.res, b, self.scale))
+                continue
+            runner = RUNNERS[workload]
+            for rep in range(self.scale.repeat):
+                self.measure(
+                    workload,
+                    backend,
+                    rep,
+                    lambda b=backend, r=runner: r(self.res, b, self.scale),  # type: ignore[misc]
+                )
+        peer_workload = PEER_WORKLOADS.get(workload)
+        if peer_workload is None:
+            return
+        for peer in self.peers:
+            procs = 0 if not self.args.small else 2
+            for rep in range(self.scale.repeat):
+                self.measure(
+                    peer_workload,
+                    peer,
+                    rep,
+                    lambda p=peer, n=procs: peer_venv.run_peer(
+                        self.res, p, peer_workload, self.scale, n
+                    ),
+                )
+                done = self.results.get((peer_workload, peer), [])
+                if peer_workload == "enqueue" and done and "procs" in done[-1]:
+                    procs = int(done[-1]["procs"])  # the best layout found by the first run
+
+    def runtime(self) -> tuple[str, list[tuple[str, str]]]:
+        """Run bench/runtime_bench.py (written separately) and keep what it prints."""
+        if not (ROOT / "bench" / "runtime_bench.py").exists():
+            self.notes.append("runtime: bench/runtime_bench.py does not exist yet")
+            return "", []
+        argv = [sys.executable, "-m", "bench.runtime_bench"] + (
+            ["--small"] if self.args.small else []
+        )
+        self.log("runtime: " + " ".join(argv[1:]))
+        try:
+            result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            self.failed = True
+            self.notes.append("runtime: bench/runtime_bench.py ran longer than 15 min")
+            return "", []
+        if result.returncode != 0:
+            self.failed = True
+            self.notes.append(f"runtime: bench/runtime_bench.py exited {result.returncode}")
+            return result.stdout + result.stderr[-3000:], []
+        rows, text = [], []
+        for line in result.stdout.splitlines():
+            parsed = _json_object(line)
+            if parsed is None:
+                text.append(line)
+            else:  # a machine-readable line: {"label": value, ...} becomes table rows
+                rows += [(str(k), str(v)) for k, v in parsed.items()]
+        return "\n".join(text), rows
+
+
+def _json_object(line: str) -> dict[str, object] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    workloads = args.only or list(WORKLOADS)
+    if "postgres" in args.backend and not postgres_available():
+        print("bench: PostgreSQL does not answer at 127.0.0.1:5432", file=sys.stderr)
+        return 2
+    with terminate_on_sigterm():
+        res = Resources(keep_logs=args.keep_logs)
+        run = Run(args, res)
+        try:
+            if run.peers and not redis_available():
+                run.notes.append("peers skipped: Redis does not answer at 127.0.0.1:6379")
+                run.peers = []
+            if run.peers and any(w in PEER_WORKLOADS for w in workloads):
+                peer_venv.ensure_venv()
+            machine = describe(peer_venv.versions() if run.peers else {})
+            runtime_output, runtime_rows = "", []
+            for workload in workloads:
+                if workload == "runtime":
+                    runtime_output, runtime_rows = run.runtime()
+                else:
+                    run.run_workload(workload)
+        finally:
+            res.close()
+    _query_notes(run)
+    report = Report(
+        machine=machine,
+        results=run.results,
+        backends=args.backend,
+        peers=run.peers,
+        notes=run.notes,
+        runtime_output=runtime_output,
+        runtime_rows=runtime_rows,
+        command="python -m bench " + shlex.join(sys.argv[1:]),
+        seconds=time.monotonic() - began,
+    )
+    text = render(report)
+    print(text, flush=True)
+    _save(args, run.scale, report, text)
+    run.log(f"repetitions: {repetition_counts(run.results)}")
+    return 1 if run.failed else 0
+
+
+def _query_notes(run: Run) -> None:
+    for backend in run.backends:
+        samples = run.results.get(("query", backend), [])
+        if not samples:
+            continue
+        first = samples[0]
+        made = "reused from the cache" if first.get("cached") else "built"
+        run.notes.append(
+            f"query on {backend}: {first['rows']:,.0f} records {made} "
+            f"({first['build_seconds']:.0f} s to build); counts: default "
+            f"{first['default_count']:,.0f}, 7-day + status {first['status_7d_count']:,.0f}, "
+            f"deep page {first['deep_page_count']:,.0f}"
+        )
+        if first["rows"] < run.scale.query_rows:
+            run.notes.append(
+                f"query on {backend}: the build was cut short by its time box "
+                f"({first['rows']:,.0f} of {run.scale.query_rows:,} records)"
+            )
+
+
+def _save(args: argparse.Namespace, scale: Scale, report: Report, text: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "small" if args.small else "full"
+    (RESULTS / f"last-{name}.md").write_text(text + "\n")
+    payload = {
+        "machine": report.machine,
+        "notes": report.notes,
+        "results": {f"{w}/{b}": samples for (w, b), samples in report.results.items()},
+        "runtime_output": report.runtime_output,
+        "command": report.command,
+        "seconds": report.seconds,
+        "scale": asdict(scale),
+    }
+    path = Path(args.json) if args.json else RESULTS / f"last-{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from bench.profile import profile_accept
+
+    with terminate_on_sigterm():
+        res = Resources()
+        try:
+            print(profile_accept(res, args.backend, args.seconds, args.clients))
+        finally:
+            res.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the workloads and print the table")
+    run.add_argument("--small", action="store_true", help="tiny sizes: checks the harness runs")
+    run.add_argument("--only", type=_csv(WORKLOADS), help=f"some of {','.join(WORKLOADS)}")
+    run.add_argument(
+        "--backend", type=_csv(BACKENDS), default=list(BACKENDS), help="sqlite,postgres"
+    )
+    run.add_argument("--no-peers", action="store_true", help="skip Celery and RQ")
+    run.add_argument("--repeat", type=int, help="repetitions (3; small: 1)")
+    run.add_argument("--accept-seconds", type=float, help="accept measurement window (10)")
+    run.add_argument("--e2e-count", type=int, help="end-to-end invocations (20000)")
+    run.add_argument("--dispatch-count", type=int, help="dispatch invocations (500)")
+    run.add_argument("--query-rows", type=int, help="records in the query store (10000000)")
+    run.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait for an idle machine before each repetition (30; small: 0)",
+    )
+    run.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
+    run.add_argument("--json", help="where to write the raw results (bench/results/last-*.json)")
+    run.set_defaults(func=cmd_run)
+    profile = sub.add_parser("profile", help="py-spy the server under the accept load")
+    profile.add_argument("--backend", choices=BACKENDS, default="sqlite")
+    profile.add_argument("--seconds", type=float, default=10.0)
+    profile.add_argument("--clients", type=int, default=64)
+    profile.set_defaults(func=cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,136 @@
+"""Where the server's time goes under the accept load: py-spy and per-thread CPU.
+
+``python -m bench profile [--backend sqlite] [--seconds 10]`` starts an API-only service,
+measures the accept rate without a profiler, then again while py-spy samples the server, and
+prints: the CPU each server thread used (cores), the functions the main thread spends its
+samples in (self and inclusive), and the rate of a trivial endpoint on the same server. The
+collapsed stacks are kept in ``bench/results/profile-accept-<backend>.txt`` (flamegraph.pl
+input).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from bench import peers
+from bench.loadgen import Client, closed_loop, run
+from bench.procs import RESULTS, Resources
+from bench.service import Service, start_service
+from bench.workloads import EVENT
+
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by each thread of ``pid``."""
+    used = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK
+    return used
+
+
+def summarize(raw: Path, top: int = 25) -> tuple[dict[int, str], str]:
+    """Thread names by id, and the main thread's top functions (self and inclusive)."""
+    names: dict[int, str] = {}
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        head = frames[0]  # "thread (1234): MainThread"
+        tid = int(head[head.index("(") + 1 : head.index(")")])
+        name = head.split(":", 1)[1].strip() if ":" in head else ""
+        names[tid] = name
+        if name != "MainThread" or len(frames) < 2:
+            continue
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames[1:]):
+            inclusive[frame] += n
+    lines = [f"main thread: {total} samples", "", "self (top functions):"]
+    lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive (frames below the ASGI entry, top):"]
+    skip = ("runpy", "cli.py", "uvicorn/server.py", "asyncio/runners.py", "uvicorn/_compat.py")
+    shown = [(f, n) for f, n in inclusive.most_common() if not any(s in f for s in skip)]
+    lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in shown[: top * 2]]
+    return names, "\n".join(lines)
+
+
+async def _rate(service: Service, seconds: float, clients: int, path: str | None = None) -> float:
+    client = Client(service.port, service.credential)
+    target = path or service.path("noop", "invocations-async")
+    if path is None:
+        make = lambda: client.request_bytes("POST", target, body=EVENT)  # noqa: E731
+    else:
+        make = lambda: client.request_bytes("GET", target, signed=False)  # noqa: E731
+    result = await closed_loop(client, make, clients=clients, duration=seconds, warmup=1.0)
+    client.close()
+    return result.rate
+
+
+def profile_accept(res: Resources, backend: str, seconds: float, clients: int) -> str:
+    spy = peers.py_spy()
+    service = start_service(
+        res,
+        backend,
+        worker=False,
+        env={"OPENFGS_MAX_WAITING_PER_FUNCTION": "1000000000"},
+        tag="profile",
+    )
+    service.deploy("noop", "noop")
+    pid = service.process.pid
+    plain = _as_float(run(_rate(service, seconds, clients)))
+    before, began = thread_cpu(pid), time.monotonic()
+    _as_float(run(_rate(service, seconds, clients)))
+    after, wall = thread_cpu(pid), time.monotonic() - began
+    raw = RESULTS / f"profile-accept-{backend}.txt"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    recorder = subprocess.Popen(
+        [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100"]
+        + ["-f", "raw", "-o", str(raw), "--threads", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    profiled = _as_float(run(_rate(service, seconds - 1.5, clients)))
+    recorder.wait(60)
+    trivial = _as_float(run(_rate(service, min(seconds, 5.0), clients, "/docs")))
+    res.stop(service.process)
+    names, functions = summarize(raw)
+    busy = {tid: (after.get(tid, 0) - before.get(tid, 0)) / wall for tid in after}
+    by_name: collections.Counter[str] = collections.Counter()
+    for tid, cores in busy.items():
+        by_name[names.get(tid, "(no Python frames sampled)")] += cores
+    threads = [f"  {cores:4.2f}  {name}" for name, cores in by_name.most_common() if cores > 0.005]
+    return "\n".join(
+        [
+            f"accept on {backend}, {clients} clients: {plain:,.0f} req/s without the profiler, "
+            f"{profiled:,.0f} req/s under py-spy (100 Hz)",
+            f"same server, GET /docs (no auth, no database): {trivial:,.0f} req/s",
+            f"server CPU by thread (cores, without the profiler, total {sum(busy.values()):.2f}):",
+            *threads,
+            "",
+            functions,
+            "",
+            f"collapsed stacks: {raw}",
+        ]
+    )
+
+
+def _as_float(value: object) -> float:
+    assert isinstance(value, float)
+    return value
+
+
+

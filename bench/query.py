@@ -1,0 +1,431 @@
+"""The query workload: a store of millions of records, built in bulk, queried through the API.
+
+The store is made the way openfgs makes it (a ``SqliteStore`` / ``PostgresStore`` opened once
+applies the schema; the credential and the 50 functions go through the domain's own
+operations), then the invocation rows are inserted in bulk straight into that schema, made by
+the database itself: one ``INSERT … SELECT`` over a generated series per million rows
+(SQLite: a recursive CTE inside one transaction without journal; PostgreSQL:
+``generate_series``). That is faster than ``executemany`` or ``COPY`` fed from Python, whose
+row generation alone costs 5–10 µs a row. The secondary indexes of ``invocations`` (and on
+PostgreSQL the unique constraint on ``request_id`` and the NOTIFY trigger) are dropped for the
+load and made again afterwards from their own definitions: one sort beats 10 M inserts.
+
+Records: ``rows`` over 50 functions (round robin), ``start_time`` evenly over the 7 days that
+end when the build started; records of the last hour are WAIT 5 % / RUNNING 5 % / SUCCESS
+80 % / FAIL 7 % / DISCARD 3 %, older ones SUCCESS 90 % / FAIL 7 % / DISCARD 3 %.
+
+The built SQLite file is cached under ``bench/results/`` with a JSON file describing it; a
+cache is used only for the same size, generator version and schema migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from bench.loadgen import Client, run
+from bench.procs import RESULTS, Resources, schema_url
+from bench.service import HANDLERS, REGION, Service, start_service
+from bench.stats import percentile
+from bench.workloads import Sample, Scale
+from openfgs.auth.service import new_credential
+from openfgs.functions import FunctionRegistry
+from openfgs.models import Credential
+from openfgs.schemas import CreateFunctionBody, FuncCode
+from openfgs.store.base import Store
+from openfgs.store.postgres import PostgresStore
+from openfgs.store.queries import migration_files
+from openfgs.store.sqlite import SqliteStore
+
+GENERATOR_VERSION = 1
+FUNCTIONS = 50
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+WINDOW_MS = 7 * DAY_MS
+CHUNK = 1_000_000
+COLUMNS = (
+    "request_id",
+    "function_id",
+    "version",
+    "status",
+    "payload",
+    "start_time",
+    "end_time",
+    "error_code",
+    "error_message",
+    "attempt",
+    "available_at",
+    "expires_at",
+    "lease_until",
+    "worker_id",
+    "max_attempts",
+    "attempt_started_at",
+)
+RECENT = (("WAIT", 0.05), ("RUNNING", 0.10), ("SUCCESS", 0.90), ("FAIL", 0.97), ("DISCARD", 1.0))
+OLDER = (("SUCCESS", 0.90), ("FAIL", 0.97), ("DISCARD", 1.0))
+ERRORS = {"FAIL": (4200, "Exception: order 12345 failed"), "DISCARD": (4211, "discarded")}
+
+
+@dataclass
+class BuiltStore:
+    """What a built query store holds, and how to open a service on it."""
+
+    backend: str
+    rows: int
+    requested_rows: int
+    built_at: int  # ms: start_time of the newest record
+    build_seconds: float
+    project_id: str
+    access_key: str
+    secret_key: str
+    function_names: list[str]
+    database_url: str
+    cached: bool = False
+
+    @property
+    def credential(self) -> Credential:
+        return Credential(self.project_id, self.access_key, self.secret_key)
+
+
+def _schema_digest(dialect: str) -> str:
+    text = "".join(f"{n}:{name}:{sql}" for n, name, sql in migration_files(dialect))
+    return hashlib.sha256(f"{GENERATOR_VERSION}:{text}".encode()).hexdigest()[:16]
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+# Rows are made inside the database, one statement per chunk of the series i = start … stop-1:
+# start_time advances evenly over the window, the function is i mod 50, the status is drawn
+# with the weights in the module docstring and the request id looks like a random UUID v4. The
+# "random" numbers are multiplicative hashes of i, so every expression is deterministic (a
+# database may evaluate an expression once per use) and the first eight hex digits are a
+# bijection of i, which keeps request ids unique. Parameters: start, stop, total, first
+# (oldest start_time), window, recent (start of the last hour), fid (the first of the 50
+# consecutive function ids).
+_HASHES = (2654435761, 2246822519, 3266489917, 668265263, 374761393)
+
+
+def chunk_sql(dialect: str) -> str:
+    """The INSERT … SELECT that makes one chunk of rows in ``dialect``."""
+    pg = dialect == "postgres"
+
+    def param(name: str) -> str:
+        return f"%({name})s::bigint" if pg else f":{name}"
+
+    def mod(x: str, n: int) -> str:
+        return f"mod({x}, {n})" if pg else f"(({x}) % {n})"
+
+    def hashed(k: int, bits: int) -> str:
+        return mod(f"i * {_HASHES[k]}", 2**bits)
+
+    pick = f"({hashed(1, 32)} * 1000) / {2**32}"
+    status = f"""CASE WHEN st >= {param("recent")} THEN
+            CASE WHEN pick < 50 THEN 'WAIT' WHEN pick < 100 THEN 'RUNNING'
+                 WHEN pick < 900 THEN 'SUCCESS' WHEN pick < 970 THEN 'FAIL' ELSE 'DISCARD' END
+        ELSE CASE WHEN pick < 900 THEN 'SUCCESS' WHEN pick < 970 THEN 'FAIL' ELSE 'DISCARD' END
+        END"""
+    parts = [hashed(0, 32), hashed(2, 16), hashed(3, 12), hashed(4, 12), hashed(1, 48)]
+    request_id = (
+        f"lpad(to_hex({parts[0]}), 8, '0') || '-' || lpad(to_hex({parts[1]}), 4, '0') || '-4' "
+        f"|| lpad(to_hex({parts[2]}), 3, '0') || '-a' || lpad(to_hex({parts[3]}), 3, '0') "
+        f"|| '-' || lpad(to_hex({parts[4]}), 12, '0')"
+        if pg
+        else f"printf('%08x-%04x-4%03x-a%03x-%012x', {', '.join(parts)})"
+    )
+    payload = "decode('7b7d', 'hex')" if pg else "X'7B7D'"
+    series = f"generate_series({param('start')}, {param('stop')} - 1) AS seq(i)" if pg else "seq"
+    recursive = (
+        ""
+        if pg
+        else "WITH RECURSIVE seq(i) AS "
+        "(SELECT :start UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :stop)\n"
+    )
+    return f"""{recursive}INSERT INTO invocations ({", ".join(COLUMNS)})
+SELECT {request_id}, {param("fid")} + {mod("i", 50)}, 'latest', status, {payload}, st,
+    CASE WHEN status IN ('WAIT', 'RUNNING') THEN NULL ELSE st + 3 + {mod("i", 50)} END,
+    CASE status WHEN 'FAIL' THEN 4200 WHEN 'DISCARD' THEN 4211 ELSE 0 END,
+    CASE status WHEN 'FAIL' THEN 'Exception: order 12345 failed'
+                WHEN 'DISCARD' THEN 'discarded' ELSE '' END,
+    CASE status WHEN 'WAIT' THEN 0 ELSE 1 END,
+    st, st + 3600000,
+    CASE status WHEN 'RUNNING' THEN st + 60000 END,
+    CASE status WHEN 'WAIT' THEN NULL ELSE 'bench:1' END,
+    1,
+    CASE status WHEN 'WAIT' THEN NULL ELSE st + 1 END
+FROM (
+    SELECT i, st, {status} AS status
+    FROM (
+        SELECT i, {param("first")} + (i * {param("window")}) / {param("total")} AS st,
+               {pick} AS pick
+        FROM {series}
+    ) AS r
+) AS s"""
+
+
+def chunk_params(start: int, stop: int, total: int, built_at: int, fid: int) -> dict[str, int]:
+    return {
+        "start": start,
+        "stop": stop,
+        "total": total,
+        "first": built_at - WINDOW_MS,
+        "window": WINDOW_MS,
+        "recent": built_at - HOUR_MS,
+        "fid": fid,
+    }
+
+
+async def _prepare(store: Store, credential: Credential) -> list[tuple[int, str]]:
+    """Apply the schema, store the credential, create the functions; ``(id, name)`` pairs."""
+    await store.open()
+    try:
+        await store.insert_credential(credential, int(time.time() * 1000))
+        registry = FunctionRegistry(store, REGION)
+        code = base64.b64encode(HANDLERS.encode()).decode()
+        made = []
+        for n in range(FUNCTIONS):
+            body = CreateFunctionBody(
+                func_name=f"orders-{n:02d}",
+                package="default",
+                runtime="Python3.9",
+                timeout=30,
+                handler="index.noop",
+                memory_size=128,
+                code_type="inline",
+                func_code=FuncCode(file=code),
+            )
+            function = await registry.create(credential.project_id, body)
+            made.append((function.id, function.name))
+        return made
+    finally:
+        await store.close()
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+
+def _sqlite_cache(rows: int) -> tuple[Path, Path]:
+    stem = f"query-sqlite-{rows}-{_schema_digest('sqlite')}"
+    return RESULTS / f"{stem}.db", RESULTS / f"{stem}.json"
+
+
+def build_sqlite(rows: int, budget: float, use_cache: bool = True) -> BuiltStore:
+    """The SQLite store of ``rows`` records (cached under bench/results/)."""
+    path, meta_path = _sqlite_cache(rows)
+    if use_cache and path.exists() and meta_path.exists():
+        built = BuiltStore(**json.loads(meta_path.read_text()))
+        built.cached = True
+        return built
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in RESULTS.glob("query-sqlite-*"):
+        old.unlink()  # one cached store at a time: they are gigabytes
+    began = time.monotonic()
+    building = path.with_suffix(".building")
+    credential = new_credential()
+    functions = asyncio.run(_prepare(SqliteStore(building), credential))
+    built_at = int(time.time() * 1000)
+    fid = _first_id(functions)
+    conn = sqlite3.connect(building, isolation_level=None)
+    try:
+        # A half-built file is thrown away, so the load needs no journal and no fsync.
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-2000000")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'invocations' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute("BEGIN")
+        done = 0
+        while done < rows and time.monotonic() - began < budget * 0.6:
+            stop = min(done + CHUNK, rows)
+            conn.execute(chunk_sql("sqlite"), chunk_params(done, stop, rows, built_at, fid))
+            done = stop
+        conn.execute("COMMIT")
+        for _, sql in indexes:
+            conn.execute(sql)
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+    shutil.move(building, path)
+    built = BuiltStore(
+        backend="sqlite",
+        rows=done,
+        requested_rows=rows,
+        built_at=built_at,
+        build_seconds=time.monotonic() - began,
+        project_id=credential.project_id,
+        access_key=credential.access_key,
+        secret_key=credential.secret_key,
+        function_names=[name for _, name in functions],
+        database_url=f"sqlite:///{path}",
+    )
+    if done == rows:  # a store cut short by the time box is used once, not cached
+        meta_path.write_text(json.dumps(asdict(built)))
+    return built
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _first_id(functions: list[tuple[int, str]]) -> int:
+    ids = sorted(fid for fid, _ in functions)
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise RuntimeError(f"function ids are not consecutive: {ids}")
+    return ids[0]
+
+
+def build_postgres(res: Resources, rows: int, budget: float) -> BuiltStore:
+    """A fresh schema with ``rows`` records, loaded with COPY."""
+    began = time.monotonic()
+    url = schema_url(res.new_schema("query"))
+    credential = new_credential()
+    functions = asyncio.run(_prepare(PostgresStore(url, pool_size=2), credential))
+    built_at = int(time.time() * 1000)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET synchronous_commit = off")
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        assert schema is not None
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
+            "AND tablename = 'invocations' AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint WHERE conrelid = 'invocations'::regclass)",
+            (schema[0],),
+        ).fetchall()
+        unique = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'invocations'::regclass AND contype = 'u'"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX {name}")
+        for name, _ in unique:
+            conn.execute(f"ALTER TABLE invocations DROP CONSTRAINT {name}")
+        # The NOTIFY trigger fires per WAIT row; loading history is not work to wake for.
+        conn.execute("ALTER TABLE invocations DISABLE TRIGGER USER")
+        fid = _first_id(functions)
+        done = 0
+        while done < rows and time.monotonic() - began < budget * 0.5:
+            stop = min(done + CHUNK, rows)
+            conn.execute(chunk_sql("postgres"), chunk_params(done, stop, rows, built_at, fid))
+            done = stop
+        for name, definition in unique:
+            conn.execute(f"ALTER TABLE invocations ADD CONSTRAINT {name} {definition}")
+        for _, definition in indexes:
+            conn.execute(definition)
+        conn.execute("ALTER TABLE invocations ENABLE TRIGGER USER")
+        conn.execute("VACUUM ANALYZE invocations")  # what autovacuum does after a bulk load
+    return BuiltStore(
+        backend="postgres",
+        rows=done,
+        requested_rows=rows,
+        built_at=built_at,
+        build_seconds=time.monotonic() - began,
+        project_id=credential.project_id,
+        access_key=credential.access_key,
+        secret_key=credential.secret_key,
+        function_names=[name for _, name in functions],
+        database_url=url,
+    )
+
+
+# -- the queries ------------------------------------------------------------------------------
+
+
+def _fmt(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def query_shapes(built: BuiltStore) -> dict[str, dict[str, str]]:
+    """The three list queries as query parameters.
+
+    ``default`` sends none (FunctionGraph's defaults: the last hour, marker 0, limit 100) while
+    the store's newest records are from the last half hour; a cached store older than that
+    is asked for its own last hour explicitly, which runs the same SQL.
+    """
+    fresh = time.time() * 1000 - built.built_at < 1_800_000
+    default = {} if fresh else {"query_begin_time": _fmt(built.built_at - HOUR_MS + 1000)}
+    if not fresh:
+        default["query_end_time"] = _fmt(built.built_at)
+    week = {
+        "query_begin_time": _fmt(built.built_at - WINDOW_MS),
+        "query_end_time": _fmt(built.built_at),
+    }
+    per_function = built.rows // FUNCTIONS
+    return {
+        "default": default,
+        "status_7d": {**week, "status": "SUCCESS"},
+        "deep_page": {**week, "marker": str(min(100_000, per_function // 2))},
+    }
+
+
+def query(res: Resources, backend: str, scale: Scale) -> list[Sample]:
+    """Build (or reuse) the store, then time the three list queries, ``scale.repeat`` rounds."""
+    if backend == "sqlite":
+        built = build_sqlite(scale.query_rows, scale.query_build_budget)
+    else:
+        built = build_postgres(res, scale.query_rows, scale.query_build_budget)
+    service = start_service(
+        res,
+        backend,
+        worker=False,
+        database_url=built.database_url,
+        credential=built.credential,
+        tag="query",
+    )
+    try:
+        rounds = [
+            _as_samples(run(_time_queries(service, built, scale)))
+            for _ in range(max(scale.repeat, 1))
+        ]
+    finally:
+        res.stop(service.process)
+    for sample in rounds:
+        sample["rows"] = float(built.rows)
+        sample["build_seconds"] = built.build_seconds
+        sample["cached"] = float(built.cached)
+    return rounds
+
+
+def _as_samples(value: object) -> Sample:
+    assert isinstance(value, dict)
+    return value
+
+
+async def _time_queries(service: Service, built: BuiltStore, scale: Scale) -> Sample:
+    client = Client(service.port, service.credential)
+    sample: Sample = {}
+    try:
+        for shape, params in query_shapes(built).items():
+            latencies, counts = [], []
+            for k in range(scale.query_samples + 5):  # five to warm up
+                name = built.function_names[k % len(built.function_names)]
+                raw = client.request_bytes(
+                    "GET", service.path(name, "async-invocations"), query=params
+                )
+                sent = time.perf_counter()
+                status, body = await client.call(raw)
+                elapsed = (time.perf_counter() - sent) * 1000
+                if status != 200:
+                    raise RuntimeError(f"query {shape}: {status} {body[:300]!r}")
+                if k >= 5:
+                    latencies.append(elapsed)
+                    counts.append(json.loads(body)["count"])
+            sample[f"{shape}_p50_ms"] = percentile(latencies, 50)
+            sample[f"{shape}_p99_ms"] = percentile(latencies, 99)
+            sample[f"{shape}_count"] = float(sorted(counts)[len(counts) // 2])
+    finally:
+        client.close()
+    return sample

@@ -1,0 +1,166 @@
+"""Who instances run as, and which of the pool's files they can reach.
+
+When the service runs as root, instances run as an unprivileged user (``run_as``, by default
+nobody) and the pool lays out its work directory so that user reaches only what it must::
+
+    work_dir/              root        0711  pass through, not list
+      code/                root        0711
+        <digest>/          root:G      0750  one group G per code digest, files read-only
+      home/                root        0711
+        home-<random>/     uid:gid     0700  one per instance: HOME and TMPDIR
+
+An instance gets its code's group G as a supplementary group, so it can read its own code and
+not another function's, and it cannot write to any code. Groups come from ``code_groups`` (ids
+that must mean nothing else on the host) and are handed out afresh by every process, so
+directories left by an earlier run are locked (root 0700) until their digest is used again.
+
+Every directory above ``work_dir`` must let the instance user pass (``o+x``). When one does not,
+the pool keeps instance files in a private directory under the system's temporary directory
+instead (code is unpacked again there) and says so in the log.
+
+When the service does not run as root, none of this applies: instances run as the service's
+own user and only their environment is scrubbed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openfgs.runtime.code import CodeStore
+from openfgs.runtime.types import CodeLoader, FunctionSpec
+
+log = logging.getLogger("openfgs.runtime")
+
+NOBODY = (65534, 65534)
+# High ids, far from those distributions hand out to users and groups.
+CODE_GROUPS = range(0x70000000, 0x70000000 + (1 << 20))
+
+
+def default_run_as() -> tuple[int, int] | None:
+    """nobody when the service runs as root; otherwise instances keep the service's user."""
+    return NOBODY if os.geteuid() == 0 else None
+
+
+@dataclass(frozen=True)
+class User:
+    """The ids an instance switches to before it imports user code."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def as_config(self) -> dict[str, Any]:
+        """The form the bootstrap reads from its config frame."""
+        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
+
+
+class Workspace:
+    """The directories of one pool: unpacked code per digest and one HOME per instance."""
+
+    def __init__(
+        self, work_dir: Path, run_as: tuple[int, int] | None, code_groups: range = CODE_GROUPS
+    ) -> None:
+        if run_as is not None and os.geteuid() != 0:
+            raise ValueError("run_as needs a service running as root")
+        if not code_groups:
+            raise ValueError("code_groups is empty")
+        self.run_as = run_as
+        self._work_dir = work_dir
+        self._code_groups = code_groups
+        self._root = work_dir
+        self._temporary = False
+        self._prepared = False
+        self._code = CodeStore(work_dir / "code")
+        self._granted: dict[str, int] = {}  # code digest → its group, in this process
+        self._next_group = 0
+
+    @property
+    def root(self) -> Path:
+        """Where instance files are: ``work_dir``, or the temporary stand-in."""
+        return self._root
+
+    def prepare(self) -> None:
+        """Create the layout; once, before the first instance. Synchronous and quick."""
+        if self._prepared:
+            return
+        self._prepared = True
+        if self.run_as is None:
+            return
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._work_dir.chmod(0o711)
+        if not reachable(self._work_dir, *self.run_as):
+            self._root = Path(tempfile.mkdtemp(prefix="openfgs-instances-"))
+            self._root.chmod(0o711)
+            self._temporary = True
+            self._code = CodeStore(self._root / "code")
+            log.warning(
+                "uid %d cannot reach %s (a directory above it lacks o+x); instance files are "
+                "kept in %s instead",
+                self.run_as[0],
+                self._work_dir,
+                self._root,
+            )
+        for directory in (self._root / "code", self._root / "home"):
+            directory.mkdir(exist_ok=True)
+            directory.chmod(0o711)
+        for entry in (self._root / "code").iterdir():
+            if not entry.name.startswith(".") and entry.is_dir():
+                os.chown(entry, 0, 0)  # its group is no longer its digest's
+                entry.chmod(0o700)
+
+    async def code_dir(self, spec: FunctionSpec, load_code: CodeLoader) -> Path:
+        """The directory of ``spec``'s code, unpacked and open to its instances."""
+        target = await self._code.ensure(spec, load_code)
+        if self.run_as is not None and spec.code_digest not in self._granted:
+            group = self._code_groups[self._next_group % len(self._code_groups)]
+            self._next_group += 1
+            os.chown(target, 0, group)
+            target.chmod(0o750)
+            self._granted[spec.code_digest] = group
+        return target
+
+    def user(self, spec: FunctionSpec) -> User | None:
+        """Who an instance of ``spec`` runs as (after ``code_dir()``); None: the service's user."""
+        if self.run_as is None:
+            return None
+        uid, gid = self.run_as
+        return User(uid, gid, (self._granted[spec.code_digest],))
+
+    def make_home(self) -> Path:
+        """A new, empty HOME for one instance, writable by its user only."""
+        homes = self._root / "home"
+        homes.mkdir(parents=True, exist_ok=True)
+        home = homes / f"home-{secrets.token_hex(16)}"  # unguessable: homes/ cannot be listed
+        home.mkdir(mode=0o700)
+        if self.run_as is not None:
+            os.chown(home, *self.run_as)
+        return home
+
+    def close(self) -> None:
+        """Remove the temporary stand-in for ``work_dir``, if one was made."""
+        if self._temporary:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+
+def reachable(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` may pass through every directory down to ``path`` (mode bits)."""
+    path = path.resolve()
+    for directory in (path, *path.parents):
+        info = directory.stat()
+        if info.st_uid == uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True

@@ -1,0 +1,31 @@
+"""The runtime benchmark still runs: a tiny run prints its table (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_runtime_bench_small_prints_its_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.runtime_bench", "--small"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split() == ["measure", "fork", "spawn"]
+    labels = "\n".join(lines)
+    for label in (
+        "cold start, need → handler entry (ms) p50",
+        "warm invocation, whole call (µs) p99",
+        "instances PSS (sum) with 5 warm instances (MB)",
+        "service RSS with 5 warm instances (MB)",
+    ):
+        assert label in labels

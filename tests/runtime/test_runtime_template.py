@@ -1,0 +1,111 @@
+"""Cold starts: instances forked from the template, and the spawn path when forking is off."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runtime_support import make_function, pid_alive, wait_until
+
+from openfgs.runtime import InstancePool, RunResult
+
+pytestmark = pytest.mark.anyio
+
+WORKER = """
+import os, random, uuid
+
+def handler(event, context):
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "sid": os.getsid(0),
+        "random": random.random(),
+        "uuid": str(uuid.uuid4()),
+    }
+"""
+
+
+def reply(result: RunResult) -> dict[str, Any]:
+    assert result.ok, result
+    value: dict[str, Any] = json.loads(result.result)
+    return value
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+async def test_instances_are_forked_from_the_template(pool: InstancePool) -> None:
+    one = make_function(WORKER, name="one")
+    two = make_function(WORKER, name="two")
+    first = reply(await pool.invoke(one.spec, b"{}", "r1", one.load))
+    second = reply(await pool.invoke(two.spec, b"{}", "r2", two.load))
+    template = pool.template_pid
+    assert template is not None and template != os.getpid()
+    assert parent_of(template) == os.getpid()
+    for seen in (first, second):
+        assert seen["ppid"] == template
+        assert seen["sid"] == seen["pid"]  # its own session, like a spawned instance
+    # Forked children do not share the template's random state.
+    assert first["random"] != second["random"]
+    assert first["uuid"] != second["uuid"]
+
+
+async def test_spawn_when_fork_is_off(work_dir: Path) -> None:
+    pool = InstancePool(work_dir, fork=False)
+    fn = make_function(WORKER)
+    try:
+        seen = reply(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+        assert pool.template_pid is None
+        assert seen["ppid"] == os.getpid()
+        assert seen["sid"] == seen["pid"]
+    finally:
+        await pool.close()
+
+
+async def test_a_dead_template_is_replaced(pool: InstancePool) -> None:
+    one = make_function(WORKER, name="one")
+    two = make_function(WORKER, name="two")
+    first = reply(await pool.invoke(one.spec, b"{}", "r1", one.load))
+    template = pool.template_pid
+    assert template is not None
+    os.kill(template, signal.SIGKILL)
+    # Its instances die with it, and the pool notices.
+    await wait_until(lambda: not pid_alive(first["pid"]), what="instance died with template")
+    await wait_until(lambda: pool.instance_pids() == [], what="pool noticed")
+    second = reply(await pool.invoke(two.spec, b"{}", "r2", two.load))
+    assert pool.template_pid not in (None, template)
+    assert second["ppid"] == pool.template_pid
+    again = reply(await pool.invoke(one.spec, b"{}", "r3", one.load))
+    assert again["pid"] != first["pid"]
+
+
+async def test_close_stops_the_template(work_dir: Path) -> None:
+    pool = InstancePool(work_dir)
+    fn = make_function(WORKER)
+    reply(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+    template = pool.template_pid
+    assert template is not None
+    await pool.close()
+    assert not pid_alive(template)
+    assert pool.template_pid is None
+
+
+async def test_standard_library_is_importable(pool: InstancePool) -> None:
+    # Modules the template has not loaded, imported after the instance dropped privileges.
+    fn = make_function(
+        """
+        def handler(event, context):
+            import sqlite3, xml.etree.ElementTree as tree, email.mime.text, json.tool
+            row = sqlite3.connect(":memory:").execute("select 41 + 1").fetchone()
+            return [row[0], tree.fromstring("<a>x</a>").text, "é".encode("cp1252").hex()]
+        """
+    )
+    result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
+    assert result.ok, result
+    assert json.loads(result.result) == [42, "x", "e9"]

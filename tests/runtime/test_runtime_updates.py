@@ -1,0 +1,108 @@
+"""Updating a function: new code or new configuration gets new instances; the old ones go."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from runtime_support import make_function, pid_alive, wait_until
+
+from openfgs.runtime import InstancePool, RunResult
+
+pytestmark = pytest.mark.anyio
+
+# With {"started": path, "go": path} it creates `started` and waits for `go` before returning.
+WORKER = """
+import os, time
+
+def init(context):
+    pass
+
+def handler(event, context):
+    if "started" in event:
+        open(event["started"], "w").close()
+        while not os.path.exists(event["go"]):
+            time.sleep(0.005)
+    return {"pid": os.getpid(), "color": context.getUserData("color")}
+
+other_handler = handler
+"""
+
+
+def reply(result: RunResult) -> dict[str, Any]:
+    assert result.ok, result
+    value: dict[str, Any] = json.loads(result.result)
+    return value
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"user_data": {"color": "red"}},
+        {"memory_size": 256},
+        {"timeout": 11},
+        {"handler": "index.other_handler"},
+        {"initializer_handler": "index.init", "initializer_timeout": 5},
+    ],
+    ids=["user_data", "memory_size", "timeout", "handler", "initializer"],
+)
+async def test_config_change_gets_a_new_instance(
+    pool: InstancePool, change: dict[str, Any]
+) -> None:
+    old = make_function(WORKER, user_data={"color": "blue"})
+    new = make_function(WORKER, **{"user_data": {"color": "blue"}, **change})
+    assert (new.spec.urn, new.spec.code_digest) == (old.spec.urn, old.spec.code_digest)
+    old_pid = reply(await pool.invoke(old.spec, b"{}", "r1", old.load))["pid"]
+    new_pid = reply(await pool.invoke(new.spec, b"{}", "r2", new.load))["pid"]
+    assert new_pid != old_pid
+    # The idle instance of the old configuration is retired rather than kept until reaped.
+    await wait_until(lambda: not pid_alive(old_pid), what="old instance stopped")
+    assert pool.instance_pids() == [new_pid]
+
+
+async def test_changing_max_instances_keeps_the_instances(pool: InstancePool) -> None:
+    fn = make_function(WORKER, max_instances=4)
+    more = make_function(WORKER, max_instances=8)
+    first = reply(await pool.invoke(fn.spec, b"{}", "r1", fn.load))["pid"]
+    assert reply(await pool.invoke(more.spec, b"{}", "r2", more.load))["pid"] == first
+
+
+async def test_a_running_invocation_finishes_on_the_old_config(
+    pool: InstancePool, scratch: Path
+) -> None:
+    old = make_function(WORKER, user_data={"color": "blue"})
+    new = make_function(WORKER, user_data={"color": "red"})
+    started, go = scratch / "started", scratch / "go"
+    results: list[RunResult] = []
+
+    async def run_old() -> None:
+        event = json.dumps({"started": str(started), "go": str(go)}).encode()
+        results.append(await pool.invoke(old.spec, event, "old", old.load))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run_old)
+        await wait_until(started.exists, what="old invocation running")
+        updated = reply(await pool.invoke(new.spec, b"{}", "new", new.load))
+        assert updated["color"] == "red"
+        go.touch()
+    finished = reply(results[0])
+    assert finished["color"] == "blue"
+    assert finished["pid"] != updated["pid"]
+    await wait_until(lambda: not pid_alive(finished["pid"]), what="old instance retired")
+    assert pool.instance_pids() == [updated["pid"]]
+    assert reply(await pool.invoke(new.spec, b"{}", "again", new.load))["pid"] == updated["pid"]
+
+
+async def test_each_function_version_has_its_own_instances(pool: InstancePool) -> None:
+    one = make_function(WORKER, name="one")
+    two = make_function(WORKER, name="two")
+    pid_one = reply(await pool.invoke(one.spec, b"{}", "r1", one.load))["pid"]
+    pid_two = reply(await pool.invoke(two.spec, b"{}", "r2", two.load))["pid"]
+    assert pid_one != pid_two
+    assert sorted(pool.instance_pids()) == sorted([pid_one, pid_two])
+    assert all(pid_alive(pid) for pid in (pid_one, pid_two))
+    assert os.getpid() not in pool.instance_pids()
