@@ -97,8 +97,8 @@ def profile_accept(res: Resources, backend: str, seconds: float, clients: int) -
     raw = RESULTS / f"profile-accept-{backend}.txt"
     RESULTS.mkdir(parents=True, exist_ok=True)
     recorder = subprocess.Popen(
-        [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100"]
-        + ["-f", "raw", "-o", str(raw), "--threads", "--nonblocking"],
+        [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
+        + ["-o", str(raw), "--threads", "--nonblocking"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

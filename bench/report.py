@@ -48,6 +48,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("memory", "idle_rss_mb", "service RSS idle (MB)", False, 80),
     Metric("memory", "warm_rss_mb", "service RSS with the warm instances (MB)", False, None, ()),
     Metric("memory", "instances_pss_mb", "the warm instances' PSS, total (MB)", False, None, ()),
+    Metric("memory", "template_pss_mb", "the instance template's PSS (MB)", False, None, ()),
     Metric("memory", "instances", "warm instances", True, None, (), digits=0),
 )  # fmt: skip
 PEER_NAMES = {"celery": "Celery", "rq": "RQ"}
@@ -104,6 +105,8 @@ def verdict(metric: Metric, value: float) -> str:
 def rows(report: Report) -> list[list[str]]:
     out = []
     for metric in METRICS:
+        if metric.ratio_of and metric.ratio_of not in report.peers:
+            continue
         for backend in report.backends:
             if (metric.workload, backend) not in report.results:
                 continue
@@ -155,6 +158,11 @@ def render(report: Report) -> str:
     parts = ["## Machine", ""]
     parts += [f"- {key}: {value}" for key, value in report.machine.items()]
     parts += ["", "## Results (medians of repeated runs)", "", table(report), ""]
+    parts += [
+        "Ratios are openfgs ÷ peer: above 1 is better for rates, worse for latencies. Targets "
+        "stated for SQLite only (accept, end to end) are not applied to PostgreSQL.",
+        "",
+    ]
     if report.notes:
         parts += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
     if report.runtime_output:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import os
 import shutil
@@ -28,9 +29,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openfgs.runtime import FunctionSpec, InstancePool
 
@@ -110,7 +112,9 @@ async def timed(call: Callable[[], Awaitable[str]]) -> tuple[float, float, float
     return started, entered, time.monotonic()
 
 
-async def run_pool(work_dir: Path, fork: bool, instances: int, warm_calls: int) -> Figures:
+async def run_pool(
+    work_dir: Path, fork: bool, instances: int, warm_calls: int, settle: float
+) -> Figures:
     figures = Figures()
     pool = InstancePool(work_dir, fork=fork, idle_seconds=3600)
 
@@ -122,15 +126,15 @@ async def run_pool(work_dir: Path, fork: bool, instances: int, warm_calls: int) 
 
     try:
         await invoke("warmup", "warmup")  # starts the template and unpacks the code
-        await asyncio.sleep(SETTLE_SECONDS)
+        await asyncio.sleep(settle)
         for n in range(instances):
             name = f"fn{n}"
-            started, entered, ended = await timed(lambda name=name: invoke(name, name))  # type: ignore[misc]
+            started, entered, ended = await timed(functools.partial(invoke, name, name))
             figures.cold_ms.append((entered - started) * 1000)
             figures.cold_call_ms.append((ended - started) * 1000)
         figures.memory = measure_memory(pool)
         for n in range(warm_calls):
-            started, _, ended = await timed(lambda n=n: invoke("fn0", f"warm{n}"))  # type: ignore[misc]
+            started, _, ended = await timed(functools.partial(invoke, "fn0", f"warm{n}"))
             figures.warm_ms.append((ended - started) * 1000)
     finally:
         await pool.close()
@@ -158,24 +162,27 @@ def table(results: dict[str, Figures], instances: int) -> str:
     return "\n".join(lines)
 
 
-async def main_async(instances: int, warm_calls: int) -> dict[str, Figures]:
+async def main_async(instances: int, warm_calls: int, settle: float) -> dict[str, Figures]:
     base = Path(tempfile.mkdtemp(prefix="openfgs-bench-"))
-    base.chmod(0o711)  # instances running as nobody must pass through
+    os.chmod(base, 0o711)  # instances running as nobody must pass through
     try:
         return {
-            launcher: await run_pool(base / launcher, launcher == "fork", instances, warm_calls)
+            launcher: await run_pool(
+                base / launcher, launcher == "fork", instances, warm_calls, settle
+            )
             for launcher in ("fork", "spawn")
         }
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(coroutine: Awaitable[dict[str, Figures]]) -> dict[str, Figures]:
+def run(coroutine: Coroutine[Any, Any, dict[str, Figures]]) -> dict[str, Figures]:
+    """On uvloop, as the service runs, when it is installed."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
-    return uvloop.run(coroutine)  # type: ignore[arg-type]
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     instances = args.instances or (5 if args.small else 50)
     warm_calls = args.warm_calls or (200 if args.small else 2000)
-    results = run(main_async(instances, warm_calls))
+    settle = 0.2 if args.small else SETTLE_SECONDS
+    results = run(main_async(instances, warm_calls, settle))
     user = "nobody (65534)" if os.geteuid() == 0 else "the invoking user"
     print(
         f"openfgs runtime benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "

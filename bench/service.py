@@ -180,9 +180,9 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (openfgs instances are the service's children)."""
-    found = []
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """Every process below ``pid`` as ``(pid, parent)``: instances may be a template's."""
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -190,7 +190,12 @@ def children(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for child in parents.get(parent, []):
+            found.append((child, parent))
+            todo.append(child)
     return found

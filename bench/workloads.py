@@ -10,10 +10,11 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.loadgen import Client, closed_loop, fixed_count, run
 from bench.procs import Resources
-from bench.service import Service, children, pss_kb, rss_kb, start_service
+from bench.service import Service, descendants, pss_kb, rss_kb, start_service
 from bench.stats import open_probe, percentile
 
 Sample = dict[str, float]
@@ -33,6 +34,7 @@ class Scale:
     dispatch_count: int = 500
     dispatch_gap: float = 0.01
     memory_instances: int = 50
+    memory_sleep: float = 3.0
     query_rows: int = 10_000_000
     query_samples: int = 200
     query_build_budget: float = 900.0
@@ -46,6 +48,7 @@ class Scale:
             e2e_count=300,
             dispatch_count=20,
             memory_instances=4,
+            memory_sleep=1.0,
             query_rows=50_000,
             query_samples=10,
             query_build_budget=120.0,
@@ -142,7 +145,7 @@ async def _wait_terminal(
             return time.perf_counter(), counts
         if time.perf_counter() > deadline:
             raise TimeoutError(f"end to end: {counts} after {timeout:.0f} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # 20 cheap reads a second beside thousands of accepts
 
 
 async def _end_to_end(service: Service, scale: Scale) -> Sample:
@@ -238,7 +241,7 @@ async def _warm(service: Service, scale: Scale) -> Sample:
     """Start the instances with as many concurrent sync invocations that each sleep a while."""
     client = Client(service.port, service.credential)
     path = service.path("sleep", "invocations")
-    body = json.dumps({"seconds": 3.0}).encode()
+    body = json.dumps({"seconds": scale.memory_sleep}).encode()
     load = await fixed_count(
         client,
         lambda: client.request_bytes("POST", path, body=body),
@@ -249,11 +252,23 @@ async def _warm(service: Service, scale: Scale) -> Sample:
     if set(load.statuses) != {200}:
         raise RuntimeError(f"memory: answers {load.statuses}")
     await asyncio.sleep(0.5)
-    instances = children(service.process.pid)
     pid = service.process.pid
+    processes = descendants(pid)
+    helpers = [p for p, parent in processes if parent == pid and _is_template(p)]
+    instances = [p for p, _ in processes if p not in helpers]
     return {
         "instances": float(len(instances)),
         "warm_rss_mb": rss_kb(pid) / 1024,
         "instances_pss_mb": sum(pss_kb(p) for p in instances) / 1024,
         "instances_rss_mb": sum(rss_kb(p) for p in instances) / 1024,
+        "template_pss_mb": sum(pss_kb(p) for p in helpers) / 1024,
     }
+
+
+def _is_template(pid: int) -> bool:
+    """The runtime's template process (it forks the instances), if the runtime has one."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"template" in argv

@@ -59,7 +59,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
         for path in schema.get("paths", {}).values():
             for operation in path.values():
-                operation.get("responses", {}).pop("422", None)
+                responses = operation.get("responses", {})
+                responses.pop("422", None)
+                for response in responses.values():
+                    for content in response.get("content", {}).values():
+                        # A declared anyOf replaces the response model's $ref (see sync invoke).
+                        if "anyOf" in content.get("schema", {}):
+                            content["schema"].pop("$ref", None)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema

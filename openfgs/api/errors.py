@@ -108,6 +108,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Signature verification failed"),
         (403, "Forbidden"),
         (404, "Not found"),
+        (409, "Already exists"),
         (413, "Request body too large"),
         (429, "Too many requests"),
         (500, "Internal error"),

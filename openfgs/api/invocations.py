@@ -81,8 +81,29 @@ async def async_invoke(request: Request, function: FunctionDep, services: Servic
     return Response(orjson.dumps({"request_id": request_id}), 202, media_type="application/json")
 
 
+SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "v1: the wrapped result; v0 (the default): the function's result as is",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/SyncInvokeOut"},
+                        {"description": "v0: the function's own result (any JSON)"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
 @router.post(
-    "/invocations", response_model=SyncInvokeOut, openapi_extra=EVENT_BODY, summary="InvokeFunction"
+    "/invocations",
+    response_model=SyncInvokeOut,
+    responses=SYNC_RESPONSES,
+    openapi_extra=EVENT_BODY,
+    summary="InvokeFunction",
 )
 async def invoke(
     request: Request,

@@ -484,6 +484,7 @@ def serve_instance(request_fd: int, reply_fd: int, parent: int, path_dirs: dict[
 
 # What functions commonly import, loaded by the template while it has nothing else to do, so a
 # forked instance finds them in memory (shared with the template until written to).
+PRELOAD_AFTER_MS = 50
 PRELOAD = (
     "json",
     "re",
@@ -546,9 +547,12 @@ def _serve_requests(
 ) -> None:
     wake_read = wake_fds[0]
     sock.send(json.dumps({"ready": True}).encode())
+    quiet = False
     while True:
-        events = poller.poll(0 if preload else None)
-        if not events and preload:
+        # Preloading waits for a quiet moment, then goes on until something happens.
+        events = poller.poll(None if not preload else 0 if quiet else PRELOAD_AFTER_MS)
+        quiet = not events
+        if quiet and preload:
             _preload(preload.pop(0))
         for fd, _ in events:
             if fd == wake_read:

@@ -7,18 +7,14 @@ The fixtures ``server`` and ``sdk``, the constants and the helpers ``sdk_client`
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-import sys
 import textwrap
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -32,37 +28,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs.auth.signing import sign_headers
 from openfgs.models import Credential, NewInvocation, Status
-
-
-def _root_conftest() -> ModuleType:
-    """``tests/conftest.py``, found among loaded modules or else loaded by path.
-
-    ``import conftest`` gives whichever conftest outside a package pytest loaded last (as
-    ``tests/runtime/conftest.py`` when that directory is collected first).
-    """
-    path = str(Path(__file__).resolve().parent.parent / "conftest.py")
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == path:
-            return module
-    spec = importlib.util.spec_from_file_location("openfgs_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-CREDENTIAL: Credential = _root.CREDENTIAL
-OTHER: Credential = _root.OTHER
-PROJECT: str = _root.PROJECT
-sdk_client: Callable[..., Any] = _root.sdk_client
-urn: Callable[..., str] = _root.urn
-wait_for: Callable[..., Any] = _root.wait_for
-if TYPE_CHECKING:
-    from conftest import LiveServer
-else:
-    LiveServer = _root.LiveServer
+from tests.support import CREDENTIAL, OTHER, PROJECT, LiveServer, sdk_client, urn, wait_for
 
 __all__ = [
     "CREDENTIAL",

@@ -7,7 +7,6 @@ Each process gets its own port, data directory and output files, and an environm
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import re
 import signal
@@ -17,7 +16,6 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -29,33 +27,9 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.models import Credential
+from tests.support import CREDENTIAL, PROJECT, free_port, sdk_client, urn, wait_for
 
-
-def _root_conftest() -> ModuleType:
-    """``tests/conftest.py``, loaded by path.
-
-    ``import conftest`` would give whichever conftest outside a package pytest loaded last
-    (``tests/runtime`` has one), so the helpers are taken from the file itself.
-    """
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == str(path):
-            return module
-    spec = importlib.util.spec_from_file_location("openfgs_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-CREDENTIAL: Credential = _root.CREDENTIAL
-PROJECT: str = _root.PROJECT
-free_port = _root.free_port
-sdk_client = _root.sdk_client
-urn = _root.urn
-wait_for = _root.wait_for
+__all__ = ["CREDENTIAL", "PROJECT", "free_port", "sdk_client", "urn", "wait_for"]
 
 STARTUP_SECONDS = 30.0
 STOP_SECONDS = 20.0

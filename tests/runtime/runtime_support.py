@@ -78,9 +78,10 @@ async def wait_until(
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id still exists (our children are reaped by asyncio)."""
+    """Whether a process with this id still exists, not counting zombies (instances are reaped
+    by asyncio or by the template)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, reading
         return False

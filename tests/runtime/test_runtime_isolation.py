@@ -60,6 +60,10 @@ def reply(result: RunResult) -> dict[str, Any]:
     return value
 
 
+def is_dir(path: str) -> bool:
+    return os.path.isdir(path)
+
+
 def probes(*pairs: tuple[str, Path | str]) -> bytes:
     return json.dumps({"probes": [{"what": w, "path": str(p)} for w, p in pairs]}).encode()
 
@@ -80,7 +84,7 @@ async def test_instances_run_as_nobody_and_reach_only_their_own_files(
     other_code = Path(other_seen["code"])
     own_code = work_dir / "code" / mine.spec.code_digest
     denied, ok = "PermissionError", "ok"
-    expected = [
+    expected: list[tuple[tuple[str, Path | str], str]] = [
         (("read", secret), denied),  # the service's database
         (("list", other_code), denied),  # another function's code
         (("read", other_code / "index.py"), denied),
@@ -157,12 +161,12 @@ async def test_unreachable_work_dir_moves_instance_files(tmp_path: Path) -> None
     fn = make_function(PROBE)
     try:
         seen = reply(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
-        code = Path(seen["code"])
-        assert not code.is_relative_to(tmp_path)
-        assert code.exists()
+        code = seen["code"]
+        assert not Path(code).is_relative_to(tmp_path)
+        assert is_dir(code)
     finally:
         await pool.close()
-    assert not code.exists()  # the stand-in directory goes with the pool
+    assert not is_dir(code)  # the stand-in directory goes with the pool
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["fork", "spawn"])
