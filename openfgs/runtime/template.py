@@ -69,8 +69,11 @@ class ForkedProcess:
     def kill(self) -> None:
         """SIGKILL the instance and everything in its process group."""
         if not self.exited:
-            with contextlib.suppress(ProcessLookupError, OSError):
+            with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            # Whoever kills it does not need its exit code, and must not wait on a template
+            # that may be the reason it is being killed.
+            self.watch_pidfd()
         # Its children share its process group; the group outlives the instance itself.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)

@@ -121,6 +121,12 @@ def invocation_from_row(row: Any) -> Invocation:
     )
 
 
+def claim_scan(limit: int) -> int:
+    """How many of the oldest waiting rows a claim looks at to fill ``limit`` slots: enough that
+    one function at its concurrency limit does not hide the others behind it."""
+    return max(limit * 8, 256)
+
+
 def claimed_from_row(row: Any) -> ClaimedInvocation:
     request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth, last = row
     return ClaimedInvocation(

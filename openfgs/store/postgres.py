@@ -33,6 +33,7 @@ from openfgs.models import (
     now_ms,
 )
 from openfgs.store.base import (
+    claim_scan,
     claimed_from_row,
     config_from_row,
     config_params,
@@ -48,6 +49,7 @@ from openfgs.store.queries import load_queries, migration_files
 log = logging.getLogger("openfgs.store")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x0F65  # pg_advisory_xact_lock key: one migrating node at a time
+_CLAIM_LOCK = 0x0F66  # and one claiming worker at a time
 _MAX_BATCH = 1000
 CHANNEL = "openfgs_invocations"
 
@@ -370,8 +372,21 @@ class PostgresStore:
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
-        rows = await self._fetchall("claim_invocations", params)
+        params = {
+            "worker_id": worker_id,
+            "now": now,
+            "limit": limit,
+            "lease_until": lease_until,
+            "scan": claim_scan(limit),
+        }
+        try:
+            async with self._connection() as conn, conn.transaction():
+                # Claims take turns, so per-function concurrency holds across every worker.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+                cur = await conn.execute(self._q["claim_invocations"], params)
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
         return [claimed_from_row(r) for r in rows]
 
     async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:

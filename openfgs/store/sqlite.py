@@ -31,6 +31,7 @@ from openfgs.models import (
     now_ms,
 )
 from openfgs.store.base import (
+    claim_scan,
     claimed_from_row,
     config_from_row,
     config_params,
@@ -429,7 +430,13 @@ class SqliteStore:
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
+        params = {
+            "worker_id": worker_id,
+            "now": now,
+            "limit": limit,
+            "lease_until": lease_until,
+            "scan": claim_scan(limit),
+        }
         rows = await self._write(self._all("claim_invocations", params))
         return [claimed_from_row(r) for r in rows]
 

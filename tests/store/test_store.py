@@ -554,6 +554,7 @@ async def test_requeued_row_is_claimed_again_with_the_next_attempt(store: Store)
 
 async def test_concurrent_claims_never_return_the_same_row(store: Store) -> None:
     function = await add_function(store, "hello")
+    await store.update_function(replace(function, concurrency=1000), None)
     ids = await add_invocations(store, function.id, [BASE + i for i in range(500)])
 
     async def claimer(number: int) -> list[str]:
@@ -567,6 +568,31 @@ async def test_concurrent_claims_never_return_the_same_row(store: Store) -> None
     assert set(claimed) == set(ids)
     assert set(claimed.values()) == {1}
     assert await store.count_by_status(function.id) == {Status.RUNNING: 500}
+
+
+async def test_claims_hold_each_functions_concurrency_together(store: Store) -> None:
+    busy = await add_function(store, "busy")
+    await store.update_function(replace(busy, concurrency=3), None)
+    idle = await add_function(store, "idle")
+    # The busy function's backlog comes first; the other function's rows must not hide behind it.
+    busy_ids = await add_invocations(store, busy.id, [BASE + i for i in range(50)])
+    idle_ids = await add_invocations(store, idle.id, [BASE + 100 + i for i in range(5)])
+
+    async def claimer(number: int) -> list[str]:
+        taken: list[str] = []
+        while batch := await store.claim_invocations(f"w{number}", BASE + 1000, 4, FAR):
+            taken += [c.request_id for c in batch]
+        return taken
+
+    results = await asyncio.gather(*(claimer(n) for n in range(6)))
+    claimed = {request_id for taken in results for request_id in taken}
+    assert claimed & set(busy_ids) == set(busy_ids[:3])
+    assert set(idle_ids) <= claimed
+    assert await store.count_by_status(busy.id) == {Status.RUNNING: 3, Status.WAIT: 47}
+    first = busy_ids[0]
+    assert await store.finish_invocation(first, 1, Status.SUCCESS, BASE + 2000, 0, "", None)
+    again = await store.claim_invocations("w9", BASE + 1000, 10, FAR)
+    assert [c.request_id for c in again] == [busy_ids[3]]
 
 
 async def test_finish_needs_a_running_row_with_that_attempt(store: Store) -> None:
