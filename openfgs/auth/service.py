@@ -16,6 +16,7 @@ from openfgs.models import Credential, now_ms
 from openfgs.store.base import Store
 
 _CACHE_SECONDS = 30.0
+_MISS_CACHE_SECONDS = 2.0  # a credential created elsewhere is usable this soon
 _ALPHANUM = string.ascii_uppercase + string.digits
 
 
@@ -121,7 +122,8 @@ class Authenticator:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         credential = await self._store.get_credential(access_key)
-        self._secrets[access_key] = (time.monotonic() + _CACHE_SECONDS, credential)
+        ttl = _CACHE_SECONDS if credential is not None else _MISS_CACHE_SECONDS
+        self._secrets[access_key] = (time.monotonic() + ttl, credential)
         return credential
 
     async def _verify_token(self, token: str) -> str:
@@ -131,7 +133,8 @@ class Authenticator:
             found = cached[1]
         else:
             found = await self._store.get_token(key)
-            self._tokens[key] = (time.monotonic() + _CACHE_SECONDS, found)
+            ttl = _CACHE_SECONDS if found is not None else _MISS_CACHE_SECONDS
+            self._tokens[key] = (time.monotonic() + ttl, found)
         if found is None:
             raise Forbidden("invalid token")
         project_id, expires_at = found
