@@ -9,7 +9,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import IO
+from typing import IO, Literal
 
 from openfgs.auth.service import Authenticator
 from openfgs.errors import OpenFgsError
@@ -29,6 +29,18 @@ SYNC_RESULT_LIMIT = 6 * 1024 * 1024
 
 class DataDirLocked(OpenFgsError):
     """Another openfgs process serves the same embedded data directory."""
+
+
+def instance_user(text: str) -> tuple[int, int] | Literal["auto"] | None:
+    """``OPENFGS_INSTANCE_USER``: "" (nobody when root), "self", or "uid:gid"."""
+    if not text:
+        return "auto"
+    if text == "self":
+        return None
+    uid, sep, gid = text.partition(":")
+    if not (uid.isdigit() and (not sep or gid.isdigit())):
+        raise SystemExit(f"OPENFGS_INSTANCE_USER: expected uid:gid or 'self', not {text!r}")
+    return int(uid), int(gid or uid)
 
 
 @dataclass
@@ -68,7 +80,9 @@ class Services:
             token_ttl_seconds=settings.token_ttl_seconds,
         )
         pool = InstancePool(
-            settings.data_dir / "instances", idle_seconds=settings.instance_idle_seconds
+            settings.data_dir / "instances",
+            idle_seconds=settings.instance_idle_seconds,
+            run_as=instance_user(settings.instance_user),
         )
         worker = None
         if settings.worker:

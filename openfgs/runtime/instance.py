@@ -195,11 +195,6 @@ class Instance:
         """Whether the instance can still take an invocation."""
         return self._stopping is None and not self._process.exited
 
-    @property
-    def forked(self) -> bool:
-        """Whether the template forked it (rather than a new interpreter being spawned)."""
-        return not isinstance(self._process, SpawnedProcess)
-
     @classmethod
     async def start(
         cls,
@@ -392,15 +387,20 @@ class _Channel:
             self._read_transport.close()
 
 
+# Every field but max_instances, which is the pool's business, not the child's.
+_FINGERPRINTED = tuple(
+    field.name for field in dataclasses.fields(FunctionSpec) if field.name != "max_instances"
+)
+
+
 def fingerprint(spec: FunctionSpec) -> str:
     """What an instance was started from: every field of ``spec`` that reaches the child.
 
     Instances are reused only for an equal fingerprint, so changing code or configuration
     (handler, memory, timeout, user data, initializer, ...) gets new instances.
     """
-    fields = dataclasses.asdict(spec)
-    del fields["max_instances"]  # the pool's business, not the child's
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    values = [getattr(spec, name) for name in _FINGERPRINTED]
+    return hashlib.blake2b(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def _config(

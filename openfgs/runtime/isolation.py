@@ -24,6 +24,8 @@ own user and only their environment is scrubbed.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -97,8 +99,7 @@ class Workspace:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         self._work_dir.chmod(0o711)
         if not reachable(self._work_dir, *self.run_as):
-            self._root = Path(tempfile.mkdtemp(prefix="openfgs-instances-"))
-            self._root.chmod(0o711)
+            self._root = stand_in(self._work_dir)
             self._temporary = True
             self._code = CodeStore(self._root / "code")
             log.warning(
@@ -148,6 +149,24 @@ class Workspace:
         """Remove the temporary stand-in for ``work_dir``, if one was made."""
         if self._temporary:
             shutil.rmtree(self._root, ignore_errors=True)
+
+
+def stand_in(work_dir: Path) -> Path:
+    """A private directory under the system's temporary directory to use for ``work_dir``.
+
+    Named after ``work_dir``, so a service killed before it could remove it leaves one behind
+    per work directory, not one per run. Anything else already under that name (made by
+    someone else, or a link) is not trusted, and a fresh random name is used.
+    """
+    digest = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"openfgs-instances-{digest}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        path = Path(tempfile.mkdtemp(prefix="openfgs-instances-"))
+    path.chmod(0o711)
+    return path
 
 
 def reachable(path: Path, uid: int, gid: int) -> bool:

@@ -38,6 +38,7 @@ class _Call:
 
     urn: str
     request_id: str
+    fingerprint: str  # of the spec it runs with
     instance: Instance | None = None
     canceled: bool = False
     done: bool = False
@@ -104,11 +105,11 @@ class InstancePool:
         if self._closed:
             raise RuntimeError("the instance pool is closed")
         self._start_reaper()
-        call = _Call(spec.urn, request_id)
+        call = _Call(spec.urn, request_id, fingerprint(spec))
         self._calls[request_id] = call
         group = self._groups.get(spec.urn)
         if group is None:
-            group = self._groups[spec.urn] = _Group(fingerprint(spec))
+            group = self._groups[spec.urn] = _Group(call.fingerprint)
         group.users += 1
         try:
             result = await self._invoke(spec, group, call, event, load_code, max_result_bytes)
@@ -204,7 +205,7 @@ class InstancePool:
                     return _failure(ErrorCode.CANCELED, CANCELED_MESSAGE)
                 if self._closed:
                     return _failure(ErrorCode.INTERRUPTED, CLOSED_MESSAGE)
-                self._retire_stale(group, fingerprint(spec))
+                self._retire_stale(group, call.fingerprint)
                 if instance := self._take_idle(group):
                     return instance
                 # A cap below one would make every invocation wait forever.

@@ -8,6 +8,7 @@ write is on disk when its coroutine returns, and concurrent writers share the fs
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import queue
 import sqlite3
@@ -197,6 +198,8 @@ class SqliteStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Only the service's user may read the database (SQLite gives the WAL the same mode).
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = connect(self.path)
         try:
             migrate(conn)

@@ -40,8 +40,14 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture
 def work_dir(base: Path) -> Path:
-    """The pool's work directory, inside the service's data directory ``base/data``."""
-    return base / "data" / "instances"
+    """The pool's work directory, inside the service's data directory ``base/data``.
+
+    The data directory is passable but not listable, as docs/runtime.md asks of operators.
+    """
+    data = base / "data"
+    data.mkdir()
+    data.chmod(0o711)
+    return data / "instances"
 
 
 @pytest.fixture
