@@ -8,8 +8,8 @@ write is on disk when its coroutine returns, and concurrent writers share the fs
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 import queue
 import sqlite3
 import threading
