@@ -330,13 +330,11 @@ class InvocationService:
     async def _check_backlog(self, function: Function) -> None:
         """429 when a function already has too many waiting invocations (counted ≤ 1 s ago)."""
         limit = self._settings.max_waiting_per_function
+        now = time.monotonic()
         checked, waiting = self._waiting.get(function.id, (0.0, 0))
-        if time.monotonic() - checked > 1.0:
-            waiting = await self._store.count_waiting(function.id)
-        self._waiting[function.id] = (
-            checked if time.monotonic() - checked <= 1.0 else time.monotonic(),
-            waiting + 1,
-        )
+        if now - checked > 1.0:
+            checked, waiting = now, await self._store.count_waiting(function.id)
+        self._waiting[function.id] = (checked, waiting + 1)
         if waiting >= limit:
             raise TooManyRequests(
                 f"the function has {waiting} waiting invocations (limit {limit}); retry later",
