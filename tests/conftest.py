@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import LiveServer, make_settings, sdk_client, start_server
+from tests.support import LiveServer, database_url, make_settings, sdk_client, start_server
 
 
 @pytest.fixture
@@ -19,6 +19,13 @@ def anyio_backend() -> str:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     yield from start_server(make_settings(tmp_path / "data"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server on each backend: tests that use it run on SQLite and on PostgreSQL."""
+    with database_url(request.param) as url:
+        yield from start_server(make_settings(tmp_path / "data", database_url=url))
 
 
 @pytest.fixture

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
 
 from openfgs.api import create_app
@@ -125,3 +129,22 @@ def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:
 def urn(name: str, project: str = PROJECT, qualifier: str | None = "latest") -> str:
     base = f"urn:fss:cn-north-4:{project}:function:default:{name}"
     return f"{base}:{qualifier}" if qualifier else base
+
+
+PG_URL = os.environ.get("OPENFGS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def database_url(backend: str) -> Iterator[str]:
+    """A database for one test: "" (SQLite in the data dir) or a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        yield ""
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

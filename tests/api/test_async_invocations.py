@@ -35,6 +35,13 @@ from .conftest import (
     wait_for_terminal,
 )
 
+
+@pytest.fixture
+def server(any_server: LiveServer) -> LiveServer:
+    """Every test of this module runs on SQLite and on PostgreSQL (the SDK checks, per backend)."""
+    return any_server
+
+
 TIME_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 NEVER_RUN = "def handler(event, context):\n    raise AssertionError('never runs')\n"
 MAYBE_FAIL = """\
