@@ -11,7 +11,8 @@ from openfgs.models import Function
 from openfgs.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain-def dependency in a thread pool, per request.
     services: Services = request.app.state.services
     return services
 
@@ -25,6 +26,11 @@ async def authenticated_project(
     project_id: Annotated[str, Path(max_length=64)],
 ) -> str:
     """Verify the caller's AK/SK signature or token; it must belong to the path's project."""
+    return await authenticate(request, services, project_id)
+
+
+async def authenticate(request: Request, services: Services, project_id: str) -> str:
+    """The check behind :func:`authenticated_project`, for routes that skip dependencies."""
     scope = request.scope
     raw_path = scope.get("raw_path") or scope["path"].encode()
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

@@ -6,16 +6,17 @@ import base64
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
-from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep
+from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep, authenticate
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from openfgs.invocations import parse_active_query, parse_list_query
 from openfgs.models import Function, InvocationPage, format_time
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncInvocationListOut, AsyncInvokeOut, SyncInvokeOut
+from openfgs.services import Services
 
 router = APIRouter(
     prefix="/v2/{project_id}/fgs/functions/{function_urn}", responses=ERROR_RESPONSES
@@ -46,6 +47,7 @@ INSTANCE_MEMORY_SIZES = (
     10240,
 )
 LOG_TAIL_BYTES = 4096
+JSON = "application/json"
 HEADER_LOG_BYTES = 2000
 
 
@@ -74,11 +76,20 @@ def check_enabled(function: Function) -> None:
     openapi_extra=EVENT_BODY,
     summary="AsyncInvokeFunction",
 )
-async def async_invoke(request: Request, function: FunctionDep, services: ServicesDep) -> Response:
+async def async_invoke(
+    request: Request,
+    project_id: Annotated[str, Path(max_length=64)],
+    function_urn: str,
+    x_openfgs_idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> Response:
+    # The hot path: no dependencies to solve, the same checks as every other route.
+    services: Services = request.app.state.services
+    await authenticate(request, services, project_id)
+    function = await services.registry.resolve(project_id, function_urn)
     event = read_event(await request.body(), services.settings.max_async_body_bytes)
     check_enabled(function)
-    request_id = await services.invocations.submit(function, event)
-    return Response(orjson.dumps({"request_id": request_id}), 202, media_type="application/json")
+    request_id = await services.invocations.submit(function, event, x_openfgs_idempotency_key)
+    return Response(b'{"request_id":"%s"}' % request_id.encode(), 202, media_type=JSON)
 
 
 SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -95,9 +95,14 @@ VALUES (:request_id, :function_id, :version, 'WAIT', :payload, :start_time, :ava
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
     attempt, version
 FROM invocations
-WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
-ORDER BY start_time DESC, request_id DESC
-LIMIT :limit OFFSET :offset;
+WHERE id IN (
+    -- The offset is walked in the index alone; only the page's rows are read.
+    SELECT id FROM invocations
+    WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+    ORDER BY start_time DESC, request_id DESC
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY start_time DESC, request_id DESC;
 
 -- name: count_invocations
 SELECT count(*) FROM invocations
@@ -107,10 +112,14 @@ WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
     attempt, version
 FROM invocations
-WHERE function_id = :function_id AND status = :status
-  AND start_time >= :begin AND start_time <= :end
-ORDER BY start_time DESC, request_id DESC
-LIMIT :limit OFFSET :offset;
+WHERE id IN (
+    SELECT id FROM invocations
+    WHERE function_id = :function_id AND status = :status
+      AND start_time >= :begin AND start_time <= :end
+    ORDER BY start_time DESC, request_id DESC
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY start_time DESC, request_id DESC;
 
 -- name: count_invocations_by_status
 SELECT count(*) FROM invocations
