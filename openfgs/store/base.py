@@ -184,3 +184,93 @@ def rerun_params(
         "end": end,
         "limit": limit,
     }
+
+
+# -- parameters of the named queries, the same for every backend ---------------------------
+
+
+def credential_params(credential: Credential, now: int) -> dict[str, Any]:
+    return {
+        "access_key": credential.access_key,
+        "secret_key": credential.secret_key,
+        "project_id": credential.project_id,
+        "created_at": now,
+    }
+
+
+def token_params(
+    token_hash: str, access_key: str, project_id: str, expires_at: int
+) -> dict[str, Any]:
+    return {
+        "token_hash": token_hash,
+        "access_key": access_key,
+        "project_id": project_id,
+        "expires_at": expires_at,
+    }
+
+
+def idempotency_params(invocation: NewInvocation, key: str, cutoff: int) -> dict[str, Any]:
+    return {
+        "function_id": invocation.function_id,
+        "key": key,
+        "request_id": invocation.request_id,
+        "now": invocation.start_time,
+        "cutoff": cutoff,
+    }
+
+
+def claim_params(worker_id: str, now: int, limit: int, lease_until: int) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "now": now,
+        "limit": limit,
+        "lease_until": lease_until,
+        "scan": claim_scan(limit),
+    }
+
+
+def finish_params(
+    request_id: str,
+    attempt: int,
+    status: Status,
+    end_time: int,
+    error_code: int,
+    error_message: str,
+    result: bytes | None,
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "attempt": attempt,
+        "status": status.value,
+        "outcome": status.value,
+        "end_time": end_time,
+        "error_code": error_code,
+        "error_message": error_message,
+        "result": result,
+    }
+
+
+def requeue_params(
+    request_id: str, attempt: int, available_at: int, error_code: int, error_message: str, now: int
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "attempt": attempt,
+        "available_at": available_at,
+        "outcome": "RETRY",
+        "end_time": now,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+
+
+def cancel_params(
+    request_id: str, function_id: int, now: int, error_code: int, error_message: str
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "function_id": function_id,
+        "now": now,
+        "error_code": error_code,
+        "error_message": error_message,
+    }

@@ -33,16 +33,22 @@ from openfgs.models import (
     now_ms,
 )
 from openfgs.store.base import (
-    claim_scan,
+    cancel_params,
+    claim_params,
     claimed_from_row,
     config_from_row,
     config_params,
+    credential_params,
     detail_from_rows,
+    finish_params,
     function_from_row,
     function_params,
+    idempotency_params,
     invocation_from_row,
     invocation_params,
+    requeue_params,
     rerun_params,
+    token_params,
 )
 from openfgs.store.queries import load_queries, migration_files
 
@@ -193,12 +199,7 @@ class PostgresStore:
     # -- credentials and tokens -----------------------------------------------------------
 
     async def insert_credential(self, credential: Credential, now: int) -> None:
-        params = {
-            "access_key": credential.access_key,
-            "secret_key": credential.secret_key,
-            "project_id": credential.project_id,
-            "created_at": now,
-        }
+        params = credential_params(credential, now)
         await self._execute("insert_credential", params)
 
     async def get_credential(self, access_key: str) -> Credential | None:
@@ -212,12 +213,7 @@ class PostgresStore:
     async def insert_token(
         self, token_hash: str, access_key: str, project_id: str, expires_at: int
     ) -> None:
-        params = {
-            "token_hash": token_hash,
-            "access_key": access_key,
-            "project_id": project_id,
-            "expires_at": expires_at,
-        }
+        params = token_params(token_hash, access_key, project_id, expires_at)
         await self._execute("insert_token", params)
 
     async def get_token(self, token_hash: str) -> tuple[str, int] | None:
@@ -372,13 +368,7 @@ class PostgresStore:
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = {
-            "worker_id": worker_id,
-            "now": now,
-            "limit": limit,
-            "lease_until": lease_until,
-            "scan": claim_scan(limit),
-        }
+        params = claim_params(worker_id, now, limit, lease_until)
         try:
             async with self._connection() as conn, conn.transaction():
                 # Claims take turns, so per-function concurrency holds across every worker.
@@ -391,13 +381,7 @@ class PostgresStore:
 
     async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
         """Insert unless ``key`` was used for this function since ``cutoff``; the request id."""
-        key_params = {
-            "function_id": invocation.function_id,
-            "key": key,
-            "request_id": invocation.request_id,
-            "now": invocation.start_time,
-            "cutoff": cutoff,
-        }
+        key_params = idempotency_params(invocation, key, cutoff)
         try:
             async with self._connection() as conn, conn.transaction():
                 cur = await conn.execute(self._q["claim_idempotency_key"], key_params)
@@ -421,16 +405,9 @@ class PostgresStore:
         result: bytes | None,
         follow_up: NewInvocation | None = None,
     ) -> bool:
-        params = {
-            "request_id": request_id,
-            "attempt": attempt,
-            "status": status.value,
-            "outcome": status.value,
-            "end_time": end_time,
-            "error_code": error_code,
-            "error_message": error_message,
-            "result": result,
-        }
+        params = finish_params(
+            request_id, attempt, status, end_time, error_code, error_message, result
+        )
         try:
             async with self._connection() as conn, conn.transaction():
                 await conn.execute(self._q["record_attempt"], params)
@@ -446,15 +423,9 @@ class PostgresStore:
     async def requeue_invocation(
         self, request_id: str, attempt: int, available_at: int, error_code: int, error_message: str
     ) -> bool:
-        params = {
-            "request_id": request_id,
-            "attempt": attempt,
-            "available_at": available_at,
-            "outcome": "RETRY",
-            "end_time": now_ms(),
-            "error_code": error_code,
-            "error_message": error_message,
-        }
+        params = requeue_params(
+            request_id, attempt, available_at, error_code, error_message, now_ms()
+        )
         try:
             async with self._connection() as conn, conn.transaction():
                 await conn.execute(self._q["record_attempt"], params)
@@ -484,13 +455,7 @@ class PostgresStore:
     async def cancel_waiting(
         self, request_id: str, function_id: int, now: int, error_code: int, error_message: str
     ) -> bool:
-        params = {
-            "request_id": request_id,
-            "function_id": function_id,
-            "now": now,
-            "error_code": error_code,
-            "error_message": error_message,
-        }
+        params = cancel_params(request_id, function_id, now, error_code, error_message)
         return bool(await self._execute("cancel_waiting", params))
 
     async def request_cancel(self, request_id: str, function_id: int) -> bool:

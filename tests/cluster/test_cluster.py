@@ -17,19 +17,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from openfgs.client import ApiFailure, FunctionGraphClient
 from openfgs.models import Credential
+from tests.support import database_url as fresh_database
 
-PG_URL = os.environ.get("OPENFGS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CRED = Credential("0123456789abcdef0123456789abcdef", "CLUSTERACCESSKEY0001", "c" * 40)
 TERMINAL = {"SUCCESS", "FAIL", "DISCARD"}
 HANDLER = """
@@ -67,14 +65,8 @@ def wait_until(predicate: Any, timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def database_url() -> Iterator[str]:
-    schema = "cluster_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_database("postgres") as url:
+        yield url
 
 
 def shared_dir() -> Path:

@@ -143,6 +143,21 @@ def test_list_has_the_one_config_and_page_info(sdk: Any, target: str) -> None:
     assert listed.page_info.next_marker == 1
 
 
+def test_list_pages_by_marker_and_refuses_a_negative_limit(
+    api: FunctionGraphClient, sdk: Any, target: str
+) -> None:
+    put_config(sdk, target)
+    path = f"/functions/{target}/async-invoke-configs"
+
+    past_the_end = api.json("GET", path, query={"marker": "1", "limit": "200"})
+    error = api_error(lambda: api.json("GET", path, query={"limit": "-1"}))
+
+    assert past_the_end["count"] == 1
+    assert past_the_end["async_invoke_configs"] == []
+    assert past_the_end["page_info"]["current_count"] == 0
+    assert error.status == 400
+
+
 def test_omitted_fields_take_the_documented_defaults(sdk: Any, target: str) -> None:
     response = put_config(sdk, target)
 

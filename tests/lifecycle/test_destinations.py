@@ -159,7 +159,7 @@ def test_on_failure_of_an_expired_event_says_event_age_exceeded(
         source = new_function(sdk, "source", SLEEPER)
         sink = new_function(sdk, "sink", REPORTER_CODE)
         put_config(sdk, source, on_failure=sink, max_async_event_age_in_seconds=1)
-        slow = invoke_async(sdk, source, {"seconds": 2})
+        slow = invoke_async(sdk, source, {"seconds": 3})
         wait_detail(api, slow, lambda d: d["status"] == "RUNNING")
         late = invoke_async(sdk, source, {"seconds": 0, "late": True})
 

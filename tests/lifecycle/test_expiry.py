@@ -38,7 +38,7 @@ def test_events_queued_behind_a_slow_one_past_their_age_are_discarded(
     with api_client(live.url) as api:
         function_urn = new_function(sdk, "sleepy", SLEEPER)
         put_config(sdk, function_urn, max_async_event_age_in_seconds=1, max_async_retry_attempts=0)
-        slow = invoke_async(sdk, function_urn, {"seconds": 2})
+        slow = invoke_async(sdk, function_urn, {"seconds": 3})
         wait_detail(api, slow, lambda d: d["status"] == "RUNNING")
         queued = [invoke_async(sdk, function_urn, {"seconds": 0}) for _ in range(3)]
 
@@ -56,11 +56,11 @@ def test_events_queued_behind_a_slow_one_past_their_age_are_discarded(
 def test_a_retry_due_after_expiry_is_discarded_with_the_last_error(
     make_server: Callable[..., LiveServer],
 ) -> None:
-    live = make_server(retry_backoff_seconds=5, retry_backoff_max_seconds=5)
+    live = make_server(retry_backoff_seconds=30, retry_backoff_max_seconds=30)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
         function_urn = new_function(sdk, "failing", FAIL_ALWAYS)
-        put_config(sdk, function_urn, max_async_event_age_in_seconds=1, max_async_retry_attempts=2)
+        put_config(sdk, function_urn, max_async_event_age_in_seconds=2, max_async_retry_attempts=2)
 
         found = wait_terminal(api, invoke_async(sdk, function_urn, {"tag": "late"}))
 

@@ -32,6 +32,12 @@ from .conftest import (
 )
 
 BACKOFF = 0.05
+MEMORY_HOG = """\
+def handler(event, context):
+    blocks = []
+    while True:
+        blocks.append(bytearray(64 * 1024 * 1024))
+"""
 
 
 @pytest.fixture
@@ -156,6 +162,17 @@ def test_a_crashed_instance_is_retried(fast_sdk: Any, fast_api: FunctionGraphCli
     assert "3" in found["error_message"]
     assert outcomes(found) == ["RETRY", "RETRY", "FAIL"]
     assert {a["error_code"] for a in found["attempts"]} == {4202}
+
+
+def test_an_out_of_memory_attempt_is_retried(fast_sdk: Any, fast_api: FunctionGraphClient) -> None:
+    function_urn = new_function(fast_sdk, "hungry", MEMORY_HOG)
+    put_config(fast_sdk, function_urn, max_async_retry_attempts=1)
+
+    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn), timeout=60)
+
+    assert found["status"] == "FAIL"
+    assert found["error_code"] == 4203
+    assert outcomes(found) == ["RETRY", "FAIL"]
 
 
 def test_without_a_config_a_crash_is_not_retried(sdk: Any, api: FunctionGraphClient) -> None:
