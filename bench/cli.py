@@ -259,12 +259,13 @@ def _save(args: argparse.Namespace, scale: Scale, report: Report, text: str) -> 
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from bench.profile import profile_accept
+    from bench.profile import profile_accept, profile_e2e
 
+    profile = profile_accept if args.workload == "accept" else profile_e2e
     with terminate_on_sigterm():
         res = Resources()
         try:
-            print(profile_accept(res, args.backend, args.seconds, args.clients))
+            print(profile(res, args.backend, args.seconds, args.clients))
         finally:
             res.close()
     return 0
@@ -296,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     run.add_argument("--json", help="where to write the raw results (bench/results/last-*.json)")
     run.set_defaults(func=cmd_run)
-    profile = sub.add_parser("profile", help="py-spy the server under the accept load")
+    profile = sub.add_parser("profile", help="py-spy the server under a load")
+    profile.add_argument("--workload", choices=("accept", "e2e"), default="accept")
     profile.add_argument("--backend", choices=BACKENDS, default="sqlite")
     profile.add_argument("--seconds", type=float, default=10.0)
     profile.add_argument("--clients", type=int, default=64)

@@ -1,11 +1,16 @@
-"""Where the server's time goes under the accept load: py-spy and per-thread CPU.
+"""Where the server's time goes: py-spy and per-thread CPU, under the accept or e2e load.
 
-``python -m bench profile [--backend sqlite] [--seconds 10]`` starts an API-only service,
-measures the accept rate without a profiler, then again while py-spy samples the server, and
-prints: the CPU each server thread used (cores), the functions the main thread spends its
-samples in (self and inclusive), and the rate of a trivial endpoint on the same server. The
-collapsed stacks are kept in ``bench/results/profile-accept-<backend>.txt`` (flamegraph.pl
-input).
+``python -m bench profile [--workload accept] [--backend sqlite] [--seconds 10]``:
+
+- ``accept`` starts an API-only service, measures the accept rate without a profiler, then
+  again while py-spy samples the server, and prints the CPU each server thread used (cores),
+  the functions the main thread spends its samples in (self and inclusive), and the rate of a
+  trivial endpoint (``GET /docs``) on the same server;
+- ``e2e`` starts a service with its worker and samples it while 20,000 no-op invocations are
+  accepted and run, with the CPU of its threads and of the instances.
+
+The collapsed stacks are kept in ``bench/results/profile-<workload>-<backend>.txt``
+(flamegraph.pl input).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import time
 from pathlib import Path
 
 from bench import peers
-from bench.loadgen import Client, closed_loop, run
+from bench.loadgen import Client, closed_loop, fixed_count, run
 from bench.procs import RESULTS, Resources
-from bench.service import Service, start_service
+from bench.service import Service, descendants, start_service
 from bench.workloads import EVENT
 
 CLOCK = os.sysconf("SC_CLK_TCK")
@@ -134,3 +139,68 @@ def _as_float(value: object) -> float:
 
 
 
+
+
+def profile_e2e(res: Resources, backend: str, seconds: float, clients: int) -> str:
+    """py-spy on a service (with its worker) while it accepts and runs no-op invocations."""
+    spy = peers.py_spy()
+    service = start_service(res, backend, worker=True, tag="profile-e2e")
+    service.deploy("noop", "noop")
+    pid = service.process.pid
+    raw = RESULTS / f"profile-e2e-{backend}.txt"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    count = 20_000
+
+    async def drive() -> float:
+        client = Client(service.port, service.credential)
+        path = service.path("noop", "invocations-async")
+        load = await fixed_count(
+            client,
+            lambda: client.request_bytes("POST", path, body=EVENT),
+            clients=clients,
+            count=count,
+        )
+        client.close()
+        return load.seconds
+
+    before, began = thread_cpu(pid), time.monotonic()
+    children_before = sum(_process_cpu(p) for p, _ in descendants(pid))
+    recorder = subprocess.Popen(
+        [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
+        + ["-o", str(raw), "--threads", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    accept_seconds = _as_float(run(drive()))
+    recorder.wait(120)
+    after, wall = thread_cpu(pid), time.monotonic() - began
+    children_cpu = sum(_process_cpu(p) for p, _ in descendants(pid)) - children_before
+    res.stop(service.process)
+    names, functions = summarize(raw)
+    busy = {tid: (after.get(tid, 0) - before.get(tid, 0)) / wall for tid in after}
+    by_name: collections.Counter[str] = collections.Counter()
+    for tid, cores in busy.items():
+        by_name[names.get(tid, "(no Python frames sampled)")] += cores
+    threads = [f"  {cores:4.2f}  {name}" for name, cores in by_name.most_common() if cores > 0.005]
+    return "\n".join(
+        [
+            f"end to end on {backend}: {count:,} accepted in {accept_seconds:.1f} s while the "
+            f"worker ran them; py-spy for the first {seconds:.0f} s",
+            f"server CPU by thread over {wall:.1f} s (cores, under the profiler):",
+            *threads,
+            f"  {children_cpu / wall:4.2f}  instances and template (child processes)",
+            "",
+            functions,
+            "",
+            f"collapsed stacks: {raw}",
+        ]
+    )
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK

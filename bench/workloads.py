@@ -37,6 +37,7 @@ class Scale:
     memory_sleep: float = 3.0
     query_rows: int = 10_000_000
     query_samples: int = 200
+    query_round_seconds: float = 25.0
     query_build_budget: float = 900.0
 
     @classmethod

@@ -46,6 +46,7 @@ MAX_ACTIVE_IDS = 10
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 ACTIVE = (Status.WAIT, Status.RUNNING)
 CANCELED_MESSAGE = "function invocation canceled"
+CANCEL_WORKER = "cancel"  # the worker id a canceled waiting record is claimed under
 _CACHE_SECONDS = 2.0
 
 
@@ -218,10 +219,10 @@ def expired(claimed: ClaimedInvocation, now: int) -> Decision | None:
 def destination_condition(claimed: ClaimedInvocation, decision: Decision) -> str:
     if decision.status is Status.SUCCESS:
         return "Success"
-    if decision.status is Status.DISCARD:
-        return "EventAgeExceeded"
     if decision.error_code == ErrorCode.CANCELED:
         return "Canceled"
+    if decision.status is Status.DISCARD:
+        return "EventAgeExceeded"
     return "RetriesExhausted" if claimed.attempt > 1 else "Failure"
 
 
@@ -518,9 +519,13 @@ class InvocationService:
         found = await self._store.get_invocation(request_id)
         if found is None or found.record.function_id != function.id:
             raise BadRequest("Invalid RequestId", error_code="FSS.0400")
-        if found.record.status is Status.WAIT and await self._store.cancel_waiting(
-            request_id, function.id, now_ms(), ErrorCode.CANCELED, CANCELED_MESSAGE
-        ):
+        now = now_ms()
+        claimed = await self._store.claim_waiting(
+            request_id, function.id, CANCEL_WORKER, now, now + 60_000
+        )
+        if claimed is not None:  # out of the queue: it ends DISCARD, destination included
+            canceled = Decision(Status.DISCARD, ErrorCode.CANCELED, CANCELED_MESSAGE)
+            await asyncio.shield(self._persist(claimed, canceled, now))
             return
         if await self._store.request_cancel(request_id, function.id):
             for hook in self.cancel_hooks:

@@ -79,9 +79,9 @@ class Store(Protocol):
     ) -> list[ClaimedInvocation]: ...
     async def list_cancel_requests(self, worker_id: str) -> list[str]: ...
     async def get_invocation(self, request_id: str) -> InvocationDetail | None: ...
-    async def cancel_waiting(
-        self, request_id: str, function_id: int, now: int, error_code: int, error_message: str
-    ) -> bool: ...
+    async def claim_waiting(
+        self, request_id: str, function_id: int, worker_id: str, now: int, lease_until: int
+    ) -> ClaimedInvocation | None: ...
     async def request_cancel(self, request_id: str, function_id: int) -> bool: ...
     async def upsert_async_config(self, config: AsyncConfig) -> None: ...
     async def get_async_config(self, function_id: int) -> AsyncConfig | None: ...
@@ -259,18 +259,6 @@ def requeue_params(
         "available_at": available_at,
         "outcome": "RETRY",
         "end_time": now,
-        "error_code": error_code,
-        "error_message": error_message,
-    }
-
-
-def cancel_params(
-    request_id: str, function_id: int, now: int, error_code: int, error_message: str
-) -> dict[str, Any]:
-    return {
-        "request_id": request_id,
-        "function_id": function_id,
-        "now": now,
         "error_code": error_code,
         "error_message": error_message,
     }

@@ -32,7 +32,6 @@ from openfgs.models import (
     now_ms,
 )
 from openfgs.store.base import (
-    cancel_params,
     claim_params,
     claimed_from_row,
     config_from_row,
@@ -486,11 +485,16 @@ class SqliteStore:
 
         return await self._read(op)
 
-    async def cancel_waiting(
-        self, request_id: str, function_id: int, now: int, error_code: int, error_message: str
-    ) -> bool:
-        params = cancel_params(request_id, function_id, now, error_code, error_message)
-        return bool(await self._write(self._exec("cancel_waiting", params)))
+    async def claim_waiting(
+        self, request_id: str, function_id: int, worker_id: str, now: int, lease_until: int
+    ) -> ClaimedInvocation | None:
+        params = {
+            **claim_params(worker_id, now, 1, lease_until),
+            "request_id": request_id,
+            "function_id": function_id,
+        }
+        row = await self._write(self._one("claim_waiting", params))
+        return None if row is None else claimed_from_row(row)
 
     async def request_cancel(self, request_id: str, function_id: int) -> bool:
         params = {"request_id": request_id, "function_id": function_id}

@@ -69,9 +69,7 @@ def test_a_waiting_request_is_discarded(idle: LiveServer, kind: str | None) -> N
         assert detail(api, other)["status"] == "WAIT"
 
 
-def test_a_running_request_is_stopped_quickly_and_fails(
-    sdk: Any, api: Any, server: LiveServer
-) -> None:
+def test_a_running_request_is_stopped_quickly_and_fails(sdk: Any, api: Any) -> None:
     function_urn = new_function(sdk, "sleepy", SLEEPER, timeout=60)
     request_id = invoke_async(sdk, function_urn, {"seconds": 30})
     wait_detail(api, request_id, lambda d: d["status"] == "RUNNING")

@@ -192,11 +192,6 @@ def test_on_failure_of_a_canceled_running_request_says_canceled(sdk: Any, api: A
     assert event["response_payload"]["errorCode"] == 4208
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: canceling a WAIT request ends it DISCARD without starting its "
-    "on_failure destination (InvocationService.cancel uses store.cancel_waiting, no follow-up)",
-)
 def test_on_failure_of_a_canceled_waiting_request_is_accepted(
     make_server: Callable[..., LiveServer],
 ) -> None:

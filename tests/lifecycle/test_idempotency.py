@@ -5,11 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import pytest
-
 from openfgs.client import FunctionGraphClient
 
-from .conftest import ECHO_CODE, new_function, stats, wait_terminal
+from .conftest import ECHO_CODE, api_error, new_function, stats, wait_terminal
 
 HEADER = "X-Openfgs-Idempotency-Key"
 
@@ -25,11 +23,6 @@ def invoke_with_key(
     return request_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the async invoke route ignores X-Openfgs-Idempotency-Key "
-    "(api/invocations.py calls submit() without idempotency_key); every repeat is queued",
-)
 def test_the_same_key_twice_gives_the_first_request_id_and_one_record(
     sdk: Any, api: FunctionGraphClient
 ) -> None:
@@ -44,10 +37,6 @@ def test_the_same_key_twice_gives_the_first_request_id_and_one_record(
     assert stats(api, function_urn)["accepted"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the async invoke route ignores X-Openfgs-Idempotency-Key",
-)
 def test_a_repeat_after_the_first_ended_still_answers_the_first_request_id(
     sdk: Any, api: FunctionGraphClient
 ) -> None:
@@ -87,3 +76,17 @@ def test_the_same_key_on_another_function_is_separate(sdk: Any, api: FunctionGra
     assert stats(api, one)["accepted"] == 1
     assert stats(api, two)["accepted"] == 1
     assert wait_terminal(api, second)["func_urn"].endswith(":two:latest")
+
+
+def test_a_key_of_128_characters_works_and_a_longer_one_is_refused(
+    sdk: Any, api: FunctionGraphClient
+) -> None:
+    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    longest = "k" * 128
+
+    first = invoke_with_key(api, function_urn, longest, {})
+    assert invoke_with_key(api, function_urn, longest, {}) == first
+    error = api_error(lambda: invoke_with_key(api, function_urn, "k" * 129, {}))
+
+    assert error.status == 400
+    assert stats(api, function_urn)["accepted"] == 1

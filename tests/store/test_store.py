@@ -774,7 +774,7 @@ async def test_claim_expired_takes_waiting_rows_past_their_age(store: Store) -> 
     }
 
 
-async def test_cancel_waiting_discards_only_a_waiting_row_of_that_function(store: Store) -> None:
+async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
     function = await add_function(store, "hello")
     other = await add_function(store, "other")
     running = new_invocation(function.id, BASE, available_at=BASE)
@@ -783,18 +783,17 @@ async def test_cancel_waiting_discards_only_a_waiting_row_of_that_function(store
         await store.insert_invocation(row)
     await store.claim_invocations("w1", BASE, 10, FAR)
 
-    assert not await store.cancel_waiting(running.request_id, function.id, BASE + 7, 4208, "x")
-    assert not await store.cancel_waiting(waiting.request_id, other.id, BASE + 7, 4208, "x")
-    assert await store.cancel_waiting(waiting.request_id, function.id, BASE + 7, 4208, "canceled")
-    record = (await records(store, function.id))[waiting.request_id]
-    assert (record.status, record.end_time, record.error_code, record.error_message) == (
-        Status.DISCARD,
-        BASE + 7,
-        4208,
-        "canceled",
+    assert await store.claim_waiting(running.request_id, function.id, "c", BASE + 7, FAR) is None
+    assert await store.claim_waiting(waiting.request_id, other.id, "c", BASE + 7, FAR) is None
+    claimed = await store.claim_waiting(waiting.request_id, function.id, "c", BASE + 7, FAR)
+    assert claimed is not None
+    assert (claimed.request_id, claimed.attempt, claimed.payload) == (
+        waiting.request_id,
+        1,
+        waiting.payload,
     )
-    assert not await store.cancel_waiting(waiting.request_id, function.id, BASE + 9, 4208, "x")
-    assert (await records(store, function.id))[waiting.request_id] == record
+    assert (await records(store, function.id))[waiting.request_id].status is Status.RUNNING
+    assert await store.claim_waiting(waiting.request_id, function.id, "c", BASE + 9, FAR) is None
 
 
 async def test_request_cancel_flags_a_running_row_for_its_worker(store: Store) -> None:

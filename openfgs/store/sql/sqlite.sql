@@ -247,10 +247,14 @@ WHERE i.request_id = :request_id;
 SELECT attempt, worker_id, start_time, end_time, outcome, error_code, error_message
 FROM invocation_attempts WHERE request_id = :request_id ORDER BY attempt;
 
--- name: cancel_waiting
+-- name: claim_waiting
+-- One waiting row taken out of the queue (to be canceled), as a claim would take it.
 UPDATE invocations
-SET status = 'DISCARD', end_time = :now, error_code = :error_code, error_message = :error_message
-WHERE request_id = :request_id AND function_id = :function_id AND status = 'WAIT';
+SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
+    worker_id = :worker_id, attempt_started_at = :now
+WHERE request_id = :request_id AND function_id = :function_id AND status = 'WAIT'
+RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
+    error_message;
 
 -- name: request_cancel
 UPDATE invocations SET cancel_requested = TRUE
