@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from bench import peers as peer_venv
-from bench.machine import describe, wait_quiet
+from bench.machine import describe, git_commit, wait_quiet
 from bench.procs import (
     RESULTS,
     ROOT,
@@ -203,6 +203,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             res.close()
     _query_notes(run)
+    if git_commit() != machine["openfgs"]:
+        run.notes.append(
+            f"openfgs changed while the benchmark ran ({machine['openfgs']} → {git_commit()}): "
+            "each service ran the code as it was when it started"
+        )
     report = Report(
         machine=machine,
         results=run.results,

@@ -58,6 +58,11 @@ def _redis_version() -> str:
     return "not reachable"
 
 
+def git_commit() -> str:
+    """The openfgs commit the services run, and whether openfgs/ has local changes."""
+    return _git_commit()
+
+
 def _git_commit() -> str:
     try:
         head = subprocess.run(

@@ -35,6 +35,7 @@ from tests.support import (
     CREDENTIAL,
     PROJECT,
     LiveServer,
+    database_url,
     make_settings,
     start_server,
     urn,
@@ -100,16 +101,30 @@ def handler(event, context):
 # -- servers and clients ----------------------------------------------------------------------
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every lifecycle test runs on both stores: the domain must not depend on the backend."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start live servers with other settings (each with its own data directory)."""
+def server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
+    with database_url(backend) as url:
+        yield from start_server(make_settings(tmp_path / "data", database_url=url))
+
+
+@pytest.fixture
+def make_server(backend: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start live servers with other settings (each with its own database and data dir)."""
     with contextlib.ExitStack() as stack:
         count = 0
 
         def make(**overrides: Any) -> LiveServer:
             nonlocal count
             count += 1
-            settings = make_settings(tmp_path / f"data-{count}", **overrides)
+            url = stack.enter_context(database_url(backend))
+            settings = make_settings(tmp_path / f"data-{count}", database_url=url, **overrides)
             live: LiveServer = stack.enter_context(
                 contextlib.contextmanager(start_server)(settings)
             )

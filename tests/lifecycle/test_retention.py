@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 
+import psycopg
 from huaweicloudsdkfunctiongraph.v2 import (
     CancelAsyncInvocationRequest,
     CancelAsyncInvocationRequestBody,
@@ -36,11 +37,16 @@ from .conftest import (
 
 
 def attempt_rows(live: LiveServer, request_ids: list[str]) -> int:
-    """Attempt rows of these requests, read from the SQLite file itself."""
+    """Attempt rows of these requests, read from the database itself."""
+    marks = ",".join("?" * len(request_ids))
+    query = f"SELECT count(*) FROM invocation_attempts WHERE request_id IN ({marks})"
+    if live.settings.database_url:
+        with psycopg.connect(live.settings.database_url) as pg:
+            row = pg.execute(query.replace("?", "%s"), request_ids).fetchone()
+            assert row is not None
+            return int(row[0])
     uri = f"file:{live.settings.database_path}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as conn:
-        marks = ",".join("?" * len(request_ids))
-        query = f"SELECT count(*) FROM invocation_attempts WHERE request_id IN ({marks})"
         count: int = conn.execute(query, request_ids).fetchone()[0]
         return count
 
