@@ -202,6 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     run.run_workload(workload)
         finally:
             res.close()
+            if args.keep_logs:
+                run.log(f"the services' logs are kept in {res.workdir}")
     _query_notes(run)
     if git_commit() != machine["openfgs"]:
         run.notes.append(

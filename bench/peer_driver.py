@@ -32,6 +32,7 @@ from bench.peer_tasks import QUEUE, REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+STALL_SECONDS = 60.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -316,10 +317,16 @@ def end_to_end(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
         if len(ids) != args.count:
             raise RuntimeError(f"{peer.name}: {len(ids)} of {args.count} enqueued")
         expected = args.count + (1 if peer.name == "rq" else 0)  # RQ counts the warm-up job
-        deadline = time.monotonic() + max(300.0, args.count / 20)
-        while peer.done_count(ids) < expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{peer.name}: results not ready in time")
+        done, progressed, last = 0, time.monotonic(), -1
+        while (done := peer.done_count(ids)) < expected:
+            if done != last:
+                progressed, last = time.monotonic(), done
+            elif time.monotonic() - progressed > STALL_SECONDS:
+                alive = [w.poll() is None for w in workers]
+                raise TimeoutError(
+                    f"{peer.name}: {done} of {expected} results, none new for "
+                    f"{STALL_SECONDS:.0f} s (workers alive: {alive})"
+                )
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
     finally:

@@ -112,6 +112,8 @@ def run_peer(res: Resources, peer: str, workload: str, scale: Scale, procs: int 
     res.stop(process)
     lines = [line for line in process.log.read_text().splitlines() if line.startswith("{")]
     if process.popen.returncode != 0 or not lines:
-        raise RuntimeError(f"{peer} {workload} failed:\n{process.tail(40)}")
+        print(process.tail(40), file=sys.stderr)
+        last = [line for line in process.tail(40).splitlines() if line.strip()]
+        raise RuntimeError(f"{peer} {workload}: {last[-1] if last else 'no output'}")
     figures: Sample = json.loads(lines[-1])
     return figures

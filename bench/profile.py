@@ -72,6 +72,21 @@ def summarize(raw: Path, top: int = 25) -> tuple[dict[int, str], str]:
     return names, "\n".join(lines)
 
 
+def spy_argv(spy: Path, pid: int, seconds: float, raw: Path) -> list[str]:
+    """py-spy sampling ``pid`` at 100 Hz for ``seconds``, every thread, collapsed stacks."""
+    return [
+        str(spy),
+        "record",
+        f"--pid={pid}",
+        f"--duration={int(seconds)}",
+        "--rate=100",
+        "--format=raw",
+        f"--output={raw}",
+        "--threads",
+        "--nonblocking",
+    ]
+
+
 async def _rate(service: Service, seconds: float, clients: int, path: str | None = None) -> float:
     client = Client(service.port, service.credential)
     target = path or service.path("noop", "invocations-async")
@@ -102,8 +117,7 @@ def profile_accept(res: Resources, backend: str, seconds: float, clients: int) -
     raw = RESULTS / f"profile-accept-{backend}.txt"
     RESULTS.mkdir(parents=True, exist_ok=True)
     recorder = subprocess.Popen(
-        [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
-        + ["-o", str(raw), "--threads", "--nonblocking"],
+        spy_argv(spy, pid, seconds, raw),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -138,9 +152,6 @@ def _as_float(value: object) -> float:
     return value
 
 
-
-
-
 def profile_e2e(res: Resources, backend: str, seconds: float, clients: int) -> str:
     """py-spy on a service (with its worker) while it accepts and runs no-op invocations."""
     spy = peers.py_spy()
@@ -166,8 +177,7 @@ def profile_e2e(res: Resources, backend: str, seconds: float, clients: int) -> s
     before, began = thread_cpu(pid), time.monotonic()
     children_before = sum(_process_cpu(p) for p, _ in descendants(pid))
     recorder = subprocess.Popen(
-        [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
-        + ["-o", str(raw), "--threads", "--nonblocking"],
+        spy_argv(spy, pid, seconds, raw),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
