@@ -226,8 +226,8 @@ def build_sqlite(rows: int, budget: float, use_cache: bool = True) -> BuiltStore
         built.cached = True
         return built
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for old in RESULTS.glob("query-sqlite-*"):
-        old.unlink()  # one cached store at a time: they are gigabytes
+    for old in RESULTS.glob(f"query-sqlite-{rows}-*"):
+        old.unlink()  # a store of this size for an older schema: they are gigabytes
     began = time.monotonic()
     building = path.with_suffix(".building")
     credential = new_credential()
