@@ -29,20 +29,11 @@ from typing import Any
 import redis
 
 from bench.peer_tasks import QUEUE, REDIS_URL
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STALL_SECONDS = 60.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # -- the two peers ----------------------------------------------------------------------------
