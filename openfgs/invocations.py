@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +26,7 @@ from openfgs.models import (
     InvocationQuery,
     NewInvocation,
     Status,
+    new_request_id,
     now_ms,
     parse_time,
 )
@@ -38,6 +38,7 @@ log = logging.getLogger("openfgs.invocations")
 
 DEFAULT_EVENT_AGE_SECONDS = 3600
 DEFAULT_RETRIES_WITH_CONFIG = 1  # FunctionGraph's request-side default
+EXPIRED_BATCH = 500  # expired waiting rows discarded per claim
 RECOVERY_ATTEMPTS = 2  # an attempt cut short by a dead worker is tried once more
 MAX_DESTINATION_DEPTH = 8
 MAX_LIMIT = 500
@@ -316,7 +317,7 @@ class InvocationService:
         retries = config.max_async_retry_attempts if config else 0
         now = now_ms()
         return NewInvocation(
-            request_id=str(uuid.uuid4()),
+            request_id=new_request_id(),
             function_id=function.id,
             version="latest",
             payload=payload,
@@ -429,12 +430,13 @@ class InvocationService:
         """Claim up to ``limit`` runnable records; expired ones are discarded, not returned."""
         now = now_ms()
         lease_until = now + lease_seconds * 1000
-        expired_rows = await self._store.claim_expired_invocations(worker_id, now, 500, lease_until)
+        expired_rows, claimed = await self._store.claim_due(
+            worker_id, now, limit, EXPIRED_BATCH, lease_until
+        )
         for item in expired_rows:
             verdict = expired(item, now)
             assert verdict is not None
             await self._persist(item, verdict, now)
-        claimed = await self._store.claim_invocations(worker_id, now, limit, lease_until)
         runnable = []
         for item in claimed:
             verdict = expired(item, now)

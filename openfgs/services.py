@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import IO, Literal
 
@@ -15,7 +14,7 @@ from openfgs.auth.service import Authenticator
 from openfgs.errors import OpenFgsError
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService, LifecycleSettings
-from openfgs.models import Credential, Function
+from openfgs.models import Credential, Function, new_request_id
 from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.types import RunResult
 from openfgs.settings import Settings
@@ -153,7 +152,7 @@ class Services:
         self, function: Function, event: bytes, memory_size: int | None = None
     ) -> tuple[str, RunResult]:
         """Run ``function`` now, outside the queue, and return its request id and outcome."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         digest = function.code_digest
         spec = self.registry.spec(function)
         if memory_size is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from starlette.types import Scope
 
 from openfgs.errors import Forbidden
 from openfgs.models import Function
@@ -31,12 +32,15 @@ async def authenticated_project(
 
 async def authenticate(request: Request, services: Services, project_id: str) -> str:
     """The check behind :func:`authenticated_project`, for routes that skip dependencies."""
-    scope = request.scope
+    return await authenticate_scope(services, request.scope, await request.body(), project_id)
+
+
+async def authenticate_scope(services: Services, scope: Scope, body: bytes, project_id: str) -> str:
+    """Verify the request's AK/SK signature or token against the path's project."""
     raw_path = scope.get("raw_path") or scope["path"].encode()
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    body = await request.body()
     caller = await services.auth.authenticate(
-        request.method,
+        scope["method"],
         raw_path.decode("latin-1"),
         scope.get("query_string", b"").decode("latin-1"),
         headers,

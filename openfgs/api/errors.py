@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import orjson
@@ -13,6 +12,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openfgs.errors import ApiError, InternalError
+from openfgs.models import new_request_id
 from openfgs.schemas import ErrorBody
 
 log = logging.getLogger("openfgs.api")
@@ -53,7 +53,7 @@ def error_response(
 ) -> Response:
     """The one renderer of error bodies: ``{"error_code": ..., "error_msg": ...}``."""
     body = orjson.dumps({"error_code": error_code, "error_msg": error_msg})
-    headers = {"X-Request-Id": str(uuid.uuid4()), **(headers or {})}
+    headers = {"X-Request-Id": new_request_id(), **(headers or {})}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
+from starlette.types import Scope
 
-from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep, authenticate
+from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep, authenticate_scope
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from openfgs.invocations import parse_active_query, parse_list_query
@@ -82,14 +84,30 @@ async def async_invoke(
     function_urn: str,
     x_openfgs_idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
-    # The hot path: no dependencies to solve, the same checks as every other route.
+    # Served by openfgs.api.fast ahead of FastAPI; declared here for the OpenAPI document.
     services: Services = request.app.state.services
-    await authenticate(request, services, project_id)
+    body = await request.body()
+    answer = await accept_async(
+        services, request.scope, body, project_id, function_urn, x_openfgs_idempotency_key
+    )
+    return Response(answer, 202, media_type=JSON)
+
+
+async def accept_async(
+    services: Services,
+    scope: Scope,
+    body: bytes,
+    project_id: str,
+    function_urn: str,
+    idempotency_key: str | None,
+) -> bytes:
+    """AsyncInvokeFunction: the record is on disk when this returns; the 202's body."""
+    await authenticate_scope(services, scope, body, project_id)
     function = await services.registry.resolve(project_id, function_urn)
-    event = read_event(await request.body(), services.settings.max_async_body_bytes)
+    event = read_event(body, services.settings.max_async_body_bytes)
     check_enabled(function)
-    request_id = await services.invocations.submit(function, event, x_openfgs_idempotency_key)
-    return Response(b'{"request_id":"%s"}' % request_id.encode(), 202, media_type=JSON)
+    request_id = await services.invocations.submit(function, event, idempotency_key)
+    return b'{"request_id":"%s"}' % request_id.encode()
 
 
 SYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -187,24 +205,50 @@ def sync_response(
     return Response(orjson.dumps(body), 200, media_type="application/json", headers=headers)
 
 
-def render_page(page: InvocationPage) -> dict[str, Any]:
-    return {
-        "invocations": [
-            {
-                "request_id": record.request_id,
-                "status": record.status.value,
-                "error_code": int(record.error_code),
-                "error_message": record.error_message,
-                "start_time": format_time(record.start_time),
-                "end_time": format_time(record.end_time),
-            }
-            for record in page.invocations
-        ],
-        "count": page.count,
-        "next_marker": page.next_marker,
-    }
+def render_page(page: InvocationPage) -> bytes:
+    """A page of records as FunctionGraph's JSON (the field order of AsyncInvocationListOut)."""
+    return orjson.dumps(
+        {
+            "invocations": [
+                {
+                    "request_id": record.request_id,
+                    "status": record.status.value,
+                    "error_code": int(record.error_code),
+                    "error_message": record.error_message,
+                    "start_time": format_time(record.start_time),
+                    "end_time": format_time(record.end_time),
+                }
+                for record in page.invocations
+            ],
+            "count": page.count,
+            "next_marker": page.next_marker,
+        }
+    )
 
 
+async def list_records(
+    services: Services,
+    function: Function,
+    params: Mapping[str, str],
+    *,
+    active: bool,
+) -> bytes:
+    """ListAsyncInvocations (or its active-only twin) for an authorized caller."""
+    if not active:
+        return render_page(
+            await services.invocations.list_records(parse_list_query(function, params))
+        )
+    query = parse_active_query(function, params)
+    if query is None:
+        marker = params.get("marker")
+        return render_page(
+            InvocationPage(next_marker=int(marker) if marker and marker.isdigit() else 0)
+        )
+    return render_page(await services.invocations.list_records(query))
+
+
+# Both list routes are served by openfgs.api.fast ahead of FastAPI; declared here for the
+# OpenAPI document (each query parameter listed) and reached only through FastAPI itself.
 @router.get(
     "/async-invocations", response_model=AsyncInvocationListOut, summary="ListAsyncInvocations"
 )
@@ -218,9 +262,9 @@ async def list_async_invocations(
     status: Annotated[str | None, Query()] = None,
     query_begin_time: Annotated[str | None, Query()] = None,
     query_end_time: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
-    query = parse_list_query(function, request.query_params)
-    return render_page(await services.invocations.list_records(query))
+) -> Response:
+    answer = await list_records(services, function, request.query_params, active=False)
+    return Response(answer, media_type=JSON)
 
 
 @router.get(
@@ -238,12 +282,6 @@ async def list_active_async_invocations(
     status: Annotated[str | None, Query()] = None,
     query_begin_time: Annotated[str | None, Query()] = None,
     query_end_time: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
-    query = parse_active_query(function, request.query_params)
-    if query is None:
-        return render_page(InvocationPage(next_marker=_int(marker)))
-    return render_page(await services.invocations.list_records(query))
-
-
-def _int(marker: str | None) -> int:
-    return int(marker) if marker and marker.isdigit() else 0
+) -> Response:
+    answer = await list_records(services, function, request.query_params, active=True)
+    return Response(answer, media_type=JSON)

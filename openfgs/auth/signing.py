@@ -6,6 +6,8 @@ openfgs CLI signs its own requests with it.
 
 from __future__ import annotations
 
+import calendar
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -44,12 +46,16 @@ def parse_authorization(value: str) -> Authorization | None:
     return Authorization(access, tuple(signed.split(";")), signature)
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_uri(raw_path: str) -> str:
+    """The path as signed: each segment unescaped, then escaped again (cached: paths repeat)."""
     uri = "/".join(quote(seg, safe="~") for seg in unquote(raw_path).split("/"))
     return uri if uri.endswith("/") else uri + "/"
 
 
 def canonical_query(raw_query: str) -> str:
+    if not raw_query:
+        return ""
     pairs = sorted(parse_qsl(raw_query, keep_blank_values=True))
     return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
 
@@ -86,7 +92,7 @@ def string_to_sign(
 
 
 def compute_signature(secret_key: str, text: str) -> str:
-    return hmac.new(secret_key.encode(), text.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret_key.encode(), text.encode(), "sha256").hex()
 
 
 def signature_matches(expected: str, given: str) -> bool:
@@ -94,11 +100,26 @@ def signature_matches(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def parse_sdk_date(value: str) -> datetime | None:
-    try:
-        return datetime.strptime(value, DATE_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
+@functools.lru_cache(maxsize=64)
+def parse_sdk_date(value: str) -> int | None:
+    """``X-Sdk-Date`` (``YYYYMMDDTHHMMSSZ``) as seconds since the epoch; None if malformed."""
+    if len(value) != 16 or value[8] != "T" or value[15] != "Z":
         return None
+    digits = value[:8] + value[9:15]
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    try:
+        parsed = datetime(
+            int(value[:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+        )
+    except ValueError:  # no such day or hour
+        return None
+    return calendar.timegm(parsed.utctimetuple())
 
 
 def sign_headers(

@@ -55,6 +55,9 @@ log = logging.getLogger("openfgs.store")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x0F65  # pg_advisory_xact_lock key: one migrating node at a time
 _CLAIM_LOCK = 0x0F66  # and one claiming worker at a time
+# Claims and outcomes do not wait for the WAL flush: a server crash may lose the last few
+# (the record is run again); accepts and everything a client is told is done still wait.
+_NO_WAL_FLUSH = "SET LOCAL synchronous_commit = off"
 _MAX_BATCH = 1000
 CHANNEL = "openfgs_invocations"
 
@@ -409,6 +412,7 @@ class PostgresStore:
         )
         try:
             async with self._connection() as conn, conn.transaction():
+                await conn.execute(_NO_WAL_FLUSH)
                 await conn.execute(self._q["record_attempt"], params)
                 cur = await conn.execute(self._q["finish_invocation"], params)
                 if not cur.rowcount:
@@ -427,6 +431,7 @@ class PostgresStore:
         )
         try:
             async with self._connection() as conn, conn.transaction():
+                await conn.execute(_NO_WAL_FLUSH)
                 await conn.execute(self._q["record_attempt"], params)
                 cur = await conn.execute(self._q["requeue_invocation"], params)
                 return bool(cur.rowcount)
@@ -439,6 +444,23 @@ class PostgresStore:
         params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
         rows = await self._fetchall("claim_expired_invocations", params)
         return [claimed_from_row(r) for r in rows]
+
+    async def claim_due(
+        self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
+    ) -> tuple[list[ClaimedInvocation], list[ClaimedInvocation]]:
+        params = claim_params(worker_id, now, limit, lease_until)
+        expired_params = {**params, "limit": expired_limit}
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(_NO_WAL_FLUSH)
+                cur = await conn.execute(self._q["claim_expired_invocations"], expired_params)
+                expired_rows = await cur.fetchall()
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+                cur = await conn.execute(self._q["claim_invocations"], params)
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
+        return [claimed_from_row(r) for r in expired_rows], [claimed_from_row(r) for r in rows]
 
     async def list_cancel_requests(self, worker_id: str) -> list[str]:
         rows = await self._fetchall("list_cancel_requests", {"worker_id": worker_id})

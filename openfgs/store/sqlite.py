@@ -1,13 +1,16 @@
 """SQLite backend: one writer thread with group commit, a few reader threads, WAL.
 
 Every write is queued to the writer thread, which takes all writes waiting at that moment, runs
-each inside its own savepoint of one transaction and commits once (``synchronous=FULL``): a
-write is on disk when its coroutine returns, and concurrent writers share the fsync.
+each inside its own savepoint of one transaction (plain inserts all in one ``executemany``) and
+commits once: a durable write (``synchronous=FULL``) is on disk when its coroutine returns, and
+concurrent writers share the fsync. Claims and outcomes commit without the fsync (see
+:class:`_Writer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import queue
@@ -103,17 +106,38 @@ def _wrap(exc: Exception) -> StoreError:
     return StoreError(f"sqlite: {exc}")
 
 
-class _Writer(threading.Thread):
-    """Runs queued write operations in shared transactions (group commit)."""
+class _Insert:
+    """A queued plain insert: the writer runs all of a batch's inserts as one ``executemany``."""
 
-    def __init__(self, path: Path) -> None:
+    __slots__ = ("params",)
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+
+_Job = tuple[Op | _Insert, "asyncio.Future[Any]", bool]
+
+
+class _Writer(threading.Thread):
+    """Runs queued write operations in shared transactions (group commit).
+
+    A batch commits with ``synchronous=FULL`` (the WAL is fsynced before any of its writers
+    hears back) when one of its operations is durable — an accept, a cancel, a configuration —
+    and with ``synchronous=NORMAL`` when all of them are bookkeeping a crash of the machine may
+    lose without harm (claims, outcomes, lease renewals: the record is run again). A process
+    crash loses neither: the WAL is written before the commit returns.
+    """
+
+    def __init__(self, path: Path, insert_sql: str) -> None:
         super().__init__(name="openfgs-sqlite-writer", daemon=True)
         self._path = path
-        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._insert_sql = insert_sql
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._full_sync = True
 
-    def submit(self, op: Op) -> asyncio.Future[Any]:
+    def submit(self, op: Op | _Insert, durable: bool = True) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((op, future))
+        self._queue.put((op, future, durable))
         return future
 
     def stop(self) -> None:
@@ -131,7 +155,7 @@ class _Writer(threading.Thread):
         finally:
             conn.close()
 
-    def _take_batch(self) -> tuple[list[tuple[Op, asyncio.Future[Any]]], bool]:
+    def _take_batch(self) -> tuple[list[_Job], bool]:
         first = self._queue.get()
         if first is None:
             return [], True
@@ -146,25 +170,56 @@ class _Writer(threading.Thread):
             batch.append(item)
         return batch, False
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, Any]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = [(True, None)] * len(batch)
+        inserts = [i for i, job in enumerate(batch) if isinstance(job[0], _Insert)]
         try:
+            self._set_sync(conn, any(durable for _, _, durable in batch))
             conn.execute("BEGIN IMMEDIATE")
-            for op, _ in batch:
-                outcomes.append(self._run_one(conn, op))
+            if inserts:
+                self._run_inserts(conn, batch, inserts, outcomes)
+            for i, (op, _, _) in enumerate(batch):
+                if not isinstance(op, _Insert):
+                    outcomes[i] = self._run_one(conn, op)
             conn.execute("COMMIT")
         except Exception as exc:  # the whole transaction failed: every op fails with it
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(False, _wrap(exc))] * len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(future.get_loop(), []).append((future, ok, value))
         for loop, results in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve_all, results)
             except RuntimeError:  # that loop is closed; nobody waits any more
                 pass
+
+    def _set_sync(self, conn: sqlite3.Connection, full: bool) -> None:
+        if full != self._full_sync:
+            conn.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+            self._full_sync = full
+
+    def _run_inserts(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[_Job],
+        indexes: list[int],
+        outcomes: list[tuple[bool, Any]],
+    ) -> None:
+        """All plain inserts at once; when that fails, one by one so only the bad row fails."""
+        rows = [batch[i][0].params for i in indexes]  # type: ignore[union-attr]
+        conn.execute("SAVEPOINT inserts")
+        try:
+            conn.executemany(self._insert_sql, rows)
+        except sqlite3.Error:
+            conn.execute("ROLLBACK TO inserts")
+            conn.execute("RELEASE inserts")
+            for i, params in zip(indexes, rows, strict=True):
+                insert = functools.partial(_execute, self._insert_sql, params)
+                outcomes[i] = self._run_one(conn, insert)
+            return
+        conn.execute("RELEASE inserts")
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
@@ -177,6 +232,10 @@ class _Writer(threading.Thread):
             return False, _wrap(exc)
         conn.execute("RELEASE op")
         return True, value
+
+
+def _execute(sql: str, params: dict[str, Any], conn: sqlite3.Connection) -> None:
+    conn.execute(sql, params)
 
 
 def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -212,7 +271,7 @@ class SqliteStore:
             raise _wrap(exc) from exc
         finally:
             conn.close()
-        self._writer = _Writer(self.path)
+        self._writer = _Writer(self.path, self._q["insert_invocation"])
         self._writer.start()
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="openfgs-sqlite-reader")
 
@@ -232,10 +291,11 @@ class SqliteStore:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        """Run ``op`` in the writer's next transaction; ``durable``: fsynced before it returns."""
         if self._writer is None:
             raise StoreError("store is closed")
-        result: T = await self._writer.submit(op)
+        result: T = await self._writer.submit(op, durable)
         return result
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -368,7 +428,9 @@ class SqliteStore:
     # -- invocations ----------------------------------------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
-        await self._write(self._exec("insert_invocation", invocation_params(invocation)))
+        if self._writer is None:
+            raise StoreError("store is closed")
+        await self._writer.submit(_Insert(invocation_params(invocation)))
 
     async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
         """Insert unless ``key`` was used for this function since ``cutoff``; the request id."""
@@ -423,7 +485,7 @@ class SqliteStore:
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
         params = claim_params(worker_id, now, limit, lease_until)
-        rows = await self._write(self._all("claim_invocations", params))
+        rows = await self._write(self._all("claim_invocations", params), durable=False)
         return [claimed_from_row(r) for r in rows]
 
     async def finish_invocation(
@@ -449,7 +511,7 @@ class SqliteStore:
                 conn.execute(self._q["insert_invocation"], invocation_params(follow_up))
             return True
 
-        return await self._write(op)
+        return await self._write(op, durable=False)
 
     async def requeue_invocation(
         self, request_id: str, attempt: int, available_at: int, error_code: int, error_message: str
@@ -462,14 +524,28 @@ class SqliteStore:
             conn.execute(self._q["record_attempt"], params)
             return bool(conn.execute(self._q["requeue_invocation"], params).rowcount)
 
-        return await self._write(op)
+        return await self._write(op, durable=False)
 
     async def claim_expired_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
         params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
-        rows = await self._write(self._all("claim_expired_invocations", params))
+        rows = await self._write(self._all("claim_expired_invocations", params), durable=False)
         return [claimed_from_row(r) for r in rows]
+
+    async def claim_due(
+        self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
+    ) -> tuple[list[ClaimedInvocation], list[ClaimedInvocation]]:
+        params = claim_params(worker_id, now, limit, lease_until)
+        expired_params = {**params, "limit": expired_limit}
+
+        def op(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            expired = conn.execute(self._q["claim_expired_invocations"], expired_params)
+            expired_rows = expired.fetchall()
+            return expired_rows, conn.execute(self._q["claim_invocations"], params).fetchall()
+
+        expired_rows, rows = await self._write(op, durable=False)
+        return [claimed_from_row(r) for r in expired_rows], [claimed_from_row(r) for r in rows]
 
     async def list_cancel_requests(self, worker_id: str) -> list[str]:
         rows = await self._read(self._all("list_cancel_requests", {"worker_id": worker_id}))
@@ -538,7 +614,7 @@ class SqliteStore:
 
     async def renew_leases(self, worker_id: str, lease_until: int) -> int:
         params = {"worker_id": worker_id, "lease_until": lease_until}
-        return await self._write(self._exec("renew_leases", params))
+        return await self._write(self._exec("renew_leases", params), durable=False)
 
     async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]:
         rows = await self._read(self._all("list_expired_leases", {"now": now, "limit": limit}))

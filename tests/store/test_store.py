@@ -774,6 +774,26 @@ async def test_claim_expired_takes_waiting_rows_past_their_age(store: Store) -> 
     }
 
 
+async def test_claim_due_takes_expired_and_runnable_rows_in_one_call(store: Store) -> None:
+    function = await add_function(store, "hello")
+    stale = new_invocation(function.id, BASE, available_at=FAR, expires_at=BASE + 50)
+    due = [new_invocation(function.id, BASE + i, available_at=BASE + i) for i in range(3)]
+    later = new_invocation(function.id, BASE, available_at=FAR)
+    for row in (stale, *due, later):
+        await store.insert_invocation(row)
+
+    expired, runnable = await store.claim_due("w1", BASE + 100, 2, 10, FAR)
+    assert [c.request_id for c in expired] == [stale.request_id]
+    assert [c.request_id for c in runnable] == [due[0].request_id, due[1].request_id]
+    assert all(c.attempt == 1 for c in (*expired, *runnable))
+    expired, runnable = await store.claim_due("w2", BASE + 100, 10, 10, FAR)
+    assert (expired, [c.request_id for c in runnable]) == ([], [due[2].request_id])
+    assert await store.claim_due("w3", BASE + 100, 10, 10, FAR) == ([], [])
+    statuses = {r: rec.status for r, rec in (await records(store, function.id)).items()}
+    assert statuses[later.request_id] is Status.WAIT
+    assert Counter(statuses.values()) == {Status.RUNNING: 4, Status.WAIT: 1}
+
+
 async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
     function = await add_function(store, "hello")
     other = await add_function(store, "other")

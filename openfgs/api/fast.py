@@ -1,0 +1,124 @@
+"""The hottest routes, answered ahead of FastAPI's request machinery.
+
+FastAPI solves dependencies, validates parameters and runs middleware on every request; on these
+machines that machinery alone caps a route at ~2.7 k requests/s, below what the async invoke
+must accept (docs/benchmarks.md). :class:`FastRoutes` wraps the FastAPI app and answers
+``POST …/invocations-async`` and the two list queries as plain ASGI, calling the same functions
+the FastAPI routes call (``openfgs.api.invocations``). The routes stay declared in FastAPI: they
+make the OpenAPI document, and ``tests/api/test_fast_routes.py`` holds both answers equal.
+Everything else goes to FastAPI unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from openfgs.api.deps import authenticate_scope
+from openfgs.api.errors import error_response
+from openfgs.api.invocations import accept_async, list_records
+from openfgs.errors import ApiError, BadRequest, InternalError
+from openfgs.services import Services
+
+log = logging.getLogger("openfgs.api")
+
+_FUNCTION = r"/v2/(?P<project>[^/]+)/fgs/functions/(?P<urn>[^/]+)/"
+_ASYNC_INVOKE = re.compile(_FUNCTION + "invocations-async")
+_LIST = re.compile(_FUNCTION + "(?P<active>active-)?async-invocations")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+# The limits FastAPI's declarations put on these routes' parameters (same messages).
+_PROJECT_MAX = 64
+_IDEMPOTENCY_KEY_MAX = 128
+_IDEMPOTENCY_HEADER = b"x-openfgs-idempotency-key"
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+class FastRoutes:
+    """ASGI app: the async invoke and list routes answered directly, the rest by ``app``."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and (match := _ASYNC_INVOKE.fullmatch(path)):
+                await self._answer(send, 202, self._accept(scope, receive, match))
+                return
+            if method == "GET" and (match := _LIST.fullmatch(path)):
+                await self._answer(send, 200, self._list(scope, receive, match))
+                return
+        await self.app(scope, receive, send)
+
+    async def _accept(self, scope: Scope, receive: Receive, match: re.Match[str]) -> bytes:
+        project_id = _project(match)
+        key = next((v for k, v in scope["headers"] if k == _IDEMPOTENCY_HEADER), None)
+        idempotency_key = None if key is None else key.decode("latin-1")
+        if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
+            raise BadRequest(
+                "Invalid parameter header.x-openfgs-idempotency-key: "
+                f"String should have at most {_IDEMPOTENCY_KEY_MAX} characters"
+            )
+        body = await _read_body(receive)
+        return await accept_async(
+            self.services, scope, body, project_id, match["urn"], idempotency_key
+        )
+
+    async def _list(self, scope: Scope, receive: Receive, match: re.Match[str]) -> bytes:
+        project_id = _project(match)
+        await authenticate_scope(self.services, scope, await _read_body(receive), project_id)
+        function = await self.services.registry.resolve(project_id, match["urn"])
+        query = scope.get("query_string", b"").decode("latin-1")
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        return await list_records(self.services, function, params, active=bool(match["active"]))
+
+    async def _answer(self, send: Send, status: int, answer: Awaitable[bytes]) -> None:
+        try:
+            body = await answer
+        except _Disconnected:
+            return
+        except ApiError as exc:
+            await _send_error(send, exc)
+            return
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc)
+            await _send_error(send, InternalError())
+            return
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _project(match: re.Match[str]) -> str:
+    project_id = match["project"]
+    if len(project_id) > _PROJECT_MAX:
+        raise BadRequest(
+            f"Invalid parameter project_id: String should have at most {_PROJECT_MAX} characters"
+        )
+    return project_id
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_error(send: Send, exc: ApiError) -> None:
+    response = error_response(exc.status, exc.error_code, exc.message, exc.headers)
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

@@ -1,0 +1,142 @@
+"""The SQLite writer thread: batches of inserts, a bad row failing alone, fsync only when owed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openfgs.errors import ConflictError
+from openfgs.models import Function, NewInvocation
+from openfgs.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+BASE = 1_700_000_000_000
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "openfgs.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def add_function(store: SqliteStore) -> Function:
+    code = b"def handler(event, context):\n    return 1\n"
+    function = Function(
+        id=0,
+        func_id=str(uuid.uuid4()),
+        project_id="p" * 32,
+        package="default",
+        name="hello",
+        runtime="Python3.9",
+        handler="index.handler",
+        memory_size=128,
+        timeout=30,
+        code_type="inline",
+        code_digest="d" * 128,
+        code_size=len(code),
+        created_at=BASE,
+        last_modified=BASE,
+    )
+    return await store.insert_function(function, code)
+
+
+def invocation(function_id: int, request_id: str | None = None) -> NewInvocation:
+    return NewInvocation(
+        request_id=request_id or str(uuid.uuid4()),
+        function_id=function_id,
+        version="latest",
+        payload=b"{}",
+        start_time=BASE,
+        available_at=BASE,
+        expires_at=BASE + 10**9,
+    )
+
+
+class WriterGate:
+    """Holds the writer thread inside one operation, so that what is queued meanwhile is
+    taken as one batch when the gate opens."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.sync_modes: list[int] = []
+
+    def op(self, conn: sqlite3.Connection) -> None:
+        self.entered.set()
+        assert self.release.wait(30)
+
+    def record_sync(self, conn: sqlite3.Connection) -> None:
+        self.sync_modes.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+async def queue_behind_gate(store: SqliteStore, gate: WriterGate, *writes: Any) -> list[Any]:
+    held = asyncio.ensure_future(store._write(gate.op))
+    assert await asyncio.to_thread(gate.entered.wait, 30)
+    tasks = [asyncio.ensure_future(write) for write in writes]
+    await asyncio.sleep(0)  # every write is queued before the gate opens
+    gate.release.set()
+    await held
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_duplicate_in_a_batch_of_inserts_fails_alone(store: SqliteStore) -> None:
+    function = await add_function(store)
+    existing = invocation(function.id)
+    await store.insert_invocation(existing)
+    fresh = [invocation(function.id) for _ in range(3)]
+    duplicate = invocation(function.id, existing.request_id)
+
+    outcomes = await queue_behind_gate(
+        store,
+        WriterGate(),
+        store.insert_invocation(fresh[0]),
+        store.insert_invocation(duplicate),
+        store.insert_invocation(fresh[1]),
+        store.insert_invocation(fresh[2]),
+    )
+
+    assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], ConflictError)
+    stored = await store.count_waiting(function.id)
+    assert stored == 4  # the existing row and the three fresh ones
+
+
+async def test_a_batch_commits_with_fsync_only_when_a_write_in_it_is_durable(
+    store: SqliteStore,
+) -> None:
+    function = await add_function(store)
+    await store.insert_invocation(invocation(function.id))
+    bookkeeping = WriterGate()
+    # Claims and lease renewals alone: the batch commits without waiting for the disk.
+    await queue_behind_gate(
+        store,
+        bookkeeping,
+        store.claim_invocations("w1", BASE, 1, BASE + 1000),
+        store._write(bookkeeping.record_sync, durable=False),
+    )
+    # An accept in the batch: every write in it waits for the fsync.
+    with_accept = WriterGate()
+    await queue_behind_gate(
+        store,
+        with_accept,
+        store.renew_leases("w1", BASE + 2000),
+        store.insert_invocation(invocation(function.id)),
+        store._write(with_accept.record_sync, durable=False),
+    )
+    normal, full = 1, 2  # PRAGMA synchronous values
+    assert bookkeeping.sync_modes == [normal]
+    assert with_accept.sync_modes == [full]
