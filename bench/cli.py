@@ -140,23 +140,31 @@ class Run:
                     procs = int(done[-1]["procs"])  # the best layout found by the first run
 
     def runtime(self) -> tuple[str, list[tuple[str, str]]]:
-        """Run bench/runtime_bench.py (written separately) and keep what it prints."""
-        if not (ROOT / "bench" / "runtime_bench.py").exists():
-            self.notes.append("runtime: bench/runtime_bench.py does not exist yet")
-            return "", []
-        argv = [sys.executable, "-m", "bench.runtime_bench"] + (
-            ["--small"] if self.args.small else []
-        )
+        """Run bench/runtime_bench.py (cold start, the pool) and bench/warm_overhead.py (warm
+        sync invocation over a trivial endpoint); keep what they print."""
+        small = self.args.small
+        outputs, rows = [], []
+        for module, extra in (
+            ("bench.runtime_bench", ["--small"] if small else []),
+            ("bench.warm_overhead", ["--rounds", "1", "--per-round", "20"] if small else []),
+        ):
+            text, found = self._run_script(module, extra)
+            outputs.append(text)
+            rows += found
+        return "\n\n".join(outputs), rows
+
+    def _run_script(self, module: str, extra: list[str]) -> tuple[str, list[tuple[str, str]]]:
+        argv = [sys.executable, "-m", module, *extra]
         self.log("runtime: " + " ".join(argv[1:]))
         try:
             result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:
             self.failed = True
-            self.notes.append("runtime: bench/runtime_bench.py ran longer than 15 min")
+            self.notes.append(f"runtime: {module} ran longer than 15 min")
             return "", []
         if result.returncode != 0:
             self.failed = True
-            self.notes.append(f"runtime: bench/runtime_bench.py exited {result.returncode}")
+            self.notes.append(f"runtime: {module} exited {result.returncode}")
             return result.stdout + result.stderr[-3000:], []
         rows, text = [], []
         for line in result.stdout.splitlines():
@@ -290,9 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-peers", action="store_true", help="skip Celery and RQ")
     run.add_argument("--repeat", type=int, help="repetitions (3; small: 1)")
     run.add_argument("--accept-seconds", type=float, help="accept measurement window (10)")
-    run.add_argument(
-        "--e2e-count", type=int, help="end-to-end invocations (10000; the issue says 20000)"
-    )
+    run.add_argument("--e2e-count", type=int, help="end-to-end invocations (20000)")
     run.add_argument("--dispatch-count", type=int, help="dispatch invocations (500)")
     run.add_argument("--query-rows", type=int, help="records in the query store (10000000)")
     run.add_argument(

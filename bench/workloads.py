@@ -30,7 +30,7 @@ class Scale:
     clients: int = 64
     accept_seconds: float = 10.0
     accept_warmup: float = 2.0
-    e2e_count: int = 10_000
+    e2e_count: int = 20_000
     dispatch_count: int = 500
     dispatch_gap: float = 0.01
     memory_instances: int = 50

@@ -20,6 +20,7 @@ from typing import Any
 
 from openfgs.auth.service import new_credential
 from openfgs.client import ApiFailure, FunctionGraphClient
+from openfgs.errors import Conflict
 from openfgs.models import Credential, format_time, now_ms, parse_time
 from openfgs.schemas import CreateFunctionBody, FuncCode
 from openfgs.services import DataDirLocked, Services
@@ -73,7 +74,10 @@ async def first_run(services: Services) -> None:
         func_code=FuncCode(file=base64.b64encode(source).decode()),
         description="openfgs demo function",
     )
-    function = await services.registry.create(credential.project_id, body)
+    try:
+        function = await services.registry.create(credential.project_id, body)
+    except Conflict:  # another node starting on the same new database deployed it first
+        return
     urn = function.urn(s.region).qualified()
     print(f"openfgs: deployed the demo function {urn}", flush=True)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from openfgs.counting import HOUR_MS, MIN_HOURS, HourCounts, SettledHours, runs
 from openfgs.errors import BadRequest, NotFound, TooManyRequests
 from openfgs.functions import FunctionRegistry
 from openfgs.models import (
@@ -287,6 +288,8 @@ class InvocationService:
         self._settings = settings or LifecycleSettings()
         self.notifier = notifier or Notifier()
         self._configs: dict[int, tuple[float, AsyncConfig | None]] = {}
+        self._counting: dict[int, asyncio.Future[tuple[float, int]]] = {}
+        self._settled = SettledHours(self._settings.retention_seconds * 1000)
         self._waiting: dict[int, tuple[float, int]] = {}
         self.cancel_hooks: list[Callable[[str], Any]] = []
 
@@ -332,10 +335,13 @@ class InvocationService:
     async def _check_backlog(self, function: Function) -> None:
         """429 when a function already has too many waiting invocations (counted ≤ 1 s ago)."""
         limit = self._settings.max_waiting_per_function
-        now = time.monotonic()
-        checked, waiting = self._waiting.get(function.id, (0.0, 0))
-        if now - checked > 1.0:
-            checked, waiting = now, await self._store.count_waiting(function.id)
+        entry = self._waiting.get(function.id)
+        if entry is None or time.monotonic() - entry[0] > 1.0:
+            counted = await self._count_waiting(function.id)
+            entry = self._waiting.get(function.id)
+            if entry is None or entry[0] < counted[0]:
+                entry = counted
+        checked, waiting = entry
         self._waiting[function.id] = (checked, waiting + 1)
         if waiting >= limit:
             raise TooManyRequests(
@@ -343,10 +349,44 @@ class InvocationService:
                 headers={"Retry-After": "1"},
             )
 
+    def _count_waiting(self, function_id: int) -> asyncio.Future[tuple[float, int]]:
+        """One count at a time per function, shared by every request that wants it."""
+        pending = self._counting.get(function_id)
+        if pending is None:
+
+            async def count() -> tuple[float, int]:
+                started = time.monotonic()
+                return started, await self._store.count_waiting(function_id)
+
+            pending = self._counting[function_id] = asyncio.ensure_future(count())
+            pending.add_done_callback(lambda _: self._counting.pop(function_id, None))
+        return asyncio.shield(pending)
+
     # -- read -------------------------------------------------------------------------------
 
-    async def list_records(self, query: InvocationQuery) -> InvocationPage:
-        return await self._store.list_invocations(query)
+    async def list_records(self, function: Function, query: InvocationQuery) -> InvocationPage:
+        """A page of ``function``'s records; the whole hours of a long window are counted from
+        what :class:`SettledHours` remembers, the rest by the store."""
+        if query.request_ids:
+            return await self._store.list_invocations(query)
+        hours = self._settled.whole_hours(query.begin, query.end, now_ms())
+        if len(hours) < MIN_HOURS:
+            return await self._store.list_invocations(query)
+        key = f"{function.id}:{function.func_id}"  # ids of deleted functions may come back
+        fresh: dict[int, HourCounts] = {}
+        for run in runs(self._settled.missing(key, hours)):
+            rows = await self._store.count_by_hour(
+                query.function_id, run.start * HOUR_MS, run.stop * HOUR_MS - 1
+            )
+            fresh.update(self._settled.learn(key, run, rows))
+        counted = self._settled.total(key, hours, query.statuses, fresh)
+        rest = []
+        if query.begin < hours.start * HOUR_MS:
+            rest.append((query.begin, hours.start * HOUR_MS - 1))
+        if hours.stop * HOUR_MS <= query.end:
+            rest.append((hours.stop * HOUR_MS, query.end))
+        page = await self._store.list_invocations(replace(query, count_ranges=tuple(rest)))
+        return replace(page, count=page.count + counted)
 
     async def detail(self, project_id: str, request_id: str) -> InvocationDetail:
         found = await self._store.get_invocation(request_id)

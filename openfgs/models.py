@@ -291,6 +291,9 @@ class InvocationQuery:
     statuses: tuple[Status, ...] = ()
     marker: int = 0
     limit: int = 100
+    # The parts of [begin, end] whose records ``count`` covers (inclusive); None: all of it.
+    # The rest of the window is counted by the caller (openfgs.counting).
+    count_ranges: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass

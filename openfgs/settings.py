@@ -33,7 +33,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     # Embedded worker.
     worker: bool = True
-    worker_concurrency: int = 8
+    worker_concurrency: int = 16
     poll_interval: float = 1.0
     lease_seconds: int = 60
     shutdown_grace_seconds: float = 30.0

@@ -23,6 +23,9 @@ from openfgs.runtime.types import RunResult
 log = logging.getLogger("openfgs.worker")
 ASYNC_RESULT_LIMIT = 256 * 1024
 PURGE_INTERVAL_SECONDS = 60.0
+# While invocations run, a claim waits until half the slots are free or this long after the
+# first one freed: claims (and the outcomes written meanwhile) then go in batches.
+REFILL_DELAY_SECONDS = 0.002
 
 
 def new_worker_id() -> str:
@@ -54,6 +57,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self._tasks: dict[asyncio.Task[None], ClaimedInvocation] = {}
         self._slot_freed = asyncio.Event()
+        self._freed_at: float | None = None  # when the first slot freed since the last claim
         self._shutting_down = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,12 +93,18 @@ class Worker:
             if started == 0 and not self._tasks:
                 return
             if started == 0:
-                await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                waiting = self._refill_wait()
+                await asyncio.wait(
+                    list(self._tasks),
+                    timeout=waiting if waiting > 0 else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
 
     async def _fill(self) -> int:
         free = self._concurrency - len(self._tasks)
-        if free <= 0:
+        if free <= 0 or self._refill_wait() > 0:
             return 0
+        self._freed_at = None
         try:
             claimed = await self._service.claim(self.worker_id, free, self._lease_seconds)
         except Exception:
@@ -106,17 +116,30 @@ class Worker:
             task.add_done_callback(self._done)
         return len(claimed)
 
+    def _refill_wait(self) -> float:
+        """Seconds to wait before claiming for the free slots (0: claim now)."""
+        if not self._tasks or self._freed_at is None:
+            return 0.0
+        if self._concurrency - len(self._tasks) >= max(1, self._concurrency // 2):
+            return 0.0
+        return self._freed_at + REFILL_DELAY_SECONDS - time.monotonic()
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
+        if self._freed_at is None:
+            self._freed_at = time.monotonic()
         self._slot_freed.set()
 
     async def _idle(self, stopping: asyncio.Future[Any]) -> None:
         """Sleep until work may be there: a wake-up, a freed slot, a due retry or the poll."""
         timeout = self._poll_interval
         if len(self._tasks) < self._concurrency:
-            due = await self._service.next_wakeup()
-            if due is not None:
-                timeout = max(0.0, min(timeout, (due - now_ms()) / 1000))
+            if (refill := self._refill_wait()) > 0:
+                timeout = refill
+            else:
+                due = await self._service.next_wakeup()
+                if due is not None:
+                    timeout = max(0.0, min(timeout, (due - now_ms()) / 1000))
         self._slot_freed.clear()
         notified = asyncio.ensure_future(self._service.notifier.wait())
         freed = asyncio.ensure_future(self._slot_freed.wait())

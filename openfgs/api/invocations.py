@@ -236,7 +236,7 @@ async def list_records(
     """ListAsyncInvocations (or its active-only twin) for an authorized caller."""
     if not active:
         return render_page(
-            await services.invocations.list_records(parse_list_query(function, params))
+            await services.invocations.list_records(function, parse_list_query(function, params))
         )
     query = parse_active_query(function, params)
     if query is None:
@@ -244,7 +244,7 @@ async def list_records(
         return render_page(
             InvocationPage(next_marker=int(marker) if marker and marker.isdigit() else 0)
         )
-    return render_page(await services.invocations.list_records(query))
+    return render_page(await services.invocations.list_records(function, query))
 
 
 # Both list routes are served by openfgs.api.fast ahead of FastAPI; declared here for the

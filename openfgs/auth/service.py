@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from openfgs.auth import signing
-from openfgs.errors import Forbidden, Unauthorized
+from openfgs.errors import ConflictError, Forbidden, Unauthorized
 from openfgs.models import Credential, now_ms
 from openfgs.store.base import Store
 
@@ -52,16 +52,22 @@ class Authenticator:
         self._tokens: dict[str, tuple[float, tuple[str, int] | None]] = {}
 
     async def ensure_credential(self, credential: Credential) -> bool:
-        """Store the credential unless its access key exists; True when it was created."""
+        """Store the credential unless its access key exists; True when it was created.
+
+        Nodes starting together on a fresh database race to create the same credential: the
+        loser finds it stored by the winner."""
         existing = await self._store.get_credential(credential.access_key)
-        if existing is not None:
-            if existing != credential:
-                raise SystemExit(
-                    f"access key {credential.access_key} exists with another secret or project"
-                )
-            return False
-        await self._store.insert_credential(credential, now_ms())
-        return True
+        if existing is None:
+            try:
+                await self._store.insert_credential(credential, now_ms())
+                return True
+            except ConflictError:
+                existing = await self._store.get_credential(credential.access_key)
+        if existing != credential:
+            raise SystemExit(
+                f"access key {credential.access_key} exists with another secret or project"
+            )
+        return False
 
     async def authenticate(
         self,

@@ -54,6 +54,13 @@ class Store(Protocol):
     async def insert_invocation(self, invocation: NewInvocation) -> None: ...
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage: ...
     async def list_active_invocations(self, query: InvocationQuery) -> InvocationPage: ...
+    async def count_by_hour(
+        self, function_id: int, begin: int, end: int
+    ) -> list[tuple[int, Status, int]]:
+        """A function's records with ``start_time`` in ``[begin, end]``, counted per hour
+        (``start_time // 3600000``) and status: (hour, status, count) for every pair seen."""
+        ...
+
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]: ...
@@ -223,6 +230,13 @@ def idempotency_params(invocation: NewInvocation, key: str, cutoff: int) -> dict
         "now": invocation.start_time,
         "cutoff": cutoff,
     }
+
+
+def count_ranges(query: InvocationQuery) -> tuple[tuple[int, int], ...]:
+    """The parts of the query's window its ``count`` covers."""
+    if query.count_ranges is None:
+        return ((query.begin, query.end),)
+    return query.count_ranges
 
 
 def claim_params(worker_id: str, now: int, limit: int, lease_until: int) -> dict[str, Any]:

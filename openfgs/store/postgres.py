@@ -37,6 +37,7 @@ from openfgs.store.base import (
     claimed_from_row,
     config_from_row,
     config_params,
+    count_ranges,
     credential_params,
     detail_from_rows,
     finish_params,
@@ -357,12 +358,28 @@ class PostgresStore:
             names = ("list_active_invocations", "count_active_invocations")
         else:
             names = ("list_invocations", "count_invocations")
-        rows = await self._fetchall(
-            names[0], {**params, "limit": query.limit, "offset": query.marker}
-        )
-        count = await self._fetchone(names[1], params)
+        paged = {**params, "limit": query.limit, "offset": query.marker}
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(self._q[names[0]], paged)
+                rows = await cur.fetchall()
+                count = 0
+                for begin, end in count_ranges(query):
+                    cur = await conn.execute(
+                        self._q[names[1]], {**params, "begin": begin, "end": end}
+                    )
+                    count += int((await cur.fetchone())[0])
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
         invocations = [invocation_from_row(r) for r in rows]
-        return InvocationPage(invocations, int(count[0]), query.marker + len(invocations))
+        return InvocationPage(invocations, count, query.marker + len(invocations))
+
+    async def count_by_hour(
+        self, function_id: int, begin: int, end: int
+    ) -> list[tuple[int, Status, int]]:
+        params = {"function_id": function_id, "begin": begin, "end": end}
+        rows = await self._fetchall("count_invocations_by_hour", params)
+        return [(int(r[0]), Status(r[1]), int(r[2])) for r in rows]
 
     async def list_active_invocations(self, query: InvocationQuery) -> InvocationPage:
         return await self.list_invocations(query)

@@ -39,6 +39,7 @@ from openfgs.store.base import (
     claimed_from_row,
     config_from_row,
     config_params,
+    count_ranges,
     credential_params,
     detail_from_rows,
     finish_params,
@@ -477,16 +478,59 @@ class SqliteStore:
     ) -> InvocationPage:
         paged = {**params, "limit": query.limit, "offset": query.marker}
         rows = conn.execute(self._q[names[0]], paged).fetchall()
-        count = conn.execute(self._q[names[1]], params).fetchone()[0]
+        count = 0
+        for begin, end in count_ranges(query):
+            counted = {**params, "begin": begin, "end": end}
+            count += conn.execute(self._q[names[1]], counted).fetchone()[0]
         invocations = [invocation_from_row(r) for r in rows]
         return InvocationPage(invocations, int(count), query.marker + len(invocations))
+
+    async def count_by_hour(
+        self, function_id: int, begin: int, end: int
+    ) -> list[tuple[int, Status, int]]:
+        params = {"function_id": function_id, "begin": begin, "end": end}
+        rows = await self._read(self._all("count_invocations_by_hour", params))
+        return [(int(r[0]), Status(r[1]), int(r[2])) for r in rows]
 
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
         params = claim_params(worker_id, now, limit, lease_until)
-        rows = await self._write(self._all("claim_invocations", params), durable=False)
+        rows = await self._write(lambda conn: self._claim(conn, params), durable=False)
         return [claimed_from_row(r) for r in rows]
+
+    def _claim(self, conn: sqlite3.Connection, params: dict[str, Any]) -> list[Any]:
+        """Waiting rows, oldest first, as many per function as its concurrency leaves room for.
+
+        The due rows are walked lazily in the waiting index, so a claim reads about as many
+        rows as it takes, and a function at its limit is skipped rather than blocking the
+        functions behind it (up to ``claim_scan(limit)`` rows, as PostgreSQL's claim).
+        """
+        room: dict[int, int] = {}
+        picked: list[tuple[int, str]] = []
+        due = conn.execute(self._q["list_due_invocations"], params)
+        try:
+            for walked, (row_id, function_id, request_id) in enumerate(due):
+                free = room.get(function_id)
+                if free is None:
+                    found = conn.execute(
+                        self._q["function_room"], {"function_id": function_id}
+                    ).fetchone()
+                    free = 0 if found is None else int(found[0])
+                if free > 0:
+                    picked.append((row_id, request_id))
+                    free -= 1
+                room[function_id] = free
+                if len(picked) >= params["limit"] or walked + 1 >= params["scan"]:
+                    break
+        finally:
+            due.close()
+        if not picked:
+            return []
+        ids = json.dumps([row_id for row_id, _ in picked])
+        rows = conn.execute(self._q["claim_invocations"], {**params, "ids": ids}).fetchall()
+        order = {request_id: n for n, (_, request_id) in enumerate(picked)}
+        return sorted(rows, key=lambda row: order[row[0]])
 
     async def finish_invocation(
         self,
@@ -541,8 +585,7 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             expired = conn.execute(self._q["claim_expired_invocations"], expired_params)
-            expired_rows = expired.fetchall()
-            return expired_rows, conn.execute(self._q["claim_invocations"], params).fetchall()
+            return expired.fetchall(), self._claim(conn, params)
 
         expired_rows, rows = await self._write(op, durable=False)
         return [claimed_from_row(r) for r in expired_rows], [claimed_from_row(r) for r in rows]

@@ -1037,4 +1037,7 @@ def test_every_sqlite_query_is_used_by_the_sqlite_store() -> None:
 def test_sql_files_define_the_same_query_names() -> None:
     if not resources.files("openfgs.store").joinpath("sql/postgres.sql").is_file():
         pytest.skip("sql/postgres.sql does not exist yet")
-    assert set(load_queries("sqlite")) == set(load_queries("postgres"))
+    # The SQLite store claims in two steps (it walks the due rows in Python, where PostgreSQL
+    # claims in one statement, one round trip).
+    sqlite_only = {"list_due_invocations", "function_room"}
+    assert set(load_queries("sqlite")) - sqlite_only == set(load_queries("postgres"))

@@ -127,6 +127,14 @@ SELECT count(*) FROM invocations
 WHERE function_id = :function_id AND status = :status
   AND start_time >= :begin AND start_time <= :end;
 
+-- name: count_invocations_by_hour
+-- Records per hour of start_time and status, walked in the status index (one range a status).
+SELECT start_time / 3600000 AS hour, status, count(*) FROM invocations
+WHERE function_id = :function_id
+  AND status IN ('WAIT', 'RUNNING', 'SUCCESS', 'FAIL', 'DISCARD')
+  AND start_time >= :begin AND start_time <= :end
+GROUP BY start_time / 3600000, status;
+
 -- name: list_invocations_by_ids
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
     attempt, version

@@ -126,6 +126,14 @@ SELECT count(*) FROM invocations
 WHERE function_id = :function_id AND status = :status
   AND start_time >= :begin AND start_time <= :end;
 
+-- name: count_invocations_by_hour
+-- Records per hour of start_time and status, walked in the status index (one range a status).
+SELECT start_time / 3600000 AS hour, status, count(*) FROM invocations
+WHERE function_id = :function_id
+  AND status IN ('WAIT', 'RUNNING', 'SUCCESS', 'FAIL', 'DISCARD')
+  AND start_time >= :begin AND start_time <= :end
+GROUP BY start_time / 3600000, status;
+
 -- name: list_invocations_by_ids
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
     attempt, version
@@ -152,33 +160,28 @@ WHERE function_id = :function_id
   AND status IN (SELECT value FROM json_each(:statuses))
   AND start_time >= :begin AND start_time <= :end;
 
+-- name: list_due_invocations
+-- Waiting rows whose time has come, oldest first, read lazily: the store walks them, skipping
+-- functions that have no room left (function_room), until it has what it came for.
+SELECT id, function_id, request_id FROM invocations
+WHERE status = 'WAIT' AND available_at <= :now
+ORDER BY available_at, id;
+
+-- name: function_room
+-- How many more of a function's invocations may run now (strategy_config.concurrency less
+-- what runs), counted in the status index.
+SELECT f.concurrency - (
+    SELECT count(*) FROM invocations WHERE function_id = :function_id AND status = 'RUNNING'
+)
+FROM functions f
+WHERE f.id = :function_id;
+
 -- name: claim_invocations
--- Waiting rows whose time has come, oldest first, as many per function as its concurrency
--- (strategy_config.concurrency) leaves room for beside what already runs, on every node.
+-- The rows list_due_invocations picked (:ids, a JSON array), if they still wait.
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
-WHERE id IN (
-    SELECT c.id
-    FROM (
-        SELECT w.id, w.function_id, w.available_at,
-            row_number() OVER (PARTITION BY w.function_id ORDER BY w.available_at, w.id) AS rank
-        FROM (
-            SELECT id, function_id, available_at FROM invocations
-            WHERE status = 'WAIT' AND available_at <= :now
-            ORDER BY available_at
-            LIMIT :scan
-        ) AS w
-    ) AS c
-    JOIN functions f ON f.id = c.function_id
-    LEFT JOIN (
-        SELECT function_id, count(*) AS n FROM invocations
-        WHERE status = 'RUNNING' GROUP BY function_id
-    ) AS r ON r.function_id = c.function_id
-    WHERE c.rank + coalesce(r.n, 0) <= f.concurrency
-    ORDER BY c.available_at
-    LIMIT :limit
-)
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message;
 
