@@ -468,13 +468,17 @@ class PostgresStore:
         params = claim_params(worker_id, now, limit, lease_until)
         expired_params = {**params, "limit": expired_limit}
         try:
-            async with self._connection() as conn, conn.transaction():
-                await conn.execute(_NO_WAL_FLUSH)
-                cur = await conn.execute(self._q["claim_expired_invocations"], expired_params)
-                expired_rows = await cur.fetchall()
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
-                cur = await conn.execute(self._q["claim_invocations"], params)
-                rows = await cur.fetchall()
+            async with self._connection() as conn:
+                # One round trip: the statements are pipelined, the results read at the end.
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(_NO_WAL_FLUSH)
+                    expired = await conn.execute(
+                        self._q["claim_expired_invocations"], expired_params
+                    )
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+                    claimed = await conn.execute(self._q["claim_invocations"], params)
+                expired_rows = await expired.fetchall()
+                rows = await claimed.fetchall()
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
         return [claimed_from_row(r) for r in expired_rows], [claimed_from_row(r) for r in rows]

@@ -163,31 +163,13 @@ WHERE function_id = :function_id
 
 -- name: claim_invocations
 -- Waiting rows whose time has come, oldest first, as many per function as its concurrency
--- (strategy_config.concurrency) leaves room for beside what already runs, on every node.
+-- (strategy_config.concurrency) leaves room for beside what already runs, on every node: the
+-- walk is openfgs_pick_due (migration 0003), under the claim advisory lock.
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
-WHERE id IN (
-    SELECT c.id
-    FROM (
-        SELECT w.id, w.function_id, w.available_at,
-            row_number() OVER (PARTITION BY w.function_id ORDER BY w.available_at, w.id) AS rank
-        FROM (
-            SELECT id, function_id, available_at FROM invocations
-            WHERE status = 'WAIT' AND available_at <= :now
-            ORDER BY available_at
-            LIMIT :scan
-        ) AS w
-    ) AS c
-    JOIN functions f ON f.id = c.function_id
-    LEFT JOIN (
-        SELECT function_id, count(*) AS n FROM invocations
-        WHERE status = 'RUNNING' GROUP BY function_id
-    ) AS r ON r.function_id = c.function_id
-    WHERE c.rank + coalesce(r.n, 0) <= f.concurrency
-    ORDER BY c.available_at
-    LIMIT :limit
-)
+FROM (SELECT unnest(openfgs_pick_due(:now, :limit, :scan)) AS picked_id) AS picked
+WHERE invocations.id = picked.picked_id AND invocations.status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message;
 
