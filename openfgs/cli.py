@@ -113,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        proxy_headers=False,  # nothing reads the client's address: skip the middleware
         loop="auto",
         http="auto",
         lifespan="on",

@@ -118,6 +118,8 @@ class PostgresStore:
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._flush_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._claims: psycopg.AsyncConnection[Any] | None = None
+        self._claim_lock = asyncio.Lock()
 
     async def open(self) -> None:
         try:
@@ -139,6 +141,7 @@ class PostgresStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self._drop_claim_connection()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -387,15 +390,10 @@ class PostgresStore:
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = claim_params(worker_id, now, limit, lease_until)
-        try:
-            async with self._connection() as conn, conn.transaction():
-                # Claims take turns, so per-function concurrency holds across every worker.
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
-                cur = await conn.execute(self._q["claim_invocations"], params)
-                rows = await cur.fetchall()
-        except psycopg.Error as exc:
-            raise _wrap(exc) from exc
+        # Claims take turns (openfgs_pick_due locks), so per-function concurrency holds across
+        # every worker.
+        params = {**claim_params(worker_id, now, limit, lease_until), "claim_lock": _CLAIM_LOCK}
+        rows = await self._fetchall("claim_invocations", params)
         return [claimed_from_row(r) for r in rows]
 
     async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
@@ -465,23 +463,39 @@ class PostgresStore:
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
     ) -> tuple[list[ClaimedInvocation], list[ClaimedInvocation]]:
-        params = claim_params(worker_id, now, limit, lease_until)
+        params = {**claim_params(worker_id, now, limit, lease_until), "claim_lock": _CLAIM_LOCK}
         expired_params = {**params, "limit": expired_limit}
-        try:
-            async with self._connection() as conn:
-                # One round trip: the statements are pipelined, the results read at the end.
-                async with conn.pipeline(), conn.transaction():
-                    await conn.execute(_NO_WAL_FLUSH)
+        async with self._claim_lock:  # one claim at a time per process, on its own connection
+            try:
+                conn = await self._claim_connection()
+                # One round trip: both statements pipelined, the results read at the end.
+                async with conn.pipeline():
                     expired = await conn.execute(
                         self._q["claim_expired_invocations"], expired_params
                     )
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
                     claimed = await conn.execute(self._q["claim_invocations"], params)
                 expired_rows = await expired.fetchall()
                 rows = await claimed.fetchall()
-        except psycopg.Error as exc:
-            raise _wrap(exc) from exc
+            except psycopg.Error as exc:
+                await self._drop_claim_connection()
+                raise _wrap(exc) from exc
         return [claimed_from_row(r) for r in expired_rows], [claimed_from_row(r) for r in rows]
+
+    async def _claim_connection(self) -> psycopg.AsyncConnection[Any]:
+        """The worker's claims skip the pool: a connection of their own, in autocommit and
+        without waiting for the WAL flush (a lost claim is claimed again)."""
+        if self._pool is None:
+            raise StoreError("store is closed")
+        if self._claims is None or self._claims.closed:
+            self._claims = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            await self._claims.execute("SET synchronous_commit = off")
+        return self._claims
+
+    async def _drop_claim_connection(self) -> None:
+        if self._claims is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._claims.close()
+            self._claims = None
 
     async def list_cancel_requests(self, worker_id: str) -> list[str]:
         rows = await self._fetchall("list_cancel_requests", {"worker_id": worker_id})

@@ -164,11 +164,11 @@ WHERE function_id = :function_id
 -- name: claim_invocations
 -- Waiting rows whose time has come, oldest first, as many per function as its concurrency
 -- (strategy_config.concurrency) leaves room for beside what already runs, on every node: the
--- walk is openfgs_pick_due (migration 0003), under the claim advisory lock.
+-- walk is openfgs_pick_due (migration 0003), which takes the claim advisory lock first.
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
-FROM (SELECT unnest(openfgs_pick_due(:now, :limit, :scan)) AS picked_id) AS picked
+FROM (SELECT unnest(openfgs_pick_due(:now, :limit, :scan, :claim_lock)) AS picked_id) AS picked
 WHERE invocations.id = picked.picked_id AND invocations.status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message;

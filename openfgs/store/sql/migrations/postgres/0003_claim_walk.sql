@@ -1,8 +1,9 @@
 -- Claims walk the due waiting rows oldest first and stop as soon as they have what they came
 -- for, skipping functions that have no room left (strategy_config.concurrency less what runs),
 -- like the SQLite store's claim. Ranking a fixed window of candidates in SQL cost ~1 ms per
--- claim however few rows it took. Callers hold the claim advisory lock.
-CREATE FUNCTION openfgs_pick_due(p_now bigint, p_limit integer, p_scan integer)
+-- claim however few rows it took. It first takes the claim advisory lock (p_lock) for the rest
+-- of the transaction, so claims take turns across workers and a claim is one statement.
+CREATE FUNCTION openfgs_pick_due(p_now bigint, p_limit integer, p_scan integer, p_lock bigint)
 RETURNS bigint[] AS $$
 DECLARE
     picked bigint[] := '{}';
@@ -12,6 +13,7 @@ DECLARE
     slot integer;
     room integer;
 BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
     FOR due IN
         SELECT id, function_id FROM invocations
         WHERE status = 'WAIT' AND available_at <= p_now
