@@ -503,10 +503,18 @@ class PostgresStore:
 
     async def get_invocation(self, request_id: str) -> InvocationDetail | None:
         params = {"request_id": request_id}
-        row = await self._fetchone("get_invocation", params)
-        if row is None:
-            return None
-        return detail_from_rows(row, await self._fetchall("list_attempts", params))
+        try:
+            async with self._connection() as conn, conn.transaction():
+                # One snapshot: the record and its attempts as one outcome left them.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur = await conn.execute(self._q["get_invocation"], params)
+                row = await cur.fetchone()
+                if row is None:
+                    return None
+                cur = await conn.execute(self._q["list_attempts"], params)
+                return detail_from_rows(row, await cur.fetchall())
+        except psycopg.Error as exc:
+            raise _wrap(exc) from exc
 
     async def claim_waiting(
         self, request_id: str, function_id: int, worker_id: str, now: int, lease_until: int

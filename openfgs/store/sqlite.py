@@ -597,10 +597,15 @@ class SqliteStore:
     async def get_invocation(self, request_id: str) -> InvocationDetail | None:
         def op(conn: sqlite3.Connection) -> InvocationDetail | None:
             params = {"request_id": request_id}
-            row = conn.execute(self._q["get_invocation"], params).fetchone()
-            if row is None:
-                return None
-            return detail_from_rows(row, conn.execute(self._q["list_attempts"], params).fetchall())
+            conn.execute("BEGIN")  # one snapshot: the record and its attempts agree
+            try:
+                row = conn.execute(self._q["get_invocation"], params).fetchone()
+                if row is None:
+                    return None
+                attempts = conn.execute(self._q["list_attempts"], params).fetchall()
+                return detail_from_rows(row, attempts)
+            finally:
+                conn.execute("COMMIT")
 
         return await self._read(op)
 
