@@ -24,6 +24,9 @@ from huaweicloudsdkfunctiongraph.v2 import (
     CreateFunctionRequestBody,
     FuncCode,
     ListAsyncInvocationsRequest,
+    StrategyConfig,
+    UpdateFunctionConfigRequest,
+    UpdateFunctionConfigRequestBody,
 )
 
 from openfgs.auth.signing import sign_headers
@@ -38,6 +41,7 @@ __all__ = [
     "RawApi",
     "b64",
     "create_function",
+    "disable_function",
     "function_path",
     "insert_records",
     "record_status",
@@ -110,6 +114,19 @@ def create_function(
         **fields,
     )
     return sdk.create_function(CreateFunctionRequest(body=body))
+
+
+def disable_function(sdk: Any, name: str) -> None:
+    """Set a function's ``strategy_config.concurrency`` to 0: FunctionGraph's "disabled"."""
+    body = UpdateFunctionConfigRequestBody(
+        func_name=name,
+        runtime="Python3.9",
+        timeout=30,
+        handler="index.handler",
+        memory_size=128,
+        strategy_config=StrategyConfig(concurrency=0),
+    )
+    sdk.update_function_config(UpdateFunctionConfigRequest(function_urn=urn(name), body=body))
 
 
 def function_path(function_urn: str, suffix: str = "", project: str = PROJECT) -> str:

@@ -18,9 +18,6 @@ from huaweicloudsdkfunctiongraph.v2 import (
     ListAsyncInvocationsRequest,
     ListFunctionsRequest,
     ShowFunctionConfigRequest,
-    StrategyConfig,
-    UpdateFunctionConfigRequest,
-    UpdateFunctionConfigRequestBody,
 )
 
 from openfgs.models import Credential
@@ -31,6 +28,7 @@ from .conftest import (
     RawApi,
     b64,
     create_function,
+    disable_function,
     function_path,
     sdk_client,
     urn,
@@ -63,15 +61,7 @@ def setup(sdk: Any) -> None:
     """``hello`` exists; ``disabled`` exists with concurrency 0."""
     create_function(sdk, "hello", HELLO)
     create_function(sdk, "disabled", HELLO)
-    body = UpdateFunctionConfigRequestBody(
-        func_name="disabled",
-        runtime="Python3.9",
-        timeout=30,
-        handler="index.handler",
-        memory_size=128,
-        strategy_config=StrategyConfig(concurrency=0),
-    )
-    sdk.update_function_config(UpdateFunctionConfigRequest(function_urn=urn("disabled"), body=body))
+    disable_function(sdk, "disabled")
 
 
 Call = Callable[[RawApi], httpx.Response]

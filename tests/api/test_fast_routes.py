@@ -12,11 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from huaweicloudsdkfunctiongraph.v2 import (
-    StrategyConfig,
-    UpdateFunctionConfigRequest,
-    UpdateFunctionConfigRequestBody,
-)
 
 from openfgs.api import create_app
 from tests.api.conftest import (
@@ -25,6 +20,7 @@ from tests.api.conftest import (
     LiveServer,
     RawApi,
     create_function,
+    disable_function,
     function_path,
     insert_records,
     urn,
@@ -106,16 +102,8 @@ def test_async_invoke_path_errors_match(
 
 def test_disabled_function_answers_429_on_both(server: LiveServer, sdk: Any, raw: RawApi) -> None:
     create_function(sdk, "disabled")
-    body = UpdateFunctionConfigRequestBody(
-        func_name="disabled",
-        runtime="Python3.9",
-        timeout=30,
-        handler="index.handler",
-        memory_size=128,
-        strategy_config=StrategyConfig(concurrency=0),
-    )
+    disable_function(sdk, "disabled")
     function_urn = urn("disabled")
-    sdk.update_function_config(UpdateFunctionConfigRequest(function_urn=function_urn, body=body))
     request = raw.build("POST", function_path(function_urn, "/invocations-async"), content=b"{}")
     fast, slow = both(server, request)
     assert fast.status_code == 429

@@ -16,6 +16,8 @@ from openfgs.errors import ConflictError
 from openfgs.models import Function, NewInvocation
 from openfgs.store.sqlite import SqliteStore
 
+from .test_store import make_function
+
 pytestmark = pytest.mark.anyio
 BASE = 1_700_000_000_000
 
@@ -34,23 +36,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 async def add_function(store: SqliteStore) -> Function:
-    code = b"def handler(event, context):\n    return 1\n"
-    function = Function(
-        id=0,
-        func_id=str(uuid.uuid4()),
-        project_id="p" * 32,
-        package="default",
-        name="hello",
-        runtime="Python3.9",
-        handler="index.handler",
-        memory_size=128,
-        timeout=30,
-        code_type="inline",
-        code_digest="d" * 128,
-        code_size=len(code),
-        created_at=BASE,
-        last_modified=BASE,
-    )
+    function, code = make_function("hello")
     return await store.insert_function(function, code)
 
 
