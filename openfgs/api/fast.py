@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openfgs.api.deps import authenticate_scope
 from openfgs.api.errors import error_response
 from openfgs.api.invocations import accept_async, list_records
-from openfgs.errors import ApiError, BadRequest, InternalError
+from openfgs.errors import ApiError, BadRequest, InternalError, PayloadTooLarge
 from openfgs.services import Services
 
 log = logging.getLogger("openfgs.api")
@@ -34,6 +34,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _PROJECT_MAX = 64
 _IDEMPOTENCY_KEY_MAX = 128
 _IDEMPOTENCY_HEADER = b"x-openfgs-idempotency-key"
+_LIST_BODY_MAX = 64 * 1024  # a GET's body is only hashed for its signature
 
 
 class _Disconnected(Exception):
@@ -67,14 +68,17 @@ class FastRoutes:
                 "Invalid parameter header.x-openfgs-idempotency-key: "
                 f"String should have at most {_IDEMPOTENCY_KEY_MAX} characters"
             )
-        body = await _read_body(receive)
+        body = await _read_body(receive, self.services.settings.max_async_body_bytes + 1)
         return await accept_async(
             self.services, scope, body, project_id, match["urn"], idempotency_key
         )
 
     async def _list(self, scope: Scope, receive: Receive, match: re.Match[str]) -> bytes:
         project_id = _project(match)
-        await authenticate_scope(self.services, scope, await _read_body(receive), project_id)
+        body = await _read_body(receive, _LIST_BODY_MAX + 1)
+        if len(body) > _LIST_BODY_MAX:
+            raise PayloadTooLarge(f"The request body is larger than {_LIST_BODY_MAX // 1024} KB")
+        await authenticate_scope(self.services, scope, body, project_id)
         function = await self.services.registry.resolve(project_id, match["urn"])
         query = scope.get("query_string", b"").decode("latin-1")
         params = dict(parse_qsl(query, keep_blank_values=True))
@@ -106,13 +110,19 @@ def _project(match: re.Match[str]) -> str:
     return project_id
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, keep: int) -> bytes:
+    """The request body, or its first ``keep`` bytes: the rest is read and dropped, so a huge
+    body costs no memory (an answer to it is decided by its size alone)."""
     chunks: list[bytes] = []
+    kept = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _Disconnected
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        if kept < keep:
+            chunks.append(chunk[: keep - kept])
+            kept += len(chunks[-1])
         if not message.get("more_body", False):
             return b"".join(chunks)
 

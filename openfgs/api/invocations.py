@@ -53,10 +53,14 @@ JSON = "application/json"
 HEADER_LOG_BYTES = 2000
 
 
-def read_event(body: bytes, limit: int) -> bytes:
-    """The whole JSON body is the event; an empty body is the empty object."""
+def check_size(body: bytes, limit: int) -> None:
     if len(body) > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit // 1024} KB")
+
+
+def read_event(body: bytes, limit: int) -> bytes:
+    """The whole JSON body is the event; an empty body is the empty object."""
+    check_size(body, limit)
     if not body.strip():
         return b"{}"
     try:
@@ -101,7 +105,11 @@ async def accept_async(
     function_urn: str,
     idempotency_key: str | None,
 ) -> bytes:
-    """AsyncInvokeFunction: the record is on disk when this returns; the 202's body."""
+    """AsyncInvokeFunction: the record is on disk when this returns; the 202's body.
+
+    An oversized body is refused before anything else (the fast route does not keep more of
+    it than the limit and one byte)."""
+    check_size(body, services.settings.max_async_body_bytes)
     await authenticate_scope(services, scope, body, project_id)
     function = await services.registry.resolve(project_id, function_urn)
     event = read_event(body, services.settings.max_async_body_bytes)

@@ -150,3 +150,22 @@ def test_list_with_a_wrong_method_is_still_405(
     fast, slow = both(server, request)
     assert fast.status_code == 405
     assert_same(fast, slow)
+
+
+def test_a_huge_body_is_refused_by_its_size_without_being_kept(
+    server: LiveServer, raw: RawApi, echo_urn: str
+) -> None:
+    limit = server.settings.max_async_body_bytes
+    huge = b'{"a": "' + b"x" * (16 * 1024 * 1024) + b'"}'
+    unsigned = raw.build(
+        "POST", function_path(echo_urn, "/invocations-async"), content=huge, credential=None
+    )
+    answer = raw.send(unsigned)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error_code"] == "FSS.0413"
+    assert f"{limit // 1024} KB" in answer.json()["error_msg"]
+    # The connection and the server go on answering.
+    fine = raw.call("POST", function_path(echo_urn, "/invocations-async"), content=b"{}")
+    assert fine.status_code == 202
+    listed = raw.call("GET", function_path(echo_urn, "/async-invocations"), content=huge[:70_000])
+    assert listed.status_code == 413
