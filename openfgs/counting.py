@@ -68,14 +68,17 @@ class SettledHours:
         hours: range,
         statuses: tuple[Status, ...],
         fresh: dict[int, HourCounts],
-    ) -> int:
-        """The records of ``hours`` in ``statuses`` (all statuses when empty)."""
+    ) -> int | None:
+        """The records of ``hours`` in ``statuses`` (all statuses when empty); None if an hour
+        is neither in ``fresh`` nor remembered (forgotten meanwhile to stay within bounds)."""
         wanted = statuses or tuple(Status)
         total = 0
         for hour in hours:
             counts = fresh.get(hour)
             if counts is None:
-                counts = self._hours[(key, hour)]
+                counts = self._hours.get((key, hour))
+                if counts is None:
+                    return None
                 self._hours.move_to_end((key, hour))
             total += sum(counts.get(status, 0) for status in wanted)
         return total

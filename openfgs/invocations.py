@@ -388,6 +388,8 @@ class InvocationService:
             )
             fresh.update(self._settled.learn(key, run, rows))
         counted = self._settled.total(key, hours, query.statuses, fresh)
+        if counted is None:
+            return await self._store.list_invocations(query)
         rest = []
         if query.begin < hours.start * HOUR_MS:
             rest.append((query.begin, hours.start * HOUR_MS - 1))

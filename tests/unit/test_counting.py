@@ -58,6 +58,8 @@ def test_remembered_hours_are_bounded() -> None:
     hours = SettledHours(RETENTION, max_hours=3)
     hours.learn("f", range(0, 5), [])
     assert hours.missing("f", range(0, 5)) == [0, 1]
+    assert hours.total("f", range(2, 5), (), {}) == 0
+    assert hours.total("f", range(0, 5), (), {}) is None  # forgotten: the caller counts
 
 
 def test_runs_of_consecutive_hours() -> None:
