@@ -43,6 +43,18 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return used
 
 
+def cores_by_thread(
+    before: dict[int, float], after: dict[int, float], wall: float, names: dict[int, str]
+) -> tuple[dict[int, float], list[str]]:
+    """Cores each thread used between two ``thread_cpu`` readings, and one line per name."""
+    busy = {tid: (after.get(tid, 0) - before.get(tid, 0)) / wall for tid in after}
+    by_name: collections.Counter[str] = collections.Counter()
+    for tid, cores in busy.items():
+        by_name[names.get(tid, "(no Python frames sampled)")] += cores
+    lines = [f"  {cores:4.2f}  {name}" for name, cores in by_name.most_common() if cores > 0.005]
+    return busy, lines
+
+
 def summarize(raw: Path, top: int = 25) -> tuple[dict[int, str], str]:
     """Thread names by id, and the main thread's top functions (self and inclusive)."""
     names: dict[int, str] = {}
@@ -127,11 +139,7 @@ def profile_accept(res: Resources, backend: str, seconds: float, clients: int) -
     trivial = _as_float(run(_rate(service, min(seconds, 5.0), clients, "/docs")))
     res.stop(service.process)
     names, functions = summarize(raw)
-    busy = {tid: (after.get(tid, 0) - before.get(tid, 0)) / wall for tid in after}
-    by_name: collections.Counter[str] = collections.Counter()
-    for tid, cores in busy.items():
-        by_name[names.get(tid, "(no Python frames sampled)")] += cores
-    threads = [f"  {cores:4.2f}  {name}" for name, cores in by_name.most_common() if cores > 0.005]
+    busy, threads = cores_by_thread(before, after, wall, names)
     return "\n".join(
         [
             f"accept on {backend}, {clients} clients: {plain:,.0f} req/s without the profiler, "
@@ -187,11 +195,7 @@ def profile_e2e(res: Resources, backend: str, seconds: float, clients: int) -> s
     children_cpu = sum(_process_cpu(p) for p, _ in descendants(pid)) - children_before
     res.stop(service.process)
     names, functions = summarize(raw)
-    busy = {tid: (after.get(tid, 0) - before.get(tid, 0)) / wall for tid in after}
-    by_name: collections.Counter[str] = collections.Counter()
-    for tid, cores in busy.items():
-        by_name[names.get(tid, "(no Python frames sampled)")] += cores
-    threads = [f"  {cores:4.2f}  {name}" for name, cores in by_name.most_common() if cores > 0.005]
+    _, threads = cores_by_thread(before, after, wall, names)
     return "\n".join(
         [
             f"end to end on {backend}: {count:,} accepted in {accept_seconds:.1f} s while the "

@@ -390,11 +390,7 @@ class PostgresStore:
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        # Claims take turns (openfgs_pick_due locks), so per-function concurrency holds across
-        # every worker.
-        params = {**claim_params(worker_id, now, limit, lease_until), "claim_lock": _CLAIM_LOCK}
-        rows = await self._fetchall("claim_invocations", params)
-        return [claimed_from_row(r) for r in rows]
+        return (await self.claim_due(worker_id, now, limit, 0, lease_until))[1]
 
     async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
         """Insert unless ``key`` was used for this function since ``cutoff``; the request id."""
@@ -456,26 +452,32 @@ class PostgresStore:
     async def claim_expired_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
-        rows = await self._fetchall("claim_expired_invocations", params)
-        return [claimed_from_row(r) for r in rows]
+        return (await self.claim_due(worker_id, now, 0, limit, lease_until))[0]
 
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
     ) -> tuple[list[ClaimedInvocation], list[ClaimedInvocation]]:
+        # Claims take turns (openfgs_pick_due locks), so per-function concurrency holds across
+        # every worker.
         params = {**claim_params(worker_id, now, limit, lease_until), "claim_lock": _CLAIM_LOCK}
         expired_params = {**params, "limit": expired_limit}
+        expired_rows: list[Any] = []
+        rows: list[Any] = []
         async with self._claim_lock:  # one claim at a time per process, on its own connection
             try:
                 conn = await self._claim_connection()
                 # One round trip: both statements pipelined, the results read at the end.
                 async with conn.pipeline():
-                    expired = await conn.execute(
-                        self._q["claim_expired_invocations"], expired_params
-                    )
-                    claimed = await conn.execute(self._q["claim_invocations"], params)
-                expired_rows = await expired.fetchall()
-                rows = await claimed.fetchall()
+                    expired = claimed = None
+                    if expired_limit > 0:
+                        sql = self._q["claim_expired_invocations"]
+                        expired = await conn.execute(sql, expired_params)
+                    if limit > 0:
+                        claimed = await conn.execute(self._q["claim_invocations"], params)
+                if expired is not None:
+                    expired_rows = await expired.fetchall()
+                if claimed is not None:
+                    rows = await claimed.fetchall()
             except psycopg.Error as exc:
                 await self._drop_claim_connection()
                 raise _wrap(exc) from exc

@@ -495,9 +495,7 @@ class SqliteStore:
     async def claim_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = claim_params(worker_id, now, limit, lease_until)
-        rows = await self._write(lambda conn: self._claim(conn, params), durable=False)
-        return [claimed_from_row(r) for r in rows]
+        return (await self.claim_due(worker_id, now, limit, 0, lease_until))[1]
 
     def _claim(self, conn: sqlite3.Connection, params: dict[str, Any]) -> list[Any]:
         """Waiting rows, oldest first, as many per function as its concurrency leaves room for.
@@ -506,6 +504,8 @@ class SqliteStore:
         rows as it takes, and a function at its limit is skipped rather than blocking the
         functions behind it (up to ``claim_scan(limit)`` rows, as PostgreSQL's claim).
         """
+        if params["limit"] <= 0:
+            return []
         room: dict[int, int] = {}
         picked: list[tuple[int, str]] = []
         due = conn.execute(self._q["list_due_invocations"], params)
@@ -573,9 +573,7 @@ class SqliteStore:
     async def claim_expired_invocations(
         self, worker_id: str, now: int, limit: int, lease_until: int
     ) -> list[ClaimedInvocation]:
-        params = {"worker_id": worker_id, "now": now, "limit": limit, "lease_until": lease_until}
-        rows = await self._write(self._all("claim_expired_invocations", params), durable=False)
-        return [claimed_from_row(r) for r in rows]
+        return (await self.claim_due(worker_id, now, 0, limit, lease_until))[0]
 
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
@@ -584,8 +582,11 @@ class SqliteStore:
         expired_params = {**params, "limit": expired_limit}
 
         def op(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            expired = conn.execute(self._q["claim_expired_invocations"], expired_params)
-            return expired.fetchall(), self._claim(conn, params)
+            expired = []
+            if expired_limit > 0:
+                sql = self._q["claim_expired_invocations"]
+                expired = conn.execute(sql, expired_params).fetchall()
+            return expired, self._claim(conn, params)
 
         expired_rows, rows = await self._write(op, durable=False)
         return [claimed_from_row(r) for r in expired_rows], [claimed_from_row(r) for r in rows]

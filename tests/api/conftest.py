@@ -41,12 +41,12 @@ __all__ = [
     "RawApi",
     "b64",
     "create_function",
-    "disable_function",
     "function_path",
     "insert_records",
     "record_status",
     "reported_event",
     "sdk_client",
+    "set_concurrency",
     "urn",
     "wait_for",
     "wait_for_terminal",
@@ -116,15 +116,15 @@ def create_function(
     return sdk.create_function(CreateFunctionRequest(body=body))
 
 
-def disable_function(sdk: Any, name: str) -> None:
-    """Set a function's ``strategy_config.concurrency`` to 0: FunctionGraph's "disabled"."""
+def set_concurrency(sdk: Any, name: str, concurrency: int) -> None:
+    """Set a function's ``strategy_config.concurrency`` (0 is FunctionGraph's "disabled")."""
     body = UpdateFunctionConfigRequestBody(
         func_name=name,
         runtime="Python3.9",
         timeout=30,
         handler="index.handler",
         memory_size=128,
-        strategy_config=StrategyConfig(concurrency=0),
+        strategy_config=StrategyConfig(concurrency=concurrency),
     )
     sdk.update_function_config(UpdateFunctionConfigRequest(function_urn=urn(name), body=body))
 

@@ -15,9 +15,6 @@ from huaweicloudsdkfunctiongraph.v2 import (
     InvokeFunctionRequest,
     ListActiveAsyncInvocationsRequest,
     ListAsyncInvocationsRequest,
-    StrategyConfig,
-    UpdateFunctionConfigRequest,
-    UpdateFunctionConfigRequestBody,
 )
 
 from openfgs.models import now_ms
@@ -30,6 +27,7 @@ from .conftest import (
     insert_records,
     record_status,
     reported_event,
+    set_concurrency,
     urn,
     wait_for,
     wait_for_terminal,
@@ -87,18 +85,6 @@ def list_json(raw: RawApi, function_urn: str, **params: str) -> dict[str, Any]:
 def utc(ms: int) -> datetime:
     """A naive UTC datetime (the SDK sends it as ``YYYY-MM-DDTHH:mm:ss[.ffffff]``)."""
     return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)
-
-
-def set_concurrency(sdk: Any, name: str, concurrency: int) -> None:
-    body = UpdateFunctionConfigRequestBody(
-        func_name=name,
-        runtime="Python3.9",
-        timeout=30,
-        handler="index.handler",
-        memory_size=128,
-        strategy_config=StrategyConfig(concurrency=concurrency),
-    )
-    sdk.update_function_config(UpdateFunctionConfigRequest(function_urn=urn(name), body=body))
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ from .conftest import (
     RawApi,
     b64,
     create_function,
-    disable_function,
     function_path,
     sdk_client,
+    set_concurrency,
     urn,
 )
 
@@ -61,7 +61,7 @@ def setup(sdk: Any) -> None:
     """``hello`` exists; ``disabled`` exists with concurrency 0."""
     create_function(sdk, "hello", HELLO)
     create_function(sdk, "disabled", HELLO)
-    disable_function(sdk, "disabled")
+    set_concurrency(sdk, "disabled", 0)
 
 
 Call = Callable[[RawApi], httpx.Response]

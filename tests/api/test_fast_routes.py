@@ -20,9 +20,9 @@ from tests.api.conftest import (
     LiveServer,
     RawApi,
     create_function,
-    disable_function,
     function_path,
     insert_records,
+    set_concurrency,
     urn,
 )
 
@@ -102,7 +102,7 @@ def test_async_invoke_path_errors_match(
 
 def test_disabled_function_answers_429_on_both(server: LiveServer, sdk: Any, raw: RawApi) -> None:
     create_function(sdk, "disabled")
-    disable_function(sdk, "disabled")
+    set_concurrency(sdk, "disabled", 0)
     function_urn = urn("disabled")
     request = raw.build("POST", function_path(function_urn, "/invocations-async"), content=b"{}")
     fast, slow = both(server, request)

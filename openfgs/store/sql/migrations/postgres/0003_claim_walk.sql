@@ -14,6 +14,9 @@ DECLARE
     room integer;
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
+    IF p_limit <= 0 THEN
+        RETURN picked;
+    END IF;
     FOR due IN
         SELECT id, function_id FROM invocations
         WHERE status = 'WAIT' AND available_at <= p_now
