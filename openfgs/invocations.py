@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +29,6 @@ from openfgs.models import (
     Status,
     new_request_id,
     now_ms,
-    parse_time,
 )
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncConfigBody, FuncDestinationConfig
@@ -66,94 +65,6 @@ class Notifier:
         """Return once notified since the last return (at once if that already happened)."""
         await self._event.wait()
         self._event.clear()
-
-
-# -- query parameters -------------------------------------------------------------------------
-
-
-def _query_error(parameter: str, message: str) -> BadRequest:
-    return BadRequest(f"Invalid query parameter {parameter}: {message}", error_code="FSS.1001")
-
-
-def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    if len(raw) > 64 or not raw.strip().lstrip("+-").isdigit():
-        raise _query_error(name, f"{raw[:64]!r} is not an integer")
-    value = int(raw)
-    if not low <= value <= high:
-        raise _query_error(name, f"{value} is out of range [{low}, {high}]")
-    return value
-
-
-def time_window(params: Mapping[str, str | None]) -> tuple[int, int]:
-    """``query_begin_time`` / ``query_end_time`` as epoch ms, with FunctionGraph's defaults."""
-    bounds: dict[str, int] = {}
-    for name in ("query_begin_time", "query_end_time"):
-        raw = params.get(name)
-        if raw:
-            try:
-                bounds[name] = parse_time(raw)
-            except ValueError:
-                raise _query_error(
-                    name, f"{raw[:64]!r} is not a time of the form YYYY-MM-DDTHH:mm:ss"
-                ) from None
-    now = now_ms()
-    end = bounds.get("query_end_time")
-    # A whole second given as the end bound includes that second.
-    end = now if end is None else end + (999 if end % 1000 == 0 else 0)
-    begin = bounds.get("query_begin_time", min(now, end) - DEFAULT_WINDOW_MS)
-    if begin > end:
-        raise _query_error("query_begin_time", "it is later than query_end_time")
-    return begin, end
-
-
-def _status_param(params: Mapping[str, str]) -> tuple[Status, ...]:
-    raw = params.get("status")
-    if not raw:
-        return ()
-    try:
-        return (Status(raw),)
-    except ValueError:
-        raise _query_error(
-            "status", f"{raw[:64]!r} is not one of WAIT, RUNNING, SUCCESS, FAIL, DISCARD"
-        ) from None
-
-
-def parse_list_query(function: Function, params: Mapping[str, str]) -> InvocationQuery:
-    """Validate the list endpoint's query parameters (all strings on the wire)."""
-    request_id = params.get("request_id") or ""
-    if len(request_id) > 64:
-        raise _query_error("request_id", "longer than 64 characters")
-    begin, end = time_window(params)
-    return InvocationQuery(
-        function_id=function.id,
-        begin=begin,
-        end=end,
-        request_ids=(request_id,) if request_id else (),
-        statuses=_status_param(params),
-        marker=_int_param(params, "marker", 0, 0, 2**31 - 1),
-        limit=_int_param(params, "limit", 100, 1, MAX_LIMIT),
-    )
-
-
-def parse_active_query(function: Function, params: Mapping[str, str]) -> InvocationQuery | None:
-    """The active-invocations endpoint: only WAIT and RUNNING, ``requests`` = up to 10 ids.
-
-    None when the filters leave nothing that could match (a terminal ``status``).
-    """
-    raw = params.get("requests") or ""
-    if len(raw) > 640:
-        raise _query_error("requests", "longer than 640 characters")
-    ids = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
-    if len(ids) > MAX_ACTIVE_IDS:
-        raise _query_error("requests", f"more than {MAX_ACTIVE_IDS} request ids")
-    query = parse_list_query(function, {k: v for k, v in params.items() if k != "request_id"})
-    statuses = tuple(s for s in ACTIVE if not query.statuses or s in query.statuses)
-    if not statuses:
-        return None
-    return replace(query, request_ids=ids, statuses=statuses)
 
 
 # -- the decision -----------------------------------------------------------------------------

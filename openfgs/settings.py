@@ -54,6 +54,11 @@ class Settings:
     token_ttl_seconds: int = 24 * 3600
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        # Instances, the worker and the lock all run from other working directories: a relative
+        # data dir means the folder the command was started in, resolved once, here.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+
     @property
     def api_endpoint(self) -> str:
         return self.endpoint or f"http://{self.host}:{self.port}"

@@ -9,7 +9,8 @@ from fastapi.responses import Response
 
 from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
-from openfgs.errors import BadRequest, NotFound
+from openfgs.api.params import parse_int
+from openfgs.errors import NotFound
 from openfgs.models import AsyncConfig, Function, format_modified, format_time
 from openfgs.schemas import (
     AsyncConfigBody,
@@ -103,8 +104,8 @@ async def list_async_configs(
     marker: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    offset = _number(marker, "marker")
-    size = min(_number(limit, "limit") or 10, 100)
+    offset = parse_int(marker, "marker", default=0)
+    size = min(parse_int(limit, "limit", default=0) or 10, 100)
     config = await services.invocations.config(function)
     configs = [describe_config(config, function, services.settings.region)] if config else []
     page = configs[offset : offset + size]
@@ -117,14 +118,6 @@ async def list_async_configs(
             "current_count": len(page),
         },
     }
-
-
-def _number(raw: str | None, name: str) -> int:
-    if not raw:
-        return 0
-    if not raw.isdigit() or len(raw) > 9:
-        raise BadRequest(f"Invalid query parameter {name}: {raw[:64]!r}", error_code="FSS.1001")
-    return int(raw)
 
 
 @router.post(

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from openfgs.api.deps import ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
-from openfgs.invocations import time_window
+from openfgs.api.params import time_window
 from openfgs.models import Status, format_time
 from openfgs.schemas import InvocationDetailOut, RerunBody, RerunOut, StatsOut
 

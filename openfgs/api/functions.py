@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from openfgs.api.deps import ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
+from openfgs.api.params import parse_int
 from openfgs.errors import BadRequest
 from openfgs.models import LATEST, Function, format_modified
 from openfgs.schemas import (
@@ -87,14 +88,6 @@ async def describe_code(services: ServicesDep, function: Function) -> dict[str, 
     }
 
 
-def _offset(raw: str | None, name: str) -> int:
-    if raw is None or raw == "":
-        return 0
-    if not raw.isdigit() or len(raw) > 9:
-        raise BadRequest(f"Invalid query parameter {name}: {raw[:64]!r}", error_code="FSS.1001")
-    return int(raw)
-
-
 @router.post("", response_model=FunctionOut, summary="CreateFunction")
 async def create_function(
     body: CreateFunctionBody, project_id: ProjectDep, services: ServicesDep
@@ -112,10 +105,9 @@ async def list_functions(
     package_name: Annotated[str | None, Query(max_length=64)] = None,
     func_name: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    offset = _offset(marker, "marker")
+    offset = parse_int(marker, "marker", default=0)
     # FunctionGraph reads 0, an absent value and anything over 400 as 400.
-    limit = _offset(maxitems, "maxitems") or MAX_ITEMS
-    limit = min(limit, MAX_ITEMS)
+    limit = min(parse_int(maxitems, "maxitems", default=0) or MAX_ITEMS, MAX_ITEMS)
     functions, count = await services.registry.list(
         project_id, package_name or None, func_name or None, offset, limit
     )

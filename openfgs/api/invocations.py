@@ -13,8 +13,8 @@ from starlette.types import Scope
 
 from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep, authenticate_scope
 from openfgs.api.errors import ERROR_RESPONSES
+from openfgs.api.params import parse_active_query, parse_int, parse_list_query
 from openfgs.errors import BadRequest, PayloadTooLarge, TooManyRequests
-from openfgs.invocations import parse_active_query, parse_list_query
 from openfgs.models import Function, InvocationPage, format_time
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncInvocationListOut, AsyncInvokeOut, SyncInvokeOut
@@ -168,9 +168,10 @@ def instance_memory(raw: str | None) -> int | None:
     """``X-Cff-Instance-Memory``: a per-call memory size from FunctionGraph's list."""
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) not in INSTANCE_MEMORY_SIZES:
+    size = parse_int(raw, "X-Cff-Instance-Memory", default=0, where="header", error_code="FSS.1007")
+    if size not in INSTANCE_MEMORY_SIZES:
         raise BadRequest(f"Invalid X-Cff-Instance-Memory: {raw[:16]!r}", error_code="FSS.1007")
-    return int(raw)
+    return size
 
 
 def sync_response(
@@ -248,10 +249,8 @@ async def list_records(
         )
     query = parse_active_query(function, params)
     if query is None:
-        marker = params.get("marker")
-        return render_page(
-            InvocationPage(next_marker=int(marker) if marker and marker.isdigit() else 0)
-        )
+        marker = parse_int(params.get("marker"), "marker", default=0)
+        return render_page(InvocationPage(next_marker=marker))
     return render_page(await services.invocations.list_records(function, query))
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from openfgs.api.params import parse_active_query, parse_list_query
 from openfgs.errors import BadRequest
 from openfgs.invocations import (
     Decision,
@@ -16,8 +17,6 @@ from openfgs.invocations import (
     decide,
     destination_event,
     expired,
-    parse_active_query,
-    parse_list_query,
 )
 from openfgs.models import ClaimedInvocation, ErrorCode, Function, Status, parse_time
 from openfgs.runtime.types import RunResult
