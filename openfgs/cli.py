@@ -97,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from openfgs.api import create_app
+    from openfgs.api.server import server_config
 
     settings = _settings(args)
     _configure_logging(settings)
@@ -107,18 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"openfgs: {exc}", file=sys.stderr)
         return 1
     app = create_app(services, after_start=first_run)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        proxy_headers=False,  # nothing reads the client's address: skip the middleware
-        loop="auto",
-        http="auto",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, settings))
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again: let that
     # second one end the process with status 0, as a graceful stop should.
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -47,9 +47,16 @@ class Settings:
     # "uid:gid" instances run as; empty: 65534:65534 (nobody) when the service runs as root,
     # else the service's own user; "self": always the service's own user.
     instance_user: str = ""
-    # Request limits.
+    # Request limits (openfgs.api.guard and openfgs.api.server; docs/api.md "Request limits").
     max_async_body_bytes: int = 256 * 1024
     max_sync_body_bytes: int = 6 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024  # every route without a limit of its own
+    max_header_bytes: int = 32 * 1024  # request line and headers together
+    header_read_timeout_seconds: float = 10.0
+    body_read_timeout_seconds: float = 30.0  # between two chunks of a body
+    request_read_timeout_seconds: float = 120.0  # a whole body
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 1024
     signature_skew_seconds: int = 15 * 60
     token_ttl_seconds: int = 24 * 3600
     log_level: str = "info"

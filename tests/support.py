@@ -18,6 +18,7 @@ import psycopg
 import uvicorn
 
 from openfgs.api import create_app
+from openfgs.api.server import server_config
 from openfgs.models import Credential
 from openfgs.services import Services
 from openfgs.settings import Settings
@@ -83,10 +84,7 @@ class _Server(uvicorn.Server):
 def start_server(settings: Settings) -> Iterator[LiveServer]:
     services = Services.build(settings)
     app = create_app(services)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
-    )
-    server = _Server(config)
+    server = _Server(server_config(app, settings, host="127.0.0.1", log_level="warning"))
     loops: list[asyncio.AbstractEventLoop] = []
 
     def run() -> None:

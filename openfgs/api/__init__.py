@@ -12,16 +12,18 @@ from fastapi.openapi.utils import get_openapi
 from openfgs.api import async_config, extensions, functions, health, iam, invocations
 from openfgs.api.errors import install_error_handlers
 from openfgs.api.fast import FastRoutes
+from openfgs.api.guard import Guard
 from openfgs.services import Services
 
 
 def create_app(
     services: Services, after_start: Callable[[Services], Awaitable[None]] | None = None
-) -> FastRoutes:
+) -> Guard:
     """An ASGI app serving ``services``; it starts and stops them with its lifespan.
 
-    The FastAPI app (``.app`` of the answer) serves every route; the hottest ones are answered
-    ahead of it by :class:`FastRoutes`, with the same code behind them.
+    Every request passes the :class:`Guard` (bounds, authentication) first; the FastAPI app
+    (``.app.app`` of the answer) serves every route; the hottest ones are answered ahead of it
+    by :class:`FastRoutes`, with the same code behind them.
     """
 
     @asynccontextmanager
@@ -53,7 +55,7 @@ def create_app(
     app.include_router(functions.router)
     app.include_router(extensions.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return FastRoutes(app, services)
+    return Guard(FastRoutes(app, services), services)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

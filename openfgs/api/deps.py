@@ -22,17 +22,17 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def authenticated_project(
-    request: Request,
-    services: ServicesDep,
-    project_id: Annotated[str, Path(max_length=64)],
+    request: Request, project_id: Annotated[str, Path(max_length=64)]
 ) -> str:
-    """Verify the caller's AK/SK signature or token; it must belong to the path's project."""
-    return await authenticate(request, services, project_id)
+    """The path's project, whose caller the guard (openfgs.api.guard) has authenticated."""
+    return authenticated(request.scope, project_id)
 
 
-async def authenticate(request: Request, services: Services, project_id: str) -> str:
-    """The check behind :func:`authenticated_project`, for routes that skip dependencies."""
-    return await authenticate_scope(services, request.scope, await request.body(), project_id)
+def authenticated(scope: Scope, project_id: str) -> str:
+    """``project_id`` if the guard authenticated this request's caller for it."""
+    if scope.get("openfgs.project") != project_id:
+        raise Forbidden(f"the credential has no access to project {project_id}")
+    return project_id
 
 
 async def authenticate_scope(services: Services, scope: Scope, body: bytes, project_id: str) -> str:

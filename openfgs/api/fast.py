@@ -18,10 +18,10 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from openfgs.api.deps import authenticate_scope
+from openfgs.api.deps import authenticated
 from openfgs.api.errors import error_response
 from openfgs.api.invocations import accept_async, list_records
-from openfgs.errors import ApiError, BadRequest, InternalError, PayloadTooLarge
+from openfgs.errors import ApiError, BadRequest, InternalError
 from openfgs.services import Services
 
 log = logging.getLogger("openfgs.api")
@@ -30,19 +30,16 @@ _FUNCTION = r"/v2/(?P<project>[^/]+)/fgs/functions/(?P<urn>[^/]+)/"
 _ASYNC_INVOKE = re.compile(_FUNCTION + "invocations-async")
 _LIST = re.compile(_FUNCTION + "(?P<active>active-)?async-invocations")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-# The limits FastAPI's declarations put on these routes' parameters (same messages).
-_PROJECT_MAX = 64
+# The limit FastAPI's declaration puts on the idempotency header (same message).
 _IDEMPOTENCY_KEY_MAX = 128
 _IDEMPOTENCY_HEADER = b"x-openfgs-idempotency-key"
-_LIST_BODY_MAX = 64 * 1024  # a GET's body is only hashed for its signature
-
-
-class _Disconnected(Exception):
-    """The client went away before its request body arrived."""
 
 
 class FastRoutes:
-    """ASGI app: the async invoke and list routes answered directly, the rest by ``app``."""
+    """ASGI app: the async invoke and list routes answered directly, the rest by ``app``.
+
+    It runs behind the guard (openfgs.api.guard), which has read the body and authenticated
+    the caller of every project route."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -52,15 +49,14 @@ class FastRoutes:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
             if method == "POST" and (match := _ASYNC_INVOKE.fullmatch(path)):
-                await self._answer(send, 202, self._accept(scope, receive, match))
+                await self._answer(send, 202, self._accept(scope, match))
                 return
             if method == "GET" and (match := _LIST.fullmatch(path)):
-                await self._answer(send, 200, self._list(scope, receive, match))
+                await self._answer(send, 200, self._list(scope, match))
                 return
         await self.app(scope, receive, send)
 
-    async def _accept(self, scope: Scope, receive: Receive, match: re.Match[str]) -> bytes:
-        project_id = _project(match)
+    async def _accept(self, scope: Scope, match: re.Match[str]) -> bytes:
         key = next((v for k, v in scope["headers"] if k == _IDEMPOTENCY_HEADER), None)
         idempotency_key = None if key is None else key.decode("latin-1")
         if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
@@ -68,17 +64,17 @@ class FastRoutes:
                 "Invalid parameter header.x-openfgs-idempotency-key: "
                 f"String should have at most {_IDEMPOTENCY_KEY_MAX} characters"
             )
-        body = await _read_body(receive, self.services.settings.max_async_body_bytes + 1)
         return await accept_async(
-            self.services, scope, body, project_id, match["urn"], idempotency_key
+            self.services,
+            scope,
+            scope["openfgs.body"],
+            match["project"],
+            match["urn"],
+            idempotency_key,
         )
 
-    async def _list(self, scope: Scope, receive: Receive, match: re.Match[str]) -> bytes:
-        project_id = _project(match)
-        body = await _read_body(receive, _LIST_BODY_MAX + 1)
-        if len(body) > _LIST_BODY_MAX:
-            raise PayloadTooLarge(f"The request body is larger than {_LIST_BODY_MAX // 1024} KB")
-        await authenticate_scope(self.services, scope, body, project_id)
+    async def _list(self, scope: Scope, match: re.Match[str]) -> bytes:
+        project_id = authenticated(scope, match["project"])
         function = await self.services.registry.resolve(project_id, match["urn"])
         query = scope.get("query_string", b"").decode("latin-1")
         params = dict(parse_qsl(query, keep_blank_values=True))
@@ -87,8 +83,6 @@ class FastRoutes:
     async def _answer(self, send: Send, status: int, answer: Awaitable[bytes]) -> None:
         try:
             body = await answer
-        except _Disconnected:
-            return
         except ApiError as exc:
             await _send_error(send, exc)
             return
@@ -99,32 +93,6 @@ class FastRoutes:
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def _project(match: re.Match[str]) -> str:
-    project_id = match["project"]
-    if len(project_id) > _PROJECT_MAX:
-        raise BadRequest(
-            f"Invalid parameter project_id: String should have at most {_PROJECT_MAX} characters"
-        )
-    return project_id
-
-
-async def _read_body(receive: Receive, keep: int) -> bytes:
-    """The request body, or its first ``keep`` bytes: the rest is read and dropped, so a huge
-    body costs no memory (an answer to it is decided by its size alone)."""
-    chunks: list[bytes] = []
-    kept = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        if kept < keep:
-            chunks.append(chunk[: keep - kept])
-            kept += len(chunks[-1])
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _send_error(send: Send, exc: ApiError) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from openfgs.api import create_app
+from openfgs.api.guard import Guard
 from tests.api.conftest import (
     OTHER,
     PROJECT,
@@ -31,9 +32,9 @@ NOW_MS = 1_790_000_000_000
 
 
 def both(server: LiveServer, request: httpx.Request) -> tuple[httpx.Response, httpx.Response]:
-    """The answers of the fast routes and of FastAPI alone to ``request``."""
+    """The answers of the fast routes and of FastAPI alone (both behind the guard)."""
     front = create_app(server.services)
-    assert front.app is not front
+    fastapi_alone = Guard(front.app.app, server.services)
 
     async def send(app: Any) -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -42,7 +43,7 @@ def both(server: LiveServer, request: httpx.Request) -> tuple[httpx.Response, ht
             await response.aread()
             return response
 
-    return server.run(send(front)), server.run(send(front.app))
+    return server.run(send(front)), server.run(send(fastapi_alone))
 
 
 def assert_same(fast: httpx.Response, slow: httpx.Response) -> None:

@@ -1,0 +1,195 @@
+"""The outermost ASGI layer: every request is bounded, and authenticated, before any work.
+
+In order, for every HTTP request:
+
+1. its body limit is looked up in :data:`BODY_LIMITS` (one table for every route) and a declared
+   ``Content-Length`` above it is answered 413 without reading a byte;
+2. on a project route (``/v2/{project_id}/…``) the body is read — never more than the limit,
+   each chunk within ``body_read_timeout_seconds`` and the whole within
+   ``request_read_timeout_seconds`` — and the caller authenticated (AK/SK signature or token,
+   for the path's project) before anything looks at the body or the route: a request that is
+   not authenticated learns nothing of the API but that it is not authenticated;
+3. the inner app (the fast routes, then FastAPI) gets the request with the body already read
+   (``scope["openfgs.body"]``, and replayed through ``receive``) and the authenticated project
+   (``scope["openfgs.project"]``).
+
+Header sizes, header read time and the number of connections are bounded below this layer, in
+the HTTP protocol (:mod:`openfgs.api.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openfgs.api.deps import authenticate_scope
+from openfgs.api.errors import error_response
+from openfgs.errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout
+from openfgs.functions import ZIP_LIMIT
+from openfgs.services import Services
+from openfgs.settings import Settings
+
+PROJECT_MAX = 64
+_PROJECT_ROUTE = re.compile(r"/v2/(?P<project>[^/]+)/")
+_FUNCTION = r"/v2/[^/]+/fgs/functions"
+_JSON_OVERHEAD = 64 * 1024  # the other fields of a function body beside its base64 code
+
+
+def code_body_bytes(_: Settings) -> int:
+    """A function create or code update carries a package of up to ZIP_LIMIT in base64."""
+    return (ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """The largest body a route takes: requests matching ``method`` and ``path``."""
+
+    method: str
+    path: re.Pattern[str]
+    limit: Callable[[Settings], int]
+
+
+BODY_LIMITS = (
+    BodyLimit(
+        "POST",
+        re.compile(_FUNCTION + r"/[^/]+/invocations-async"),
+        lambda s: s.max_async_body_bytes,
+    ),
+    BodyLimit(
+        "POST", re.compile(_FUNCTION + r"/[^/]+/invocations"), lambda s: s.max_sync_body_bytes
+    ),
+    BodyLimit("POST", re.compile(_FUNCTION), code_body_bytes),
+    BodyLimit("PUT", re.compile(_FUNCTION + r"/[^/]+/code"), code_body_bytes),
+)
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+class Guard:
+    """ASGI app: bounds and authenticates each request, then hands it to ``app``."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+        settings = services.settings
+        self._limits = [(r.method, r.path, r.limit(settings)) for r in BODY_LIMITS]
+        self._default_limit = settings.max_body_bytes
+        self._idle = settings.body_read_timeout_seconds
+        self._total = settings.request_read_timeout_seconds
+
+    def body_limit(self, method: str, path: str) -> int:
+        for route_method, pattern, limit in self._limits:
+            if route_method == method and pattern.fullmatch(path):
+                return limit
+        return self._default_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._admit(scope, receive)
+        except _Disconnected:
+            return
+        except ApiError as exc:
+            response = error_response(exc.status, exc.error_code, exc.message, exc.headers)
+            await response(scope, receive, send)
+            return
+        if body is None:
+            await self.app(scope, self._bounded(scope, receive), send)
+        else:
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _admit(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The body of a project route, its caller authenticated; None for other routes."""
+        limit = self.body_limit(scope["method"], scope["path"])
+        scope["openfgs.body_limit"] = limit
+        _check_declared_length(scope, limit)
+        match = _PROJECT_ROUTE.match(scope["path"])
+        if match is None:
+            return None
+        project_id = match["project"]
+        if len(project_id) > PROJECT_MAX:
+            raise BadRequest(
+                f"Invalid parameter project_id: String should have at most {PROJECT_MAX} characters"
+            )
+        body = await self.read_body(receive, limit)
+        await authenticate_scope(self.services, scope, body, project_id)
+        scope["openfgs.body"] = body
+        scope["openfgs.project"] = project_id
+        return body
+
+    async def read_body(self, receive: Receive, limit: int) -> bytes:
+        """The whole body, refused (413) as soon as it passes ``limit``, and (408) when a
+        chunk takes longer than the idle timeout or the whole longer than the total."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._total
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(min(loop.time() + self._idle, deadline)) as timer:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Disconnected
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+                    timer.reschedule(min(loop.time() + self._idle, deadline))
+        except TimeoutError:
+            raise RequestTimeout(
+                "The request body did not arrive in time", headers={"Connection": "close"}
+            ) from None
+
+    def _bounded(self, scope: Scope, receive: Receive) -> Receive:
+        """``receive`` for routes that read their own body: same limit, same timeouts."""
+        read = False
+
+        async def bounded() -> Message:
+            nonlocal read
+            if read:
+                return await receive()
+            read = True
+            body = await self.read_body(receive, scope["openfgs.body_limit"])
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return bounded
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    size = f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit // 1024} KB"
+    return PayloadTooLarge(f"The request body is larger than {size}")
+
+
+def _check_declared_length(scope: Scope, limit: int) -> None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not (value.isdigit() and len(value) <= 18):
+                raise BadRequest("Invalid Content-Length header")
+            if int(value) > limit:
+                raise _too_large(limit)
+            return
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that hands out the already read body once, then waits for a disconnect."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,147 @@
+"""The HTTP server under the API: uvicorn with httptools, bounded against slow and big clients.
+
+uvicorn reads a request's headers for as long as a client cares to send them, keeps them
+whole in memory however large, and takes every connection offered. :class:`BoundedProtocol`
+adds what a server on the internet needs below the application:
+
+- a cap on the request line and headers together (``max_header_bytes``): 431, connection closed;
+- a deadline for them (``header_read_timeout_seconds``, from the connection or the previous
+  response on): 408, connection closed — a client trickling headers holds nothing for long;
+- a cap on open connections (``max_connections``): one more is answered 503 and closed.
+
+Bodies are bounded one layer up, per route, by :mod:`openfgs.api.guard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from openfgs.models import new_request_id
+from openfgs.settings import Settings
+
+
+def _error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP response in FunctionGraph's error shape, closing the connection."""
+    body = orjson.dumps({"error_code": f"FSS.0{status}", "error_msg": message})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        f"x-request-id: {new_request_id()}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class BoundedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header size, header time and connection bounds."""
+
+    max_header_bytes = 32 * 1024
+    header_timeout = 10.0
+    max_connections = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refuse(503, "Service Unavailable", "Too many connections; try again later")
+            return
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._awaiting_headers and self._header_bytes > self.max_header_bytes:
+            limit = self.max_header_bytes // 1024
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"The request line and headers are larger than {limit} KB",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._awaiting_headers:  # a pipelined request: its headers count afresh
+            self._awaiting_headers = True
+            self._header_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            self._await_headers()
+
+    def _await_headers(self) -> None:
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._awaiting_headers and not self.transport.is_closing():
+            if self._header_bytes == 0:  # an idle keep-alive connection: just close it
+                self.transport.close()
+                return
+            self._refuse(408, "Request Timeout", "The request headers did not arrive in time")
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._awaiting_headers = False
+        self._cancel_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_error(status, reason, message))
+            self.transport.close()
+
+
+def protocol_for(settings: Settings) -> type[BoundedProtocol]:
+    """:class:`BoundedProtocol` with the limits of ``settings``."""
+    return type(
+        "BoundedProtocol",
+        (BoundedProtocol,),
+        {
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout": settings.header_read_timeout_seconds,
+            "max_connections": settings.max_connections,
+        },
+    )
+
+
+def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration every openfgs server runs with (the CLI's and the tests')."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "proxy_headers": False,  # nothing reads the client's address: skip the middleware
+        "loop": "auto",
+        "http": protocol_for(settings),
+        "lifespan": "on",
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
