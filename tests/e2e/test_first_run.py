@@ -103,6 +103,8 @@ INVOKE = readme_command(CLI_BLOCK, README_OPENFGS, "fn", "invoke", "my-function"
 INVOKE_ASYNC = readme_command(CLI_BLOCK, README_OPENFGS, "fn", "invoke", "my-function", "--async")
 LIST_SUCCESS = readme_command(CLI_BLOCK, README_OPENFGS, "invocations", "list", "my-function")
 DEPLOY = readme_command(CLI_BLOCK, README_OPENFGS, "fn", "deploy")
+# The first block: make a venv, install into it, start the service.
+(MAKE_VENV, INSTALL, START) = readme_blocks()[0][1]
 
 
 # -- fresh folders and the processes started in them -----------------------------------------
@@ -143,10 +145,12 @@ def launch(
     return started
 
 
-def run(command: Command, *, cwd: Path, env: dict[str, str]) -> str:
-    """Run a client command to completion as a user would; its stdout, or fail the test."""
+def run(
+    command: Command, *, cwd: Path, env: dict[str, str], timeout: float = COMMAND_SECONDS
+) -> str:
+    """Run a command to completion as a user would; its stdout, or fail the test."""
     result = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_SECONDS
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, (command, result.stdout, result.stderr)
     return result.stdout
@@ -156,15 +160,12 @@ def start_readme_serve(
     serve: Serve, openfgs: Path, folder: Path, *, env: dict[str, str]
 ) -> ServeProcess:
     """The README's first command, ``.venv/bin/openfgs serve``, run in ``folder``."""
-    *setup, start = readme_blocks()[0][1]
-    assert setup[0] == ["python3", "-m", "venv", ".venv"], setup
-    assert setup[1][:2] == [".venv/bin/pip", "install"], setup
-    assert start == [README_OPENFGS, "serve"], start
+    assert START == [README_OPENFGS, "serve"], START
     # Tests run beside other servers on this machine: the default port (8000) may be taken.
     # Everything else is left to the defaults.
     port = free_port()
     started = launch(
-        serve, [*typed(start, openfgs), "--port", str(port)], cwd=folder, env=env, port=port
+        serve, [*typed(START, openfgs), "--port", str(port)], cwd=folder, env=env, port=port
     )
     started.wait_healthy(STARTUP_SECONDS)
     wait_for(lambda: "deployed the demo function" in started.stdout(), STARTUP_SECONDS)
@@ -359,28 +360,24 @@ def test_an_installed_wheel_serves_the_demo(serve: Serve, workspace: Path) -> No
         ),
     )
     wheels = workspace / "wheels"
-    build = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "-q",
-        "--no-deps",
-        "-w",
-        str(wheels),
-        str(source),
-    ]
-    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    pip = [sys.executable, "-m", "pip"]
+    run(
+        [*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+        cwd=workspace,
+        env=clean_env(),
+        timeout=300,
+    )
     (wheel,) = wheels.glob("openfgs-*.whl")
 
+    # The README's own first two commands, with the wheel in place of the editable checkout;
+    # pip resolves the pinned dependencies itself.
     user = fresh_folder(workspace, "user")
     env = clean_env()
     env.pop("PYTHONPATH", None)
-    python3 = shutil.which("python3")
-    assert python3, "python3 is not on PATH"
-    subprocess.run([python3, "-m", "venv", ".venv"], cwd=user, env=env, check=True, timeout=120)
-    install = [".venv/bin/pip", "install", "-q", str(wheel)]
-    subprocess.run(install, cwd=user, env=env, check=True, capture_output=True, timeout=300)
+    assert MAKE_VENV == ["python3", "-m", "venv", ".venv"], MAKE_VENV
+    assert INSTALL == [".venv/bin/pip", "install", "-q", "-e", "."], INSTALL
+    run(MAKE_VENV, cwd=user, env=env, timeout=120)
+    run([*INSTALL[:-2], str(wheel)], cwd=user, env=env, timeout=300)
 
     (site_packages,) = (user / ".venv" / "lib").glob("python3*/site-packages")
     assert not list(site_packages.glob("__editable__*"))
