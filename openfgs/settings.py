@@ -64,7 +64,9 @@ class Settings:
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative
         # data dir means the folder the command was started in, resolved once, here.
-        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+        object.__setattr__(
+            self, "data_dir", Path(os.path.abspath(Path(self.data_dir).expanduser()))
+        )
 
     @property
     def api_endpoint(self) -> str:

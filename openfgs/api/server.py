@@ -7,7 +7,8 @@ adds what a server on the internet needs below the application:
 - a cap on the request line and headers together (``max_header_bytes``): 431, connection closed;
 - a deadline for them (``header_read_timeout_seconds``, from the connection or the previous
   response on): 408, connection closed — a client trickling headers holds nothing for long;
-- a cap on open connections (``max_connections``): one more is answered 503 and closed.
+- a cap on open connections (``max_connections``): one more is answered 503 and closed;
+- a request the parser refuses answered 400 in FunctionGraph's error shape, like every other.
 
 Bodies are bounded one layer up, per route, by :mod:`openfgs.api.guard`.
 """
@@ -89,6 +90,11 @@ class BoundedProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:
             self._await_headers()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser cannot read (control characters, bad framing): 400 in
+        FunctionGraph's shape instead of uvicorn's plain text."""
+        self._refuse(400, "Bad Request", "Invalid HTTP request: it cannot be parsed")
 
     def _await_headers(self) -> None:
         self._awaiting_headers = True
