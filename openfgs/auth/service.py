@@ -57,7 +57,7 @@ def valid_access_key(access_key: str) -> bool:
     return (
         0 < len(access_key) <= MAX_ACCESS_KEY_LENGTH
         and access_key.isascii()
-        and (access_key.isalnum())
+        and access_key.isalnum()
     )
 
 
