@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import IO, Literal
 
+from openfgs.auth.limits import AuthLimits
 from openfgs.auth.service import Authenticator
 from openfgs.errors import OpenFgsError
 from openfgs.functions import FunctionRegistry
@@ -77,6 +78,7 @@ class Services:
             store,
             skew_seconds=settings.signature_skew_seconds,
             token_ttl_seconds=settings.token_ttl_seconds,
+            limits=AuthLimits.from_settings(settings),
         )
         pool = InstancePool(
             settings.data_dir / "instances",

@@ -60,6 +60,12 @@ class Settings:
     signature_skew_seconds: int = 15 * 60
     token_ttl_seconds: int = 24 * 3600
     log_level: str = "info"
+    # Authentication limits.
+    auth_max_failures: int = 5  # failures of one access key within the window that lock it
+    auth_failure_window_seconds: float = 60.0
+    auth_lockout_seconds: float = 300.0
+    auth_token_requests_per_minute: int = 30  # per client address, on POST /v3/auth/tokens
+    auth_table_entries: int = 10_000  # entries of each authentication cache and table
 
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative

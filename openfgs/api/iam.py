@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from openfgs.api.deps import ServicesDep
@@ -33,11 +33,12 @@ def _key_pair(body: TokenRequest) -> tuple[str, str]:
     summary="KeystoneCreateUserTokenByPassword",
     responses={201: {"headers": {"X-Subject-Token": {"schema": {"type": "string"}}}}},
 )
-async def create_token(body: TokenRequest, services: ServicesDep) -> Response:
+async def create_token(body: TokenRequest, services: ServicesDep, request: Request) -> Response:
     access_key, secret_key = _key_pair(body)
     project = body.auth.scope.project if body.auth.scope else None
+    client = request.client.host if request.client else ""
     issued = await services.auth.issue_token(
-        access_key, secret_key, project.id if project else None
+        access_key, secret_key, project.id if project else None, client
     )
     payload: dict[str, Any] = {
         "token": {
