@@ -53,6 +53,9 @@ class Settings:
     signature_skew_seconds: int = 15 * 60
     token_ttl_seconds: int = 24 * 3600
     log_level: str = "info"
+    # Code storage.
+    # The summed code_size of a project's functions (FunctionGraph's quota, 20 GB).
+    max_code_bytes_per_project: int = 20 * 1024**3
 
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative
