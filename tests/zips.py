@@ -24,11 +24,11 @@ class ZipCase:
     refused: bool
 
 
-def zip_with(*entries: tuple[str | zipfile.ZipInfo, bytes | str]) -> bytes:
+def zip_with(*entries: tuple[str | zipfile.ZipInfo, bytes | str], index: str = HANDLER) -> bytes:
     """A zip of ``index.py`` plus ``entries`` (name or ZipInfo → content), in that order."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("index.py", HANDLER)
+        archive.writestr("index.py", index)
         for name, content in entries:
             archive.writestr(name, content)
     return buffer.getvalue()
