@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
-import io
 import json
 import re
 import time
 import uuid
-import zipfile
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
-from openfgs.errors import BadRequest, Conflict, ConflictError, NotFound, PayloadTooLarge
+from openfgs.errors import (
+    BadRequest,
+    Conflict,
+    ConflictError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+)
 from openfgs.models import (
     LATEST,
     Function,
@@ -22,6 +30,8 @@ from openfgs.models import (
     valid_function_name,
     valid_package_name,
 )
+from openfgs.runtime.code import CodePackageError, check_zip
+from openfgs.runtime.environment import env_name_problem
 from openfgs.runtime.types import FunctionSpec
 from openfgs.schemas import (
     MEMORY_SIZES,
@@ -38,6 +48,8 @@ ZIP_LIMIT = 50 * 1024 * 1024
 USER_DATA_LIMIT = 4096
 USER_DATA_KEYS = 20
 DEFAULT_CONCURRENCY = 400
+# FunctionGraph's quota on the total code size of an account (FSS.1042).
+DEFAULT_CODE_QUOTA = 20 * 1024**3
 _RUNTIME = re.compile(r"Python3\.\d{1,2}")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 DEFAULT_CODE = b"""# -*- coding:utf-8 -*-
@@ -74,7 +86,11 @@ def check_memory(memory_size: int) -> None:
 
 
 def parse_user_data(text: str | None) -> dict[str, str]:
-    """``user_data`` is a JSON-encoded object of string values (environment variables)."""
+    """``user_data`` is a JSON-encoded object of string values (environment variables).
+
+    Names are checked when ``user_data`` is set (:func:`check_user_data`), not here: this also
+    reads what was stored before, which must still run.
+    """
     if not text:
         return {}
     if len(text) > USER_DATA_LIMIT:
@@ -88,6 +104,14 @@ def parse_user_data(text: str | None) -> dict[str, str]:
     if len(data) > USER_DATA_KEYS:
         raise _bad("FSS.1017", f"Invalid function UserData: more than {USER_DATA_KEYS} items")
     return data
+
+
+def check_user_data(text: str | None) -> None:
+    """``user_data`` as create and update accept it: valid, and no variable the runtime owns."""
+    for name in parse_user_data(text):
+        problem = env_name_problem(name)
+        if problem is not None:
+            raise _bad("FSS.1009", f"Invalid function UserData: {name[:64]!r} {problem}")
 
 
 def check_initializer(handler: str | None, timeout: int | None) -> None:
@@ -117,26 +141,18 @@ def decode_code(code_type: str | None, func_code: FuncCode | None) -> tuple[str,
     if len(data) > limit:
         raise _too_large(kind, limit)
     if kind == "zip":
-        _check_zip(data)
+        try:
+            # The same check the runtime makes before it unpacks, with every entry read once:
+            # what is accepted here unpacks at invoke time.
+            check_zip(data, verify=True)
+        except CodePackageError as exc:
+            raise _bad("FSS.1011", f"Invalid function code: {exc}") from None
     return kind, data
 
 
 def _too_large(kind: str, limit: int) -> PayloadTooLarge:
     code = "FSS.1072" if kind == "inline" else "FSS.1071"
     return PayloadTooLarge(f"The {kind} code is larger than {limit // 1024} KB", error_code=code)
-
-
-def _check_zip(data: bytes) -> None:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, ValueError, EOFError):
-        raise _bad(
-            "FSS.1011", "Invalid function code: func_code.file is not a zip archive"
-        ) from None
-    for name in names:
-        if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
-            raise _bad("FSS.1011", f"Invalid function code: unsafe path in zip: {name!r}")
 
 
 def _concurrency(config: StrategyConfig | None, current: Function | None) -> tuple[int, int]:
@@ -153,14 +169,28 @@ def _concurrency(config: StrategyConfig | None, current: Function | None) -> tup
 
 
 class FunctionRegistry:
-    """Functions of every project, with a small per-process cache for the invoke path."""
+    """Functions of every project, with a small per-process cache for the invoke path.
 
-    def __init__(self, store: Store, region: str, cache_seconds: float = 2.0) -> None:
+    ``code_quota_bytes`` bounds the summed ``code_size`` of a project's functions.
+    ``release_hooks`` are awaited with a code digest after a function stopped using it
+    (deleted, or its code replaced); the runtime removes unpacked code through them.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        region: str,
+        cache_seconds: float = 2.0,
+        *,
+        code_quota_bytes: int = DEFAULT_CODE_QUOTA,
+    ) -> None:
         self._store = store
         self.region = region
         self._cache_seconds = cache_seconds
+        self._code_quota_bytes = code_quota_bytes
         self._cache: dict[tuple[str, str, str], tuple[float, Function | None]] = {}
         self._by_id: dict[int, tuple[float, Function | None]] = {}
+        self.release_hooks: list[Callable[[str], Awaitable[Any]]] = []
 
     def _forget(self, function: Function) -> None:
         self._cache.pop((function.project_id, function.package, function.name), None)
@@ -173,8 +203,10 @@ class FunctionRegistry:
             raise _bad("FSS.1004", f"Invalid package: {body.package!r}")
         self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
         check_initializer(body.initializer_handler, body.initializer_timeout)
-        code_type, code = decode_code(body.code_type, body.func_code)
         concurrency, concurrent_num = _concurrency(body.strategy_config, None)
+        # Decoding and reading a package through takes a while for 50 MB: not on the loop.
+        code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
+        await self._check_quota(project_id, len(code))
         now = now_ms()
         function = Function(
             id=0,
@@ -213,7 +245,19 @@ class FunctionRegistry:
         check_runtime(runtime)
         check_handler(handler)
         check_memory(memory)
-        parse_user_data(user_data)
+        check_user_data(user_data)
+
+    async def _check_quota(self, project_id: str, added: int) -> None:
+        """Refuse code that would take the project's total code size over the quota."""
+        if added <= 0:
+            return
+        total = await self._store.total_code_size(project_id)
+        if total + added > self._code_quota_bytes:
+            raise Forbidden(
+                f"Total code size exceeded: the project's code would take {total + added} "
+                f"bytes, over its quota of {self._code_quota_bytes}",
+                error_code="FSS.1042",
+            )
 
     async def resolve(
         self, project_id: str, urn_text: str, *, missing_code: str = "FSS.0404"
@@ -275,7 +319,8 @@ class FunctionRegistry:
         return updated
 
     async def update_code(self, function: Function, body: UpdateFunctionCodeBody) -> Function:
-        code_type, code = decode_code(body.code_type, body.func_code)
+        code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
+        await self._check_quota(function.project_id, len(code) - function.code_size)
         updated = replace(
             function,
             code_type=code_type,
@@ -286,11 +331,22 @@ class FunctionRegistry:
         )
         await self._store.update_function(updated, code)
         self._forget(function)
+        if updated.code_digest != function.code_digest:
+            await self._released(function.code_digest)
         return updated
 
     async def delete(self, function: Function) -> None:
         await self._store.delete_function(function)
         self._forget(function)
+        await self._released(function.code_digest)
+
+    async def _released(self, digest: str) -> None:
+        for hook in self.release_hooks:
+            await hook(digest)
+
+    async def referenced_digests(self) -> set[str]:
+        """The code digests some function of any project uses."""
+        return await self._store.referenced_code_digests()
 
     async def code(self, digest: str) -> bytes:
         data = await self._store.get_code(digest)

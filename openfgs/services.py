@@ -63,7 +63,9 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
         store = store or create_store(settings)
-        registry = FunctionRegistry(store, settings.region)
+        registry = FunctionRegistry(
+            store, settings.region, code_quota_bytes=settings.max_code_bytes_per_project
+        )
         invocations = InvocationService(
             store,
             registry,
@@ -97,7 +99,9 @@ class Services:
                 grace_seconds=settings.shutdown_grace_seconds,
             )
         invocations.cancel_hooks.append(pool.cancel)
-        return cls(settings, store, registry, invocations, auth, pool, worker)
+        services = cls(settings, store, registry, invocations, auth, pool, worker)
+        registry.release_hooks.append(services.release_code)
+        return services
 
     async def start(self) -> None:
         """Open the store, recover what a crash left running, ensure credentials, start work."""
@@ -107,6 +111,8 @@ class Services:
         await self.store.open()
         s = self.settings
         self.fresh = await self.store.count_credentials() == 0
+        # Functions may have been deleted while this node was down (or by another node).
+        await self.sweep_code()
         if s.project_id and s.access_key and s.secret_key:
             await self.auth.ensure_credential(Credential(s.project_id, s.access_key, s.secret_key))
         if self.worker is not None and not s.database_url:
@@ -149,6 +155,26 @@ class Services:
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_file = handle
+
+    async def release_code(self, digest: str) -> None:
+        """A function stopped using ``digest``: remove unpacked code no function uses."""
+        await self.sweep_code()
+
+    async def sweep_code(self) -> list[str]:
+        """Remove this node's unpacked code of digests no function references any more.
+
+        Code an invocation is running stays until a later sweep. A failure is logged, not
+        raised: the function change that triggered the sweep has been made.
+        """
+        try:
+            keep = await self.registry.referenced_digests()
+            removed = await self.pool.sweep_code(keep)
+        except Exception:
+            log.exception("removing unused code packages failed")
+            return []
+        if removed:
+            log.info("removed %d unused code packages", len(removed))
+        return removed
 
     async def invoke_sync(
         self, function: Function, event: bytes, memory_size: int | None = None

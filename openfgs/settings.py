@@ -66,6 +66,9 @@ class Settings:
     auth_lockout_seconds: float = 300.0
     auth_token_requests_per_minute: int = 30  # per client address, on POST /v3/auth/tokens
     auth_table_entries: int = 10_000  # entries of each authentication cache and table
+    # Code storage.
+    # The summed code_size of a project's functions (FunctionGraph's quota, 20 GB).
+    max_code_bytes_per_project: int = 20 * 1024**3
 
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative

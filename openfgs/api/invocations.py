@@ -149,20 +149,30 @@ async def invoke(
     version = (x_cff_request_version or "v0").lower()
     if version not in ("v0", "v1"):
         raise BadRequest(f"Invalid X-CFF-Request-Version: {version[:16]!r}; use v0 or v1")
-    memory = instance_memory(x_cff_instance_memory)
+    memory = instance_memory(x_cff_instance_memory, function.memory_size)
     request_id, outcome = await services.invoke_sync(function, event, memory)
     return sync_response(
         request_id, outcome, memory or function.memory_size, x_cff_log_type == "tail", version
     )
 
 
-def instance_memory(raw: str | None) -> int | None:
-    """``X-Cff-Instance-Memory``: a per-call memory size from FunctionGraph's list."""
+def instance_memory(raw: str | None, configured: int) -> int | None:
+    """``X-Cff-Instance-Memory``: a per-call memory size from FunctionGraph's list.
+
+    A caller may run a call with less memory than the function's ``memory_size``, never with
+    more: the function's configuration is the limit its owner set.
+    """
     if not raw:
         return None
     size = parse_int(raw, "X-Cff-Instance-Memory", default=0, where="header", error_code="FSS.1007")
     if size not in INSTANCE_MEMORY_SIZES:
         raise BadRequest(f"Invalid X-Cff-Instance-Memory: {raw[:16]!r}", error_code="FSS.1007")
+    if size > configured:
+        raise BadRequest(
+            f"Invalid X-Cff-Instance-Memory: {size} MB is more than the function's "
+            f"memory_size of {configured} MB",
+            error_code="FSS.1007",
+        )
     return size
 
 

@@ -24,6 +24,8 @@ RESERVED_NAMES = frozenset(
         "LANG",
         "LC_ALL",
         "GCONV_PATH",
+        "GETCONF_DIR",
+        "NIS_PATH",
         "HOSTALIASES",
         "LOCALDOMAIN",
         "LOCPATH",

@@ -32,6 +32,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,17 @@ class Workspace:
             target.chmod(0o750)
             self._granted[spec.code_digest] = group
         return target
+
+    def detach_code(self, keep: Collection[str]) -> list[str]:
+        """Take away unpacked code whose digest is not in ``keep`` (see ``CodeStore.detach``)."""
+        removed = self._code.detach(keep)
+        for digest in removed:
+            self._granted.pop(digest, None)  # unpacked again, it needs its group again
+        return removed
+
+    async def purge_code(self) -> None:
+        """Delete the files of code taken away by :meth:`detach_code`."""
+        await self._code.purge()
 
     def user(self, spec: FunctionSpec) -> User | None:
         """Who an instance of ``spec`` runs as (after ``code_dir()``); None: the service's user."""

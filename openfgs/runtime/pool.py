@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,7 @@ class _Call:
     urn: str
     request_id: str
     fingerprint: str  # of the spec it runs with
+    code_digest: str
     instance: Instance | None = None
     canceled: bool = False
     done: bool = False
@@ -105,7 +107,7 @@ class InstancePool:
         if self._closed:
             raise RuntimeError("the instance pool is closed")
         self._start_reaper()
-        call = _Call(spec.urn, request_id, fingerprint(spec))
+        call = _Call(spec.urn, request_id, fingerprint(spec), spec.code_digest)
         self._calls[request_id] = call
         group = self._groups.get(spec.urn)
         if group is None:
@@ -151,6 +153,22 @@ class InstancePool:
         if self._forker is not None:
             await self._forker.close()
         self._workspace.close()
+
+    async def sweep_code(self, keep: Collection[str]) -> list[str]:
+        """Remove unpacked code whose digest is neither in ``keep`` nor in use; return those.
+
+        Code an invocation in progress uses stays. Idle instances of removed code are
+        stopped, as their files are gone.
+        """
+        in_use = {call.code_digest for call in self._calls.values()}
+        removed = set(self._workspace.detach_code(set(keep) | in_use))
+        for group in self._groups.values():
+            for instance in [i for i in group.idle if i.spec.code_digest in removed]:
+                group.idle.remove(instance)
+                group.size -= 1
+                self._discard(instance)
+        await self._workspace.purge_code()
+        return sorted(removed)
 
     @property
     def run_as(self) -> tuple[int, int] | None:

@@ -426,6 +426,14 @@ class SqliteStore:
         row = await self._read(self._one("get_code", {"digest": digest}))
         return None if row is None else bytes(row[0])
 
+    async def total_code_size(self, project_id: str) -> int:
+        row = await self._read(self._one("total_code_size", {"project_id": project_id}))
+        return int(row[0])
+
+    async def referenced_code_digests(self) -> set[str]:
+        rows = await self._read(self._all("referenced_code_digests", {}))
+        return {str(row[0]) for row in rows}
+
     # -- invocations ----------------------------------------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:

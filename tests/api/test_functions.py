@@ -200,6 +200,43 @@ def test_boundary_values_are_accepted(sdk: Any) -> None:
     assert sorted(function_names(sdk)) == ["a" * 60, "b"]
 
 
+RESERVED_NAMES = ["LD_PRELOAD", "ld_library_path", "PYTHONPATH", "PYTHONSTARTUP", "GCONV_PATH"]
+
+
+@pytest.mark.parametrize("name", [*RESERVED_NAMES, "1STARTS_WITH_A_DIGIT", "HAS-DASH"])
+def test_user_data_may_not_set_runtime_variables_at_create(sdk: Any, name: str) -> None:
+    body = create_body(user_data=json.dumps({"OK": "1", name: "/tmp/evil"}))
+
+    error = client_error(lambda: sdk.create_function(CreateFunctionRequest(body=body)))
+
+    assert (error.status_code, error.error_code) == (400, "FSS.1009"), error.error_msg
+    assert repr(name) in error.error_msg
+    assert function_names(sdk) == []
+
+
+@pytest.mark.parametrize("name", RESERVED_NAMES)
+def test_user_data_may_not_set_runtime_variables_at_update(sdk: Any, name: str) -> None:
+    create_function(sdk, "hello", HELLO, user_data={"A": "1"})
+    body = config_body(user_data=json.dumps({name: "/tmp/evil"}))
+    request = UpdateFunctionConfigRequest(function_urn=urn("hello"), body=body)
+
+    error = client_error(lambda: sdk.update_function_config(request))
+
+    assert (error.status_code, error.error_code) == (400, "FSS.1009"), error.error_msg
+    assert repr(name) in error.error_msg
+    shown = sdk.show_function_config(ShowFunctionConfigRequest(function_urn=urn("hello")))
+    assert json.loads(shown.user_data) == {"A": "1"}
+
+
+def test_user_data_of_ordinary_names_reaches_the_function(sdk: Any) -> None:
+    code = (
+        "import os\ndef handler(e, c):\n    return [os.environ['DB_HOST'], c.getUserData('x_y')]\n"
+    )
+    create_function(sdk, "env", code, user_data={"DB_HOST": "db", "x_y": "z"})
+
+    assert json.loads(invoke_sync(sdk, urn("env"), {}).result) == ["db", "z"]
+
+
 def test_inline_code_over_10_kb_is_too_large(sdk: Any) -> None:
     code = HELLO + "#" * (10 * 1024)
     body = create_body(func_code=FuncCode(file=b64(code)))

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
+import os
 from pathlib import Path
 
 import anyio
 import pytest
-from runtime_support import make_function, zip_package
+from runtime_support import make_function, pid_alive, wait_until, zip_package
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool, RunResult
-from openfgs.runtime.code import CodePackageError, check_member, unpack
+from openfgs.runtime.code import (
+    CodePackageError,
+    CodeStore,
+    check_member_name,
+    check_zip,
+    unpack,
+)
+from tests.zips import HANDLER, zip_cases
 
 pytestmark = pytest.mark.anyio
 
@@ -106,24 +112,160 @@ def test_failed_unpack_leaves_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["..", "../x", "a/../../x", "/abs", "\\\\server\\x", "..\\x", "C:\\x", "C:x"]
+    "name",
+    [
+        "..",
+        "../x",
+        "a/../../x",
+        "/abs",
+        "\\\\server\\x",
+        "..\\x",
+        "a\\b.py",
+        "C:\\x",
+        "C:x",
+        "C:/x.txt",
+        "a\x00b.py",
+        "a\nb.py",
+        "x" * 256,
+        "a/" * 600 + "b",
+    ],
 )
-def test_check_member_rejects_escapes(tmp_path: Path, name: str) -> None:
+def test_check_member_name_rejects_escapes(name: str) -> None:
     with pytest.raises(CodePackageError):
-        check_member(name, tmp_path)
+        check_member_name(name)
 
 
-@pytest.mark.parametrize("name", ["index.py", "a/b/c.py", "a/./b.py", "dir/", "a..b.py"])
-def test_check_member_accepts_plain_names(tmp_path: Path, name: str) -> None:
-    check_member(name, tmp_path)
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [
+        ("index.py", ("index.py",)),
+        ("a/b/c.py", ("a", "b", "c.py")),
+        ("a/./b.py", ("a", "b.py")),
+        ("./a//b.py", ("a", "b.py")),
+        ("dir/", ("dir",)),
+        ("a..b.py", ("a..b.py",)),
+        ("a/C:b", ("a", "C:b")),
+        (".", ()),
+    ],
+)
+def test_check_member_name_gives_the_path_below_the_code_directory(
+    name: str, parts: tuple[str, ...]
+) -> None:
+    assert check_member_name(name) == parts
 
 
-def test_symlink_entries_are_written_as_plain_files(tmp_path: Path) -> None:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        link = zipfile.ZipInfo("link")
-        link.external_attr = 0o120777 << 16  # a symlink, as `zip -y` stores it
-        archive.writestr(link, "/etc/passwd")
-    unpack(buffer.getvalue(), "zip", tmp_path / "abc")
-    assert not (tmp_path / "abc" / "link").is_symlink()
-    assert (tmp_path / "abc" / "link").read_text() == "/etc/passwd"
+@pytest.mark.parametrize("case", sorted(zip_cases()))
+def test_what_the_check_accepts_unpacks_and_what_it_refuses_does_not(
+    tmp_path: Path, case: str
+) -> None:
+    package = zip_cases()[case]
+    target = tmp_path / "code" / "abc"
+    if package.refused:
+        with pytest.raises(CodePackageError):
+            check_zip(package.data, verify=True)
+        with pytest.raises(CodePackageError):
+            unpack(package.data, "zip", target)
+        assert not target.exists()
+    else:
+        check_zip(package.data, verify=True)
+        unpack(package.data, "zip", target)
+        assert (target / "index.py").read_text() == HANDLER
+    assert [p.name for p in (tmp_path / "code").iterdir()] == ([] if package.refused else ["abc"])
+
+
+def test_unpack_writes_each_entry_where_the_check_puts_it(tmp_path: Path) -> None:
+    unpack(zip_cases()["dot directory"].data, "zip", tmp_path / "a")
+    unpack(zip_cases()["empty components"].data, "zip", tmp_path / "b")
+    unpack(zip_cases()["executable"].data, "zip", tmp_path / "c")
+    assert (tmp_path / "a" / "lib" / "util.py").read_text() == "x = 1\n"
+    assert (tmp_path / "b" / "lib" / "util.py").read_text() == "x = 1\n"
+    assert (tmp_path / "c" / "tool.sh").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "c" / "index.py").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_zip_bomb_is_refused_by_what_it_declares(tmp_path: Path) -> None:
+    # Declared sizes are summed before anything is read or written.
+    package = zip_cases()["declares over the unpack bound"].data
+    with pytest.raises(CodePackageError, match="unpacks to more than"):
+        check_zip(package)
+
+
+# -- removal ------------------------------------------------------------------------------
+
+
+async def test_sweep_removes_code_not_kept_and_it_unpacks_again(
+    pool: InstancePool, work_dir: Path
+) -> None:
+    gone = make_function("def handler(e, c):\n    return 'gone'\n", name="gone")
+    kept = make_function("def handler(e, c):\n    return 'kept'\n", name="kept")
+    for fn in (gone, kept):
+        assert (await pool.invoke(fn.spec, b"{}", f"r-{fn.spec.name}", fn.load)).ok
+    gone_pid = pool.instance_pids(gone.spec.urn)[0]
+
+    removed = await pool.sweep_code({kept.spec.code_digest})
+
+    assert removed == [gone.spec.code_digest]
+    assert sorted(p.name for p in (work_dir / "code").iterdir()) == [kept.spec.code_digest]
+    # Its idle instance is stopped (its files are gone); the kept one's stays.
+    await wait_until(lambda: not pid_alive(gone_pid), what="the idle instance stopped")
+    assert pool.instance_pids(gone.spec.urn) == []
+    assert len(pool.instance_pids(kept.spec.urn)) == 1
+    # Used again, the code is unpacked again and runs (as its own user, when root).
+    again = await pool.invoke(gone.spec, b"{}", "r-again", gone.load)
+    assert (again.ok, json.loads(again.result)) == (True, "gone")
+    assert len(gone.loads) == 2
+
+
+async def test_sweep_keeps_code_an_invocation_is_running(
+    pool: InstancePool, work_dir: Path, scratch: Path
+) -> None:
+    fn = make_function(
+        """
+        import os, time
+        def handler(event, context):
+            open(os.path.join(event, "started"), "w").close()
+            while not os.path.exists(os.path.join(event, "go")):
+                time.sleep(0.005)
+            with open(os.path.join(os.environ["RUNTIME_CODE_ROOT"], "index.py")) as own:
+                return len(own.read())
+        """
+    )
+    event = json.dumps(str(scratch)).encode()
+    results: list[RunResult] = []
+
+    async def run() -> None:
+        results.append(await pool.invoke(fn.spec, event, "r1", fn.load))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+        await wait_until(lambda: (scratch / "started").exists(), what="the handler started")
+        assert await pool.sweep_code(set()) == []
+        (scratch / "go").touch()
+    assert results[0].ok, results[0]
+    assert (work_dir / "code" / fn.spec.code_digest).is_dir()
+
+    # Once nothing runs it, the next sweep removes it.
+    assert await pool.sweep_code(set()) == [fn.spec.code_digest]
+    assert list((work_dir / "code").iterdir()) == []
+
+
+async def test_code_store_leaves_a_digest_being_unpacked(tmp_path: Path) -> None:
+    store = CodeStore(tmp_path)
+    fn = make_function("def handler(e, c):\n    return 1\n")
+    other = make_function("def handler(e, c):\n    return 2\n")
+    await store.ensure(other.spec, other.load)
+    loading = anyio.Event()
+    release = anyio.Event()
+
+    async def slow_load() -> bytes:
+        loading.set()
+        await release.wait()
+        return fn.package
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(store.ensure, fn.spec, slow_load)
+        await loading.wait()
+        assert store.detach(set()) == [other.spec.code_digest]
+        release.set()
+    await store.purge()
+    assert os.listdir(tmp_path) == [fn.spec.code_digest]

@@ -282,6 +282,24 @@ async def test_shared_code_package_stays_while_a_function_uses_it(store: Store) 
     assert await store.get_code(digest(b"own")) == b"own"
 
 
+async def test_code_size_and_referenced_digests_follow_functions(store: Store) -> None:
+    assert await store.total_code_size(PROJECT) == 0
+    assert await store.referenced_code_digests() == set()
+    first = await add_function(store, "first", code=b"shared")
+    second = await add_function(store, "second", code=b"shared")
+    await add_function(store, "third", code=b"other project", project=OTHER_PROJECT)
+    # Each function counts its code, also when another one shares the package.
+    assert await store.total_code_size(PROJECT) == 2 * len(b"shared")
+    assert await store.total_code_size(OTHER_PROJECT) == len(b"other project")
+    assert await store.referenced_code_digests() == {digest(b"shared"), digest(b"other project")}
+
+    await store.update_function(replace(first, code_digest=digest(b"new"), code_size=3), b"new")
+    await store.delete_function(second)
+
+    assert await store.total_code_size(PROJECT) == 3
+    assert await store.referenced_code_digests() == {digest(b"new"), digest(b"other project")}
+
+
 async def test_delete_function_deletes_its_invocations_config_and_code(store: Store) -> None:
     doomed = await add_function(store, "doomed")
     kept = await add_function(store, "kept")

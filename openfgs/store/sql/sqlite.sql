@@ -27,6 +27,12 @@ ON CONFLICT (digest) DO NOTHING;
 -- name: get_code
 SELECT data FROM code_packages WHERE digest = :digest;
 
+-- name: total_code_size
+SELECT coalesce(sum(code_size), 0) FROM functions WHERE project_id = :project_id;
+
+-- name: referenced_code_digests
+SELECT DISTINCT code_digest FROM functions;
+
 -- name: delete_unused_code
 DELETE FROM code_packages
 WHERE digest = :digest AND NOT EXISTS (SELECT 1 FROM functions WHERE code_digest = :digest);
