@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -203,7 +203,7 @@ def stats_of(api: FunctionGraphClient, function_urn: str) -> int:
 
 
 class RefusingStore:
-    """A real store that refuses to write the outcome of chosen records ``times`` times."""
+    """A real store that refuses to write the outcomes of chosen records, so many times each."""
 
     def __init__(self, store: Store, refusals: dict[str, int]) -> None:
         self._store = store
@@ -226,6 +226,35 @@ class RefusingStore:
         return bool(await self._store.requeue_invocation(request_id, *args, **kwargs))
 
 
+Outcome = tuple[Status, int, str]
+
+
+def with_refusing_store(
+    settings: Settings,
+    refusals: dict[str, int],
+    work: Callable[[Services], Awaitable[object]],
+    request_ids: list[str],
+) -> dict[str, Outcome]:
+    """Run ``work`` on services whose store refuses ``refusals``; then the records' outcomes."""
+
+    async def run() -> dict[str, Outcome]:
+        store = RefusingStore(create_store(settings), refusals)
+        services = Services.build(settings, cast(Store, store))
+        await services.start()
+        try:
+            await work(services)
+            found = [await services.store.get_invocation(r) for r in request_ids]
+        finally:
+            await services.stop()
+        return {
+            d.record.request_id: (d.record.status, d.record.error_code, d.record.error_message)
+            for d in found
+            if d is not None
+        }
+
+    return asyncio.run(run())
+
+
 def test_recovery_goes_on_past_rows_the_store_refuses(url: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", database_url=url, worker=False)
     with serve(settings) as live:
@@ -235,27 +264,40 @@ def test_recovery_goes_on_past_rows_the_store_refuses(url: str, tmp_path: Path) 
         assert sorted(die_mid_attempt(live)) == sorted(left)
     never, once, fine = left
 
-    async def recover() -> dict[str, tuple[Status, int, str]]:
-        store = RefusingStore(create_store(settings), {never: 1000, once: 1})
-        services = Services.build(settings, cast(Store, store))
-        await services.start()
-        try:
-            first = await services.invocations.recover(cutoff=FAR_FUTURE)
-            again = await services.invocations.recover(cutoff=FAR_FUTURE)
-            assert (first, again) == (2, 0)  # ``never`` is passed over, not looped on
-            found = {r: await services.store.get_invocation(r) for r in left}
-        finally:
-            await services.stop()
-        return {
-            r: (d.record.status, d.record.error_code, d.record.error_message)
-            for r, d in found.items()
-            if d is not None
-        }
+    async def recover_twice(services: Services) -> None:
+        first = await services.invocations.recover(cutoff=FAR_FUTURE)
+        again = await services.invocations.recover(cutoff=FAR_FUTURE)
+        assert (first, again) == (2, 0)  # ``never`` is passed over, not looped on
 
-    records = asyncio.run(recover())
+    records = with_refusing_store(settings, {never: 1000, once: 1}, recover_twice, left)
 
-    assert records[never][0] is Status.RUNNING
+    assert records[never][0] is Status.RUNNING  # left to the next recovery
     assert records[once][:2] == (Status.FAIL, ErrorCode.NOT_RECORDED)
     assert records[once][2].startswith("not recorded: the outcome of attempt 1 (RETRY")
     assert f"StoreError: refused to write {once}" in records[once][2]
     assert records[fine][0] is Status.WAIT
+
+
+def test_a_claim_goes_on_past_expired_rows_the_store_refuses(url: str, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", database_url=url, worker=False)
+    with serve(settings) as live:
+        sdk = sdk_client(live.url)
+        aging = new_function(sdk, "aging", ECHO_CODE)
+        echo = new_function(sdk, "echo", ECHO_CODE)
+        put_config(sdk, aging, max_async_event_age_in_seconds=1)
+        expiring = [invoke_async(sdk, aging, {"n": n}) for n in range(3)]
+        runnable = invoke_async(sdk, echo)
+        accepted = time.time()
+    never, once, fine = expiring
+    wait_for(lambda: time.time() > accepted + 1.05)  # past the events' maximum age
+
+    async def claim(services: Services) -> None:
+        claimed = await services.invocations.claim("worker", 10, lease_seconds=60)
+        assert [item.request_id for item in claimed] == [runnable]
+
+    records = with_refusing_store(settings, {never: 1000, once: 1}, claim, expiring)
+
+    assert records[never][0] is Status.RUNNING  # left to lease recovery
+    assert records[once][:2] == (Status.FAIL, ErrorCode.NOT_RECORDED)
+    assert records[once][2].startswith("not recorded: the outcome of attempt 1 (DISCARD: ")
+    assert records[fine][:2] == (Status.DISCARD, ErrorCode.EXPIRED)
