@@ -35,6 +35,7 @@ from .conftest import (
     ApiFailure,
     LiveServer,
     api_client,
+    api_error,
     detail,
     invoke_async,
     new_function,
@@ -301,3 +302,18 @@ def test_a_claim_goes_on_past_expired_rows_the_store_refuses(url: str, tmp_path:
     assert records[once][:2] == (Status.FAIL, ErrorCode.NOT_RECORDED)
     assert records[once][2].startswith("not recorded: the outcome of attempt 1 (DISCARD: ")
     assert records[fine][:2] == (Status.DISCARD, ErrorCode.EXPIRED)
+
+
+def test_a_destination_param_nested_too_deep_is_a_bad_request(
+    sdk: Any, api: FunctionGraphClient
+) -> None:
+    source = new_function(sdk, "source", ECHO_CODE)
+    target = {"destination": "FunctionGraph", "param": NESTED.decode()}
+    body = {"destination_config": {"on_failure": target}}
+
+    failure = api_error(
+        lambda: api.request("PUT", f"/functions/{source}/async-invoke-config", body=body)
+    )
+
+    assert failure.status == 400
+    assert "param must be a JSON string" in failure.error_msg
