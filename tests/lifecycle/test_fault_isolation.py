@@ -4,7 +4,8 @@ loop over records — outcomes, upkeep, recovery at start-up — goes on with th
 The faults are real where the service can meet them: an event nested a thousand levels deep
 (valid JSON the async invoke accepts, which Python's ``json`` cannot parse) and an error
 message the stores refuse to hold (a lone surrogate). A store refusing every write of one
-record is a fault no input provokes, so that one test wraps the real store to refuse them.
+record is a fault no input provokes: the tests of recovery and claims wrap the real store so
+that it refuses the writes of chosen records.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .conftest import (
     put_config,
     reported_event,
     run_burst,
+    stats,
     wait_for,
     wait_terminal,
 )
@@ -195,12 +197,7 @@ def test_an_outcome_the_store_refuses_ends_fail_and_the_others_complete(
             assert message.startswith(f"not recorded: the outcome of attempt 1 ({outcome}: ")
             assert "RuntimeError: cannot be stored: \\udcff" in message
         assert [wait_terminal(api, r)["status"] for r in fine] == ["SUCCESS"] * 3
-        assert stats_of(api, sink) == 0  # the outcome was not the one written: no destination
-
-
-def stats_of(api: FunctionGraphClient, function_urn: str) -> int:
-    found: dict[str, int] = api.json("GET", f"/functions/{function_urn}/stats", section="openfgs")
-    return found["accepted"]
+        assert stats(api, sink)["accepted"] == 0  # the outcome was not written: no destination
 
 
 class RefusingStore:
