@@ -45,6 +45,7 @@ MAX_DESTINATION_DEPTH = 8
 MAX_LIMIT = 500
 DEFAULT_WINDOW_MS = 3600 * 1000
 MAX_ACTIVE_IDS = 10
+MESSAGE_EXCERPT = 500  # characters of a message quoted in the message of an unrecorded outcome
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 ACTIVE = (Status.WAIT, Status.RUNNING)
 CANCELED_MESSAGE = "function invocation canceled"
@@ -140,22 +141,25 @@ def destination_condition(claimed: ClaimedInvocation, decision: Decision) -> str
     return "RetriesExhausted" if claimed.attempt > 1 else "Failure"
 
 
+def json_or_text(data: bytes) -> Any:
+    """``data`` as a destination event carries it: its JSON value, or its text when it is not
+    JSON or nests too deep for the parser — a hostile payload must not fail the outcome."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return data.decode(errors="replace")
+
+
 def destination_event(
     claimed: ClaimedInvocation, decision: Decision, function_urn: str, now: int
 ) -> bytes:
-    """FunctionGraph's destination event for the outcome of ``claimed``."""
+    """FunctionGraph's destination event for the outcome of ``claimed``.
+
+    The request payload and the function's result are carried as JSON values; one too deep to
+    parse (or to write back) is carried as its text, so the event can always be built and read.
+    """
     succeeded = decision.status is Status.SUCCESS
-    try:
-        request_payload: Any = json.loads(claimed.payload)
-    except ValueError:
-        request_payload = claimed.payload.decode(errors="replace")
-    if succeeded and decision.result is not None:
-        response_payload: Any = json.loads(decision.result)
-    else:
-        response_payload = {
-            "errorCode": decision.error_code,
-            "errorMessage": decision.error_message,
-        }
+    result = decision.result if succeeded else None
     event = {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000)),
         "request_context": {
@@ -164,14 +168,43 @@ def destination_event(
             "condition": destination_condition(claimed, decision),
             "approximate_invoke_count": claimed.attempt,
         },
-        "request_payload": request_payload,
+        "request_payload": json_or_text(claimed.payload),
         "response_context": {
             "status_code": 200 if succeeded else 500,
             "function_error": "" if succeeded else decision.error_message,
         },
-        "response_payload": response_payload,
+        "response_payload": {
+            "errorCode": decision.error_code,
+            "errorMessage": decision.error_message,
+        }
+        if result is None
+        else json_or_text(result),
     }
-    return json.dumps(event).encode()
+    try:
+        return json.dumps(event).encode()
+    except RecursionError:  # parsed at the edge of the limit, too deep to write: the texts
+        event["request_payload"] = claimed.payload.decode(errors="replace")
+        if result is not None:
+            event["response_payload"] = result.decode(errors="replace")
+        return json.dumps(event).encode()
+
+
+def storable(text: str) -> str:
+    """``text`` as every store can hold it: lone surrogates and NUL characters escaped."""
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
+def unrecorded_message(claimed: ClaimedInvocation, decision: Decision, error: Exception) -> str:
+    """The FAIL message of a record whose outcome could not be written: what the outcome was
+    and why it was refused, so the user reading the record learns both."""
+    outcome = "RETRY" if decision.status is Status.WAIT else decision.status.value
+    if decision.error_message:
+        outcome += f": {decision.error_message[:MESSAGE_EXCERPT]}"
+    reason = f"{type(error).__name__}: {str(error)[:MESSAGE_EXCERPT]}"
+    return storable(
+        f"not recorded: the outcome of attempt {claimed.attempt} ({outcome}) could not be "
+        f"written ({reason})"
+    )
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -392,7 +425,7 @@ class InvocationService:
             param = json.loads(target.param)
             urn = param["func_urn"]
             assert isinstance(urn, str)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
             raise BadRequest(
                 f"destination_config.{condition}.param must be a JSON string such as "
                 '{"func_urn": "urn:fss:…:function:default:name:latest"}'
@@ -423,18 +456,25 @@ class InvocationService:
         for item in expired_rows:
             verdict = expired(item, now)
             assert verdict is not None
-            await self._persist(item, verdict, now)
+            await self._settle(item, verdict, now)
         runnable = []
         for item in claimed:
             verdict = expired(item, now)
             if verdict is None:
                 runnable.append(item)
             else:
-                await self._persist(item, verdict, now)
+                await self._settle(item, verdict, now)
         return runnable
 
     async def complete(self, claimed: ClaimedInvocation, outcome: RunResult | None) -> Decision:
         """Decide and persist the outcome of one attempt."""
+        decision, _ = await self._complete(claimed, outcome)
+        return decision
+
+    async def _complete(
+        self, claimed: ClaimedInvocation, outcome: RunResult | None
+    ) -> tuple[Decision, bool]:
+        """The decision, and whether the record left RUNNING (see :meth:`_settle`)."""
         now = now_ms()
         s = self._settings
         decision = decide(
@@ -445,8 +485,38 @@ class InvocationService:
                 attempt, s.retry_backoff_seconds, s.retry_backoff_max_seconds
             ),
         )
-        await asyncio.shield(self._persist(claimed, decision, now))
-        return decision
+        return decision, await asyncio.shield(self._settle(claimed, decision, now))
+
+    async def _settle(self, claimed: ClaimedInvocation, decision: Decision, now: int) -> bool:
+        """Persist ``decision``; when that fails, end the record FAIL saying why.
+
+        A record whose outcome cannot be written would otherwise stay RUNNING, be recovered
+        when its lease ends and fail the same way again, forever, in every loop that meets it.
+        False when even the FAIL could not be written (the store refuses every write): the
+        record is then left to lease recovery, and the caller goes on with the others.
+        """
+        try:
+            await self._persist(claimed, decision, now)
+            return True
+        except Exception as exc:
+            log.exception(
+                "the outcome of %s could not be written; it ends FAIL", claimed.request_id
+            )
+            message = unrecorded_message(claimed, decision, exc)
+        try:
+            await self._store.finish_invocation(
+                claimed.request_id,
+                claimed.attempt,
+                Status.FAIL,
+                now,
+                ErrorCode.NOT_RECORDED,
+                message,
+                None,
+            )
+            return True
+        except Exception:
+            log.exception("%s could not be ended; lease recovery tries again", claimed.request_id)
+            return False
 
     async def _persist(self, claimed: ClaimedInvocation, decision: Decision, now: int) -> None:
         if decision.status is Status.WAIT:
@@ -494,11 +564,15 @@ class InvocationService:
         try:
             urn = json.loads(target["param"])["func_urn"]
             destination = await self._registry.resolve(function.project_id, urn)
-        except (ValueError, KeyError, NotFound, BadRequest):
+        except (ValueError, KeyError, TypeError, RecursionError, NotFound, BadRequest):
             log.warning("destination of %s no longer exists", claimed.request_id)
             return None
         source_urn = function.urn(self._registry.region).qualified(claimed.version)
-        event = destination_event(claimed, decision, source_urn, now)
+        try:
+            event = destination_event(claimed, decision, source_urn, now)
+        except Exception:  # the record still ends as decided; only its destination is lost
+            log.exception("destination event of %s could not be built; skipped", claimed.request_id)
+            return None
         return await self._new_invocation(destination, event, depth=claimed.depth + 1)
 
     # -- cancel, recover, leases ------------------------------------------------------------
@@ -514,7 +588,7 @@ class InvocationService:
         )
         if claimed is not None:  # out of the queue: it ends DISCARD, destination included
             canceled = Decision(Status.DISCARD, ErrorCode.CANCELED, CANCELED_MESSAGE)
-            await asyncio.shield(self._persist(claimed, canceled, now))
+            await asyncio.shield(self._settle(claimed, canceled, now))
             return
         if await self._store.request_cancel(request_id, function.id):
             for hook in self.cancel_hooks:
@@ -529,14 +603,22 @@ class InvocationService:
 
         Their worker died; the embedded service passes a cutoff in the far future at start,
         since it alone owns its data directory and nothing it had running survived.
+        Each row is taken once per call: one that cannot be ended (the store refuses even its
+        FAIL) is passed over until the next call, so it neither stops nor loops the recovery of
+        the others.
         """
         moment = cutoff if cutoff is not None else now_ms()
         total = 0
-        while rows := await self._store.list_expired_leases(moment, batch):
+        seen: set[str] = set()
+        while True:
+            rows = await self._store.list_expired_leases(moment, batch)
+            rows = [claimed for claimed in rows if claimed.request_id not in seen]
+            if not rows:
+                return total
             for claimed in rows:
-                await self.complete(claimed, None)
-            total += len(rows)
-        return total
+                seen.add(claimed.request_id)
+                _, ended = await self._complete(claimed, None)
+                total += 1 if ended else 0
 
     async def renew_leases(self, worker_id: str, lease_seconds: int) -> list[str]:
         """Extend this worker's leases; return the requests someone asked to cancel."""
@@ -566,14 +648,26 @@ class InvocationService:
         status: Status | None,
         limit: int,
     ) -> list[tuple[str, str]]:
-        """Queue FAIL/DISCARD records of a window again; ``(new id, old id)`` pairs."""
+        """Queue FAIL/DISCARD records of a window again; ``(new id, old id)`` pairs.
+
+        A record that cannot be queued again is left out of the pairs (and logged); the error
+        is raised only when no record could be, so a failing store still answers as one.
+        """
         statuses = (status,) if status else (Status.FAIL, Status.DISCARD)
         rows = await self._store.list_rerunnable(function.id, statuses, begin, end, limit)
         pairs = []
+        failure: Exception | None = None
         for old_id, payload, depth in rows:
-            invocation = await self._new_invocation(function, payload, depth, rerun_of=old_id)
-            await self._store.insert_invocation(invocation)
+            try:
+                invocation = await self._new_invocation(function, payload, depth, rerun_of=old_id)
+                await self._store.insert_invocation(invocation)
+            except Exception as exc:
+                log.exception("%s could not be queued again; left out of the re-run", old_id)
+                failure = exc
+                continue
             pairs.append((invocation.request_id, old_id))
         if pairs:
             self.notifier.notify()
+        elif failure is not None:
+            raise failure
         return pairs

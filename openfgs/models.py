@@ -49,6 +49,7 @@ class ErrorCode(enum.IntEnum):
     CANCELED = 4208
     INTERRUPTED = 4210
     EXPIRED = 4211
+    NOT_RECORDED = 4212
 
 
 def now_ms() -> int:

@@ -116,7 +116,11 @@ class Services:
         if s.project_id and s.access_key and s.secret_key:
             await self.auth.ensure_credential(Credential(s.project_id, s.access_key, s.secret_key))
         if self.worker is not None and not s.database_url:
-            recovered = await self.invocations.recover(cutoff=FAR_FUTURE)
+            try:
+                recovered = await self.invocations.recover(cutoff=FAR_FUTURE)
+            except Exception:  # start anyway: the upkeep recovers them once their leases end
+                log.exception("recovering what a previous run left running failed")
+                recovered = 0
             if recovered:
                 log.warning("recovered %d invocations left running by a previous run", recovered)
         if self.worker is not None:

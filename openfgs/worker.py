@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from openfgs.functions import FunctionRegistry
@@ -181,23 +182,40 @@ class Worker:
         return outcome
 
     async def _upkeep(self, stop: asyncio.Event) -> None:
-        """Leases, cancel requests, dead workers' rows and retention, on a short beat."""
+        """Leases, cancel requests, dead workers' rows and retention, on a short beat.
+
+        Each task fails alone: leases that cannot be renewed must not stop the recovery of
+        dead workers' rows, nor the retention purge of every tenant.
+        """
         interval = min(max(self._lease_seconds / 3, 0.2), 1.0)
         next_purge = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            try:
-                if self._tasks:
-                    for request_id in await self._service.renew_leases(
-                        self.worker_id, self._lease_seconds
-                    ):
-                        await self._pool.cancel(request_id)
-                if recovered := await self._service.recover():
-                    log.warning("recovered %d invocations whose worker stopped", recovered)
-                if time.monotonic() >= next_purge:
-                    next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
-                    if purged := await self._service.purge_expired_records():
-                        log.info("purged %d records past their retention", purged)
-            except Exception:
-                log.exception("worker upkeep failed")
+            if self._tasks:
+                await self._attempt("renewing leases", self._renew_leases())
+            await self._attempt("recovering invocations", self._recover())
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+                await self._attempt("purging records", self._purge())
+
+    @staticmethod
+    async def _attempt(task: str, step: Coroutine[Any, Any, object]) -> None:
+        """Run one upkeep task; its failure is logged and waits for the next beat."""
+        try:
+            await step
+        except Exception:
+            log.exception("worker upkeep: %s failed", task)
+
+    async def _renew_leases(self) -> None:
+        """Renew this worker's leases and stop what users canceled, each one on its own."""
+        for request_id in await self._service.renew_leases(self.worker_id, self._lease_seconds):
+            await self._attempt(f"canceling {request_id}", self._pool.cancel(request_id))
+
+    async def _recover(self) -> None:
+        if recovered := await self._service.recover():
+            log.warning("recovered %d invocations whose worker stopped", recovered)
+
+    async def _purge(self) -> None:
+        if purged := await self._service.purge_expired_records():
+            log.info("purged %d records past their retention", purged)
