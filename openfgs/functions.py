@@ -97,7 +97,7 @@ def parse_user_data(text: str | None) -> dict[str, str]:
         raise _bad("FSS.1018", f"Invalid function UserData: larger than {USER_DATA_LIMIT} bytes")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _bad("FSS.1009", "Invalid function UserData: not a JSON object") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise _bad("FSS.1009", "Invalid function UserData: expected a JSON object of strings")

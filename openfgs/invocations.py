@@ -477,6 +477,9 @@ class InvocationService:
         """The decision, and whether the record left RUNNING (see :meth:`_settle`)."""
         now = now_ms()
         s = self._settings
+        if outcome is not None and outcome.error_message:
+            # A handler's message may hold what no store takes (lone surrogates, NUL).
+            outcome = replace(outcome, error_message=storable(outcome.error_message))
         decision = decide(
             claimed,
             outcome,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -43,7 +44,6 @@ from .conftest import (
     put_config,
     reported_event,
     run_burst,
-    stats,
     wait_for,
     wait_terminal,
 )
@@ -175,7 +175,7 @@ def gone(api: FunctionGraphClient, request_id: str) -> bool:
     return False
 
 
-def test_an_outcome_the_store_refuses_ends_fail_and_the_others_complete(
+def test_a_message_no_store_takes_is_escaped_and_keeps_its_retries_and_destination(
     make_server: Callable[..., LiveServer],
 ) -> None:
     live = make_server(retry_backoff_seconds=0)
@@ -190,14 +190,13 @@ def test_an_outcome_the_store_refuses_ends_fail_and_the_others_complete(
         refused = [invoke_async(sdk, bad), invoke_async(sdk, retried)]
         fine = [invoke_async(sdk, good, {"n": n}) for n in range(3)]
 
-        for request_id, outcome in zip(refused, ["FAIL", "RETRY"], strict=True):
+        for request_id in refused:
             found = wait_terminal(api, request_id)
-            assert (found["status"], found["error_code"]) == ("FAIL", ErrorCode.NOT_RECORDED)
-            message = found["error_message"]
-            assert message.startswith(f"not recorded: the outcome of attempt 1 ({outcome}: ")
-            assert "RuntimeError: cannot be stored: \\udcff" in message
+            assert (found["status"], found["error_code"]) == ("FAIL", ErrorCode.FUNCTION_ERROR)
+            assert "RuntimeError: cannot be stored: \\udcff" in found["error_message"]
+        assert len(detail(api, refused[1])["attempts"]) == 3  # retried as configured
         assert [wait_terminal(api, r)["status"] for r in fine] == ["SUCCESS"] * 3
-        assert stats(api, sink)["accepted"] == 0  # the outcome was not written: no destination
+        assert "cannot be stored" in json.dumps(received_event(sdk, sink))
 
 
 class RefusingStore:
