@@ -35,6 +35,14 @@ def authenticated(scope: Scope, project_id: str) -> str:
     return project_id
 
 
+async def check_before_body(services: Services, scope: Scope, project_id: str) -> None:
+    """Refuse, before its body is read, a request whose credential is unknown, locked, or of
+    another project (the signature itself is verified once the body is there)."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    if await services.auth.check_before_body(headers) != project_id:
+        raise Forbidden(f"the credential has no access to project {project_id}")
+
+
 async def authenticate_scope(services: Services, scope: Scope, body: bytes, project_id: str) -> str:
     """Verify the request's AK/SK signature or token against the path's project."""
     raw_path = scope.get("raw_path") or scope["path"].encode()

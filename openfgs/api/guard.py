@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openfgs.api.deps import authenticate_scope
+from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
 from openfgs.errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout
 from openfgs.functions import ZIP_LIMIT
@@ -34,6 +34,9 @@ from openfgs.services import Services
 from openfgs.settings import Settings
 
 PROJECT_MAX = 64
+# Bodies up to this size are read before the caller is checked: reading them costs less than
+# a lookup would save. Larger ones wait until the credential is known to exist.
+READ_BEFORE_CHECK_BYTES = 64 * 1024
 _PROJECT_ROUTE = re.compile(r"/v2/(?P<project>[^/]+)/")
 _FUNCTION = r"/v2/[^/]+/fgs/functions"
 _JSON_OVERHEAD = 64 * 1024  # the other fields of a function body beside its base64 code
@@ -110,7 +113,7 @@ class Guard:
         """The body of a project route, its caller authenticated; None for other routes."""
         limit = self.body_limit(scope["method"], scope["path"])
         scope["openfgs.body_limit"] = limit
-        _check_declared_length(scope, limit)
+        declared = _declared_length(scope, limit)
         match = _PROJECT_ROUTE.match(scope["path"])
         if match is None:
             return None
@@ -119,6 +122,9 @@ class Guard:
             raise BadRequest(
                 f"Invalid parameter project_id: String should have at most {PROJECT_MAX} characters"
             )
+        if declared is None or declared > READ_BEFORE_CHECK_BYTES:
+            # A large (or unannounced) body is read only for a caller who may be genuine.
+            await check_before_body(self.services, scope, project_id)
         body = await self.read_body(receive, limit)
         await authenticate_scope(self.services, scope, body, project_id)
         scope["openfgs.body"] = body
@@ -171,14 +177,18 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than {size}")
 
 
-def _check_declared_length(scope: Scope, limit: int) -> None:
+def _declared_length(scope: Scope, limit: int) -> int | None:
+    """The body's ``Content-Length`` (0 when there is no body); None for a chunked body."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             if not (value.isdigit() and len(value) <= 18):
                 raise BadRequest("Invalid Content-Length header")
             if int(value) > limit:
                 raise _too_large(limit)
-            return
+            return int(value)
+        if name == b"transfer-encoding":
+            return None
+    return 0
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -40,7 +40,12 @@ def _error(status: int, reason: str, message: str) -> bytes:
 
 
 class BoundedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with header size, header time and connection bounds."""
+    """uvicorn's httptools protocol with header size, header time and connection bounds.
+
+    Bytes count as header bytes while no request body is being read: between requests and
+    in a request's line and headers. The header deadline runs while the connection waits for a
+    request: from the connection on, and from each answer on once its request was read whole.
+    """
 
     max_header_bytes = 32 * 1024
     header_timeout = 10.0
@@ -48,7 +53,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._awaiting_headers = True
+        self._reading_body = False
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
 
@@ -57,17 +62,18 @@ class BoundedProtocol(HttpToolsProtocol):
         if len(self.connections) > self.max_connections:
             self._refuse(503, "Service Unavailable", "Too many connections; try again later")
             return
-        self._await_headers()
+        self._start_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_headers:
+        counted = not self._reading_body
+        if counted:
             self._header_bytes += len(data)
         super().data_received(data)
-        if self._awaiting_headers and self._header_bytes > self.max_header_bytes:
+        if counted and not self._reading_body and self._header_bytes > self.max_header_bytes:
             limit = self.max_header_bytes // 1024
             self._refuse(
                 431,
@@ -75,40 +81,41 @@ class BoundedProtocol(HttpToolsProtocol):
                 f"The request line and headers are larger than {limit} KB",
             )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if not self._awaiting_headers:  # a pipelined request: its headers count afresh
-            self._awaiting_headers = True
-            self._header_bytes = 0
-
     def on_headers_complete(self) -> None:
-        self._awaiting_headers = False
+        self._reading_body = True
         self._cancel_header_timer()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._reading_body = False
+        self._header_bytes = 0
+        super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete and not self.pipeline:
+            self._start_header_deadline()  # answered before its body ended (e.g. a 413)
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:
-            self._await_headers()
+        if not self.transport.is_closing() and not self._reading_body and not self.pipeline:
+            self._start_header_deadline()
 
     def send_400_response(self, msg: str) -> None:
         """A request the parser cannot read (control characters, bad framing): 400 in
         FunctionGraph's shape instead of uvicorn's plain text."""
         self._refuse(400, "Bad Request", "Invalid HTTP request: it cannot be parsed")
 
-    def _await_headers(self) -> None:
-        self._awaiting_headers = True
-        self._header_bytes = 0
+    def _start_header_deadline(self) -> None:
         self._cancel_header_timer()
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self._awaiting_headers and not self.transport.is_closing():
-            if self._header_bytes == 0:  # an idle keep-alive connection: just close it
-                self.transport.close()
-                return
-            self._refuse(408, "Request Timeout", "The request headers did not arrive in time")
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._reading_body or not idle or self.transport.is_closing():
+            return
+        if self._header_bytes == 0:  # an idle keep-alive connection: just close it
+            self.transport.close()
+            return
+        self._refuse(408, "Request Timeout", "The request headers did not arrive in time")
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -116,7 +123,6 @@ class BoundedProtocol(HttpToolsProtocol):
             self._header_timer = None
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
-        self._awaiting_headers = False
         self._cancel_header_timer()
         if not self.transport.is_closing():
             self.transport.write(_error(status, reason, message))

@@ -157,15 +157,30 @@ class Authenticator:
             return await self._verify_token(token)
         raise Forbidden("invalid token: the request has no X-Auth-Token or AK/SK signature")
 
-    async def _verify_signature(
-        self,
-        method: str,
-        raw_path: str,
-        raw_query: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        authorization: str,
-    ) -> str:
+    async def check_before_body(self, headers: Mapping[str, str]) -> str:
+        """What can be verified before a request's body is read; the caller's project.
+
+        A token is verified wholly. A signature needs the body, so only its header's form, its
+        date, and that its access key exists and is not locked are checked here: a large body
+        is read only for a key that exists (openfgs.api.guard). ``headers`` as for
+        :meth:`authenticate`."""
+        authorization = headers.get("authorization", "")
+        if authorization.startswith(signing.ALGORITHM):
+            parsed, credential = await self._signer(headers, authorization)
+            if credential is None:
+                self.lockout.record_failure(parsed.access_key, known=False)
+                raise Unauthorized(_BAD_SIGNATURE)
+            return credential.project_id
+        token = headers.get("x-auth-token")
+        if token:
+            return await self._verify_token(token)
+        raise Forbidden("invalid token: the request has no X-Auth-Token or AK/SK signature")
+
+    async def _signer(
+        self, headers: Mapping[str, str], authorization: str
+    ) -> tuple[signing.Authorization, Credential | None]:
+        """The parsed ``Authorization`` of a current request, and its key's credential (None:
+        no such key). Malformed, stale or locked: Unauthorized."""
         parsed = signing.parse_authorization(authorization)
         if parsed is None:
             raise Unauthorized("Incorrect IAM authentication information: malformed authorization")
@@ -178,10 +193,22 @@ class Authenticator:
             raise Unauthorized(
                 "Incorrect IAM authentication information: x-sdk-date is out of the allowed range"
             )
+        credential = await self._credential(parsed.access_key)
+        self.lockout.check(parsed.access_key, known=credential is not None)
+        return parsed, credential
+
+    async def _verify_signature(
+        self,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        authorization: str,
+    ) -> str:
+        parsed, credential = await self._signer(headers, authorization)
         access_key = parsed.access_key
-        credential = await self._credential(access_key)
         known = credential is not None
-        self.lockout.check(access_key, known=known)
         text = signing.string_to_sign(
             method, raw_path, raw_query, headers, parsed.signed_headers, body
         )

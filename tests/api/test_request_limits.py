@@ -212,3 +212,43 @@ def test_a_bad_content_length_is_400(server: LiveServer) -> None:
         sock.sendall(b"POST /v3/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n")
         status, _, _, _ = read_response(sock)
     assert status == 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 403),
+        (
+            {
+                "Authorization": "SDK-HMAC-SHA256 Access=NOSUCHKEY, SignedHeaders=x-sdk-date, Signature=0"
+            },
+            401,
+        ),
+        ({"X-Auth-Token": "MIInot-a-token"}, 403),
+    ],
+)
+def test_a_large_body_is_not_read_for_an_unknown_caller(
+    server: LiveServer, headers: dict[str, str], status: int
+) -> None:
+    """The answer comes while the body has not been sent at all."""
+    headers = {**headers, "X-Sdk-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}
+    head = f"POST /v2/{PROJECT}/fgs/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with connect(server) as sock:
+        sock.sendall(head.encode() + b"\r\n")
+        answer, _, body, _ = read_response(sock)
+    assert answer == status, body
+    assert_fss(body, "APIGW.0301" if status == 401 else "FSS.0403")
+
+
+def test_a_large_body_of_a_known_caller_is_read_and_verified(
+    server: LiveServer, raw: RawApi
+) -> None:
+    payload = json.dumps({"pad": "x" * 200_000}).encode()  # over the read-before-check size
+    response = raw.call("POST", function_path(urn("missing"), "/invocations"), content=payload)
+    assert response.status_code == 404, response.text  # authenticated, then the route ran
+    forged = raw.build("POST", function_path(urn("missing"), "/invocations"), content=payload)
+    forged = raw.http.build_request(
+        "POST", forged.url, headers=forged.headers, content=payload[:-1] + b" "
+    )
+    assert raw.send(forged).status_code == 401  # the signature still covers the body
