@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from openfgs.api.guard import code_body_bytes
-from tests.api.conftest import PROJECT, LiveServer, RawApi, function_path, urn
+from tests.api.conftest import CREDENTIAL, PROJECT, LiveServer, RawApi, function_path, urn
 from tests.support import make_settings, start_server
 
 SHORT = 0.5  # seconds: the read timeouts of the bounded server below
@@ -252,3 +253,31 @@ def test_a_large_body_of_a_known_caller_is_read_and_verified(
         "POST", forged.url, headers=forged.headers, content=payload[:-1] + b" "
     )
     assert raw.send(forged).status_code == 401  # the signature still covers the body
+
+
+def test_a_chunked_body_of_a_known_caller_is_cut_at_the_limit(server: LiveServer) -> None:
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["hw_ak_sk"],
+                "hw_ak_sk": {
+                    "access": {"key": CREDENTIAL.access_key},
+                    "secret": {"key": CREDENTIAL.secret_key},
+                },
+            }
+        }
+    }
+    issued = httpx.post(f"{server.url}/v3/auth/tokens", json=body, timeout=30)
+    token = issued.headers["X-Subject-Token"]
+
+    def stream() -> Iterator[bytes]:
+        for _ in range(16):
+            yield b"x" * (1 << 20)
+
+    response = httpx.post(
+        server.url + function_path(urn("missing"), "/invocations"),
+        content=stream(),
+        headers={"X-Auth-Token": token},
+        timeout=60,
+    )
+    assert response.status_code == 413, response.text
