@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from openfgs.errors import ConfigError
 from openfgs.settings import load_settings, setting_names
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text()
@@ -25,7 +26,7 @@ def test_environment_and_flags() -> None:
 
 
 def test_bad_value_stops_with_the_variable_named() -> None:
-    with pytest.raises(SystemExit, match="OPENFGS_PORT"):
+    with pytest.raises(ConfigError, match="OPENFGS_PORT"):
         load_settings({"OPENFGS_PORT": "eighty"})
 
 
