@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from openfgs.cli import client, server
 from openfgs.cli.options import UsageError
-from openfgs.client import ApiFailure
+from openfgs.client import ClientError
 from openfgs.errors import ConfigError, OpenFgsError
 
 __all__ = ["build_parser", "main"]
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"openfgs: {exc}", file=sys.stderr)
         return USAGE_STATUS
-    except (ApiFailure, OpenFgsError) as exc:
+    except (ClientError, OpenFgsError) as exc:
         print(f"openfgs: {exc}", file=sys.stderr)
         return 1
     return code
