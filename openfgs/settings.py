@@ -89,7 +89,7 @@ class Settings:
         return self.data_dir / "openfgs.db"
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        """Apply non-None overrides (as from CLI flags), converting strings to field types."""
+        """Apply the overrides that are not None (flags, already of their fields' types)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
