@@ -7,7 +7,7 @@ new setting is a new flag with no change here.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from openfgs.settings import Settings, SettingSpec, load_settings, setting_specs
 # The settings a client command needs: where the server is, the credential, the URN's region,
 # and the data dir whose credential profile is read when no credential is given.
 CLIENT_SETTINGS = ("endpoint", "project_id", "access_key", "secret_key", "region", "data_dir")
-METAVARS = {"int": "N", "float": "SECONDS", "Path": "DIR", "str": "TEXT"}
+METAVARS = {"int": "N", "float": "NUMBER", "Path": "DIR", "str": "TEXT"}
 
 
 class UsageError(OpenFgsError):
@@ -50,7 +50,7 @@ def settings_flags(
     return parser
 
 
-def _parser(spec: SettingSpec) -> Any:
+def _parser(spec: SettingSpec) -> Callable[[str], Any]:
     def parse(raw: str) -> Any:
         return spec.parse(raw)
 

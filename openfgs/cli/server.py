@@ -32,10 +32,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         parents=[every_setting],
         usage=usage,
         help="run the API and, unless --no-worker, a worker",
+        description="Run the API and, unless --no-worker, a worker. The first start of a new "
+        "store prints a credential, saves it in the data dir's profile, and deploys the demo "
+        "function hello.",
     )
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser(
-        "worker", parents=[every_setting], usage=usage, help="run a worker only (no HTTP)"
+        "worker",
+        parents=[every_setting],
+        usage=usage,
+        help="run a worker only (no HTTP)",
+        description="Run a worker only: it claims and runs async invocations, serves no HTTP.",
     )
     worker.set_defaults(func=cmd_worker)
 
@@ -55,10 +62,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "create",
         # The credential settings would be the one serve ensures: here they mean nothing.
         parents=[settings_flags(exclude=("project_id", "access_key", "secret_key"))],
+        usage="%(prog)s [-h] [--project-id ID] [settings]",
         help="create a credential and print it as JSON",
     )
     create.add_argument(
-        "--project-id", dest="new_project_id", help="its project (default: a new one)"
+        "--project-id", dest="new_project_id", metavar="ID", help="its project (default: a new one)"
     )
     create.set_defaults(func=cmd_credentials_create)
 
