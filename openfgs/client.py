@@ -12,7 +12,15 @@ from openfgs.auth.signing import sign_headers
 from openfgs.models import Credential
 
 
-class ApiFailure(Exception):
+class ClientError(Exception):
+    """A request the client could not complete; its message is meant for the user."""
+
+
+class ServerUnreachable(ClientError):
+    """No answer: the endpoint refused the connection, was not found, or timed out."""
+
+
+class ApiFailure(ClientError):
     """The server answered with an error body."""
 
     def __init__(self, status: int, error_code: str, error_msg: str) -> None:
@@ -67,7 +75,10 @@ class FunctionGraphClient:
             self.credential.secret_key,
         )
         url = encoded_path + (f"?{qs}" if qs else "")
-        response = self._http.request(method, url, content=data, headers=signed)
+        try:
+            response = self._http.request(method, url, content=data, headers=signed)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"cannot reach {self.endpoint}: {exc}") from exc
         if response.status_code >= 400:
             try:
                 payload = response.json()

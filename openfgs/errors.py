@@ -11,6 +11,10 @@ class OpenFgsError(Exception):
     """Root of every error openfgs raises on purpose."""
 
 
+class ConfigError(OpenFgsError):
+    """A setting, credential or profile openfgs cannot run with; the CLI prints it, exits 2."""
+
+
 class StoreError(OpenFgsError):
     """A storage backend failed; driver errors are wrapped into this at the store boundary."""
 

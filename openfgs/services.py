@@ -12,7 +12,7 @@ from typing import IO, Literal
 
 from openfgs.auth.limits import AuthLimits
 from openfgs.auth.service import Authenticator
-from openfgs.errors import OpenFgsError
+from openfgs.errors import ConfigError, OpenFgsError
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService, LifecycleSettings
 from openfgs.models import Credential, Function, new_request_id
@@ -39,7 +39,7 @@ def instance_user(text: str) -> tuple[int, int] | Literal["auto"] | None:
         return None
     uid, sep, gid = text.partition(":")
     if not (uid.isdigit() and (not sep or gid.isdigit())):
-        raise SystemExit(f"OPENFGS_INSTANCE_USER: expected uid:gid or 'self', not {text!r}")
+        raise ConfigError(f"OPENFGS_INSTANCE_USER: expected uid:gid or 'self', not {text!r}")
     return int(uid), int(gid or uid)
 
 

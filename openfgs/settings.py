@@ -1,16 +1,19 @@
 """The one typed settings object, built at the edge from flags and ``OPENFGS_*`` variables.
 
 No other module reads the environment. Every field is documented in docs/settings.md, and a
-test checks that the page names each of them.
+test checks that the page names each of them. Every field is also a command-line flag: the CLI
+generates them from :func:`setting_specs`, so a new field needs no CLI change.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from openfgs.errors import ConfigError
 
 ENV_PREFIX = "OPENFGS_"
 
@@ -86,35 +89,62 @@ class Settings:
         return self.data_dir / "openfgs.db"
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        """Apply non-None overrides (as from CLI flags), converting strings to field types."""
+        """Apply the overrides that are not None (flags, already of their fields' types)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _convert(kind: Any, raw: str) -> Any:
-    if kind in (bool, "bool"):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if kind in (int, "int"):
-        return int(raw)
-    if kind in (float, "float"):
-        return float(raw)
-    if kind in (Path, "Path"):
-        return Path(raw)
-    return raw
+# How a text value (a variable or a flag) becomes a field's value, by the field's annotation;
+# an annotation not named here takes the text as it is.
+PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "Path": Path}
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as the command line and the documentation name it."""
+
+    name: str
+    kind: str  # the field's annotation: "int", "float", "bool", "Path", "str", ...
+    default: Any
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: str) -> Any:
+        if self.kind == "bool":
+            return raw.strip().lower() in TRUE_WORDS
+        return PARSERS.get(self.kind, str)(raw)
+
+
+def setting_specs() -> list[SettingSpec]:
+    """Every field of :class:`Settings`, in declaration order."""
+    specs = []
+    for f in fields(Settings):
+        factory = f.default_factory
+        default = factory() if callable(factory) else f.default
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        specs.append(SettingSpec(f.name, kind, default))
+    return specs
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build settings from ``OPENFGS_*`` variables, then apply explicit overrides."""
+    """Build settings from ``OPENFGS_*`` variables, then apply explicit overrides (flags)."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for f in fields(Settings):
-        raw = env.get(ENV_PREFIX + f.name.upper())
+    for spec in setting_specs():
+        raw = env.get(spec.env)
         if raw is not None and raw != "":
             try:
-                values[f.name] = _convert(f.type, raw)
+                values[spec.name] = spec.parse(raw)
             except ValueError as exc:
-                raise SystemExit(f"{ENV_PREFIX}{f.name.upper()}: {exc}") from None
+                raise ConfigError(f"{spec.env}: {exc}") from None
     return Settings(**values).with_overrides(**overrides)
 
 
 def setting_names() -> list[str]:
-    return [ENV_PREFIX + f.name.upper() for f in fields(Settings)]
+    return [spec.env for spec in setting_specs()]

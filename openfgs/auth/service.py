@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from openfgs.auth import signing
 from openfgs.auth.limits import AuthLimits, ClientRateLimit, KeyLockout
 from openfgs.cache import TtlCache
-from openfgs.errors import ConflictError, Forbidden, Unauthorized
+from openfgs.errors import ConfigError, ConflictError, Forbidden, Unauthorized
 from openfgs.models import Credential, now_ms
 from openfgs.settings import Settings
 from openfgs.store.base import Store
@@ -64,12 +64,12 @@ def valid_access_key(access_key: str) -> bool:
 def check_new_credential(credential: Credential) -> None:
     """Refuse a credential that should not be created: a malformed AK or a short SK."""
     if not valid_access_key(credential.access_key):
-        raise SystemExit(
+        raise ConfigError(
             f"access key {credential.access_key[:MAX_ACCESS_KEY_LENGTH]!r} is not 1 to "
             f"{MAX_ACCESS_KEY_LENGTH} ASCII letters and digits"
         )
     if len(credential.secret_key) < MIN_SECRET_KEY_LENGTH:
-        raise SystemExit(
+        raise ConfigError(
             f"the secret key of access key {credential.access_key} is too short: "
             f"it needs at least {MIN_SECRET_KEY_LENGTH} characters"
         )
@@ -130,7 +130,7 @@ class Authenticator:
             except ConflictError:
                 existing = await self._store.get_credential(credential.access_key)
         if existing != credential:
-            raise SystemExit(
+            raise ConfigError(
                 f"access key {credential.access_key} exists with another secret or project"
             )
         return False

@@ -23,6 +23,7 @@ from huaweicloudsdkfunctiongraph.v2 import ListFunctionsRequest
 
 from openfgs.auth.limits import AuthLimits
 from openfgs.auth.service import Authenticator
+from openfgs.errors import ConfigError
 from openfgs.models import Credential
 from openfgs.services import Services
 from openfgs.store import create_store
@@ -354,7 +355,7 @@ def test_a_weak_or_malformed_credential_is_not_created(
         await store.open()
         try:
             auth = Authenticator(store, skew_seconds=900, token_ttl_seconds=60)
-            with pytest.raises(SystemExit) as info:
+            with pytest.raises(ConfigError) as info:
                 await auth.ensure_credential(credential)
             return str(info.value), await store.get_credential(credential.access_key[:128])
         finally:
@@ -390,7 +391,7 @@ def test_serve_refuses_a_short_secret_key_from_the_settings(tmp_path: Path) -> N
 
     async def start() -> str:
         try:
-            with pytest.raises(SystemExit) as info:
+            with pytest.raises(ConfigError) as info:
                 await services.start()
             return str(info.value)
         finally:

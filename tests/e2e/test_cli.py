@@ -5,15 +5,30 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import stat
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from openfgs.cli import main
+from openfgs.models import Credential
 
-from .conftest import CREDENTIAL, clean_env, openfgs, wait_for
+from .conftest import (
+    CREDENTIAL,
+    SERVE,
+    Serve,
+    ServeProcess,
+    clean_env,
+    free_port,
+    openfgs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +127,13 @@ def test_async_invoke_prints_a_request_id_that_invocations_list_shows(
     assert table[-1] == "1 of 1 shown"
 
 
-def test_missing_credentials_exit_non_zero_with_a_message() -> None:
-    result = openfgs("fn", "list", env=clean_env(endpoint="http://127.0.0.1:9"))
-    assert result.returncode != 0
+def test_missing_credentials_exit_non_zero_with_a_message(tmp_path: Path) -> None:
+    # An empty data dir: no credential profile to fall back on.
+    env = clean_env(endpoint="http://127.0.0.1:9", data_dir=str(tmp_path))
+    result = openfgs("fn", "list", env=env)
+    assert result.returncode == 2
     assert "OPENFGS_ACCESS_KEY" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
     assert result.stdout == ""
 
 
@@ -128,3 +146,153 @@ def test_api_error_exits_non_zero_with_the_fss_code(server: Any) -> None:
     listing = openfgs("invocations", "list", "no-such-fn", env=env)
     assert listing.returncode != 0
     assert "FSS.0404" in listing.stderr, listing.stderr
+
+
+# -- settings as flags, the credential profile, configuration errors --------------------------
+
+
+def spawn_serve(serve: Serve, data_dir: Path, *flags: str, env: dict[str, str]) -> ServeProcess:
+    """``openfgs serve`` with extra flags, killed at teardown like the fixture's own."""
+    port = free_port()
+    number = len(serve.processes)
+    out, err = serve.tmp_path / f"flags-{number}.out", serve.tmp_path / f"flags-{number}.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*SERVE, "--data-dir", str(data_dir), "--port", str(port), *flags],
+            env=env,
+            cwd=serve.tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    started = ServeProcess(process, f"http://127.0.0.1:{port}", data_dir, out, err)
+    serve.processes.append(started)
+    return started
+
+
+def status_of_unfinished_headers(url: str, size: int) -> int:
+    """Send a request line and ``size`` bytes of a header that never ends; the answer's status."""
+    address = httpx.URL(url)
+    assert address.port is not None
+    with socket.create_connection((address.host, address.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size)
+        try:
+            answer = sock.recv(64)
+        except TimeoutError:
+            return 0  # still waiting for the rest: under the limit
+    return int(answer.split()[1])
+
+
+def test_a_setting_given_as_a_flag_takes_effect_over_its_variable(
+    serve: Serve, tmp_path: Path
+) -> None:
+    env = clean_env(CREDENTIAL, max_header_bytes="65536", header_read_timeout_seconds="30")
+    flags = ("--max-header-bytes", "2048", "--header-read-timeout-seconds", "1.5")
+    started = spawn_serve(serve, tmp_path / "data", *flags, env=env)
+    started.wait_healthy()
+    # The flag's 2048 bytes, not the variable's 65536: 431 as soon as the headers pass it.
+    assert status_of_unfinished_headers(started.url, 4000) == 431
+    # The flag's 1.5 s for headers, not the variable's 30 s: 408 within the socket's 10 s.
+    assert status_of_unfinished_headers(started.url, 100) == 408
+    started.stop()
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """An ``openfgs`` command run from ``cwd``, as in another terminal on the same machine."""
+    return subprocess.run(
+        [sys.executable, "-m", "openfgs.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_first_start_writes_a_private_profile_that_client_commands_use(
+    serve: Serve, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / ".openfgs"  # the default data dir of the folder serve runs in
+    started = serve.start(data_dir, credential=None)
+    wait_for(lambda: "deployed the demo function" in started.stdout(), 60)
+    printed = started.printed_credential()
+    assert printed is not None, started.stdout()
+    profile = data_dir / "credentials"
+    assert stat.S_IMODE(profile.stat().st_mode) == 0o600
+    assert f"also saved in {profile} (mode 0600)" in started.stdout()
+    assert started.stdout().count(printed.secret_key) == 1
+    assert printed.secret_key not in started.stderr()
+
+    # Another terminal in the same folder: no OPENFGS_* variable at all.
+    no_variables = clean_env()
+    invoked = run_cli(
+        "fn", "invoke", "hello", "--data", '{"name": "you"}', cwd=tmp_path, env=no_variables
+    )
+    assert invoked.returncode == 0, invoked.stderr
+    assert json.loads(json.loads(invoked.stdout)["body"])["message"] == "hello, you"
+
+    # A variable beats the profile (here a wrong endpoint), and a flag beats the variable.
+    wrong = clean_env(endpoint="http://127.0.0.1:9")
+    unreachable = run_cli("fn", "list", cwd=tmp_path, env=wrong)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("openfgs: cannot reach http://127.0.0.1:9: ")
+    assert "Traceback" not in unreachable.stderr
+    listed = run_cli("fn", "list", "--endpoint", started.url, cwd=tmp_path, env=wrong)
+    assert listed.returncode == 0, listed.stderr
+    assert "hello" in listed.stdout
+    other = Credential(printed.project_id, "NOSUCHACCESSKEY00001", "x" * 40)
+    refused = run_cli("fn", "list", cwd=tmp_path, env=clean_env(other, endpoint=started.url))
+    assert "APIGW.0301" in refused.stderr, refused.stderr  # the variables' credential was used
+
+    # Readable by the group: refused, as ssh refuses such a key, and nothing else is tried.
+    profile.chmod(0o640)
+    blocked = run_cli("fn", "invoke", "hello", cwd=tmp_path, env=no_variables)
+    assert blocked.returncode == 2
+    assert blocked.stderr.startswith(f"openfgs: {profile} is open to other users (mode 0640)")
+    assert "Traceback" not in blocked.stderr and blocked.stdout == ""
+    started.stop()
+
+
+def test_a_restart_prints_no_secret_and_keeps_the_profile(serve: Serve, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = serve.start(data_dir, credential=None)
+    wait_for(lambda: "deployed the demo function" in first.stdout(), 60)
+    written = (data_dir / "credentials").read_bytes()
+    first.stop()
+    again = serve.start(data_dir, credential=None)
+    assert again.exports() == {}
+    assert "saved" not in again.stdout()
+    assert (data_dir / "credentials").read_bytes() == written
+    again.stop()
+
+
+def test_a_bad_setting_ends_the_command_with_its_message_and_status_2(tmp_path: Path) -> None:
+    flagged = openfgs(
+        "serve", "--instance-user", "nobody", "--data-dir", str(tmp_path), env=clean_env()
+    )
+    assert flagged.returncode == 2
+    assert flagged.stderr.strip().splitlines()[-1] == (
+        "openfgs: OPENFGS_INSTANCE_USER: expected uid:gid or 'self', not 'nobody'"
+    )
+    variable = openfgs("fn", "list", env=clean_env(port="eighty"))
+    assert variable.returncode == 2
+    assert variable.stderr.startswith("openfgs: OPENFGS_PORT: invalid literal"), variable.stderr
+    for result in (flagged, variable):
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+
+
+def test_a_credential_serve_cannot_ensure_ends_it_with_status_2(
+    serve: Serve, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    serve.start(data_dir).stop()  # the store now holds CREDENTIAL
+    clash = Credential(CREDENTIAL.project_id, CREDENTIAL.access_key, "another-secret-key-0000001")
+    refused = serve.spawn(data_dir, credential=clash)
+    assert refused.wait_exit() == 2
+    assert (
+        f"openfgs: access key {CREDENTIAL.access_key} exists with another secret or project"
+        in refused.stderr()
+    )
+    assert "Traceback" not in refused.stderr()
+    assert not refused.healthy()

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from openfgs.auth.service import Authenticator, new_credential
+from openfgs.errors import ConfigError
 from openfgs.store.base import Store
 
 from .conftest import Backend
@@ -28,7 +29,7 @@ async def test_concurrent_nodes_ensure_one_credential(backend: Backend) -> None:
 
         other = new_credential(credential.project_id)
         clash = type(credential)(credential.project_id, credential.access_key, other.secret_key)
-        with pytest.raises(SystemExit):
+        with pytest.raises(ConfigError):
             await nodes[1].ensure_credential(clash)
     finally:
         for store in stores:

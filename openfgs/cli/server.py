@@ -1,0 +1,176 @@
+"""The server commands: serve, worker, db migrate, credentials create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+from functools import partial
+from typing import TYPE_CHECKING
+
+from openfgs.auth.service import new_credential
+from openfgs.cli.options import settings_flags, settings_from
+from openfgs.first_run import first_run
+from openfgs.models import Credential, now_ms
+from openfgs.services import Services
+from openfgs.settings import Settings
+from openfgs.store import create_store
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = logging.getLogger("openfgs")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    every_setting = settings_flags()
+    usage = "%(prog)s [-h] [settings]"
+    serve = sub.add_parser(
+        "serve",
+        parents=[every_setting],
+        usage=usage,
+        help="run the API and, unless --no-worker, a worker",
+        description="Run the API and, unless --no-worker, a worker. The first start of a new "
+        "store prints a credential, saves it in the data dir's profile, and deploys the demo "
+        "function hello.",
+    )
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser(
+        "worker",
+        parents=[every_setting],
+        usage=usage,
+        help="run a worker only (no HTTP)",
+        description="Run a worker only: it claims and runs async invocations, serves no HTTP.",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
+    migrate = db.add_parser(
+        "migrate",
+        parents=[every_setting],
+        usage=usage,
+        help="apply the numbered migrations not yet applied",
+    )
+    migrate.set_defaults(func=cmd_db_migrate)
+
+    credentials = sub.add_parser("credentials", help="manage credentials").add_subparsers(
+        dest="action", required=True
+    )
+    create = credentials.add_parser(
+        "create",
+        # The credential settings would be the one serve ensures: here they mean nothing.
+        parents=[settings_flags(exclude=("project_id", "access_key", "secret_key"))],
+        usage="%(prog)s [-h] [--project-id ID] [settings]",
+        help="create a credential and print it as JSON",
+    )
+    create.add_argument(
+        "--project-id", dest="new_project_id", metavar="ID", help="its project (default: a new one)"
+    )
+    create.set_defaults(func=cmd_credentials_create)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from openfgs.api import create_app
+    from openfgs.api.server import server_config
+
+    settings = settings_from(args)
+    configure_logging(settings)
+    services = Services.build(settings)
+    app = create_app(services, after_start=partial(first_run, say=say))
+    config = server_config(app, settings)
+    server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again: let that
+    # second one end the process with status 0, as a graceful stop should.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_zero)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(_serve(services, server))
+    return 0 if server.started else 1
+
+
+async def _serve(services: Services, server: uvicorn.Server) -> None:
+    # Started before the server, on its loop: what stops a start (a locked data dir, a
+    # credential that cannot be ensured) reaches the command as itself, not as a traceback in
+    # the lifespan's log. The app's lifespan finds the services started, and stops them.
+    try:
+        await services.start()
+        await server.serve()
+    finally:
+        await services.stop()
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """A worker node: claims and runs async invocations until SIGTERM or SIGINT."""
+    services = Services.build(settings.with_overrides(worker=True))
+    await services.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("worker %s running", services.worker.worker_id if services.worker else "?")
+    try:
+        await stop.wait()
+    finally:
+        await services.stop()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    configure_logging(settings)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+async def migrate(settings: Settings) -> None:
+    store = create_store(settings)
+    await store.open()  # applies the numbered migrations not yet applied
+    await store.close()
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    asyncio.run(migrate(settings_from(args)))
+    print("openfgs: the database schema is up to date")
+    return 0
+
+
+async def create_credential(settings: Settings, project_id: str | None) -> Credential:
+    store = create_store(settings)
+    await store.open()
+    try:
+        credential = new_credential(project_id)
+        await store.insert_credential(credential, now_ms())
+        return credential
+    finally:
+        await store.close()
+
+
+def cmd_credentials_create(args: argparse.Namespace) -> int:
+    credential = asyncio.run(create_credential(settings_from(args), args.new_project_id))
+    print(
+        json.dumps(
+            {
+                "project_id": credential.project_id,
+                "access_key": credential.access_key,
+                "secret_key": credential.secret_key,
+            }
+        )
+    )
+    return 0
