@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp
 
 from openfgs.api import async_config, extensions, functions, health, iam, invocations
 from openfgs.api.errors import install_error_handlers
@@ -17,13 +18,17 @@ from openfgs.services import Services
 
 
 def create_app(
-    services: Services, after_start: Callable[[Services], Awaitable[None]] | None = None
-) -> Guard:
+    services: Services,
+    after_start: Callable[[Services], Awaitable[None]] | None = None,
+    *,
+    outer: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
+) -> ASGIApp:
     """An ASGI app serving ``services``; it starts and stops them with its lifespan.
 
-    Every request passes the :class:`Guard` (bounds, authentication) first; the FastAPI app
-    (``.app.app`` of the answer) serves every route; the hottest ones are answered ahead of it
-    by :class:`FastRoutes`, with the same code behind them.
+    Layers, outermost first: ``outer`` (each wraps the next; the slot where observability
+    and the like go, seeing every request), the :class:`Guard` (bounds, authentication),
+    :class:`FastRoutes` (the hottest routes, with the same code behind them as FastAPI's),
+    and the FastAPI app, which serves every route and makes the OpenAPI document.
     """
 
     @asynccontextmanager
@@ -55,7 +60,10 @@ def create_app(
     app.include_router(functions.router)
     app.include_router(extensions.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return Guard(FastRoutes(app, services), services)
+    wrapped: ASGIApp = Guard(FastRoutes(app, services), services)
+    for layer in outer:
+        wrapped = layer(wrapped)
+    return wrapped
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

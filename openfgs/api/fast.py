@@ -16,23 +16,34 @@ import re
 from collections.abc import Awaitable
 from urllib.parse import parse_qsl
 
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from openfgs.api import invocations
 from openfgs.api.deps import authenticated
 from openfgs.api.errors import error_response
-from openfgs.api.invocations import accept_async, list_records
+from openfgs.api.invocations import IDEMPOTENCY_KEY_MAX, accept_async, list_records
 from openfgs.errors import ApiError, BadRequest, InternalError
 from openfgs.services import Services
 
 log = logging.getLogger("openfgs.api")
 
-_FUNCTION = r"/v2/(?P<project>[^/]+)/fgs/functions/(?P<urn>[^/]+)/"
-_ASYNC_INVOKE = re.compile(_FUNCTION + "invocations-async")
-_LIST = re.compile(_FUNCTION + "(?P<active>active-)?async-invocations")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-# The limit FastAPI's declaration puts on the idempotency header (same message).
-_IDEMPOTENCY_KEY_MAX = 128
 _IDEMPOTENCY_HEADER = b"x-openfgs-idempotency-key"
+
+
+def declared(router: APIRouter, name: str) -> re.Pattern[str]:
+    """The path pattern of the route ``name`` as FastAPI declares it: one source for both."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.name == name:
+            return route.path_regex
+    raise LookupError(name)
+
+
+_ASYNC_INVOKE = declared(invocations.router, "async_invoke")
+_LIST = declared(invocations.router, "list_async_invocations")
+_LIST_ACTIVE = declared(invocations.router, "list_active_async_invocations")
 
 
 class FastRoutes:
@@ -48,37 +59,41 @@ class FastRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
-            if method == "POST" and (match := _ASYNC_INVOKE.fullmatch(path)):
+            if method == "POST" and (match := _ASYNC_INVOKE.match(path)):
                 await self._answer(send, 202, self._accept(scope, match))
                 return
-            if method == "GET" and (match := _LIST.fullmatch(path)):
-                await self._answer(send, 200, self._list(scope, match))
+            if method == "GET" and (match := _LIST.match(path)):
+                await self._answer(send, 200, self._list(scope, match, active=False))
+                return
+            if method == "GET" and (match := _LIST_ACTIVE.match(path)):
+                await self._answer(send, 200, self._list(scope, match, active=True))
                 return
         await self.app(scope, receive, send)
 
     async def _accept(self, scope: Scope, match: re.Match[str]) -> bytes:
         key = next((v for k, v in scope["headers"] if k == _IDEMPOTENCY_HEADER), None)
         idempotency_key = None if key is None else key.decode("latin-1")
-        if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
+        if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
+            # FastAPI's (pydantic's) wording for the same Header(max_length=…) declaration.
             raise BadRequest(
                 "Invalid parameter header.x-openfgs-idempotency-key: "
-                f"String should have at most {_IDEMPOTENCY_KEY_MAX} characters"
+                f"String should have at most {IDEMPOTENCY_KEY_MAX} characters"
             )
         return await accept_async(
             self.services,
             scope,
             scope["openfgs.body"],
-            match["project"],
-            match["urn"],
+            match["project_id"],
+            match["function_urn"],
             idempotency_key,
         )
 
-    async def _list(self, scope: Scope, match: re.Match[str]) -> bytes:
-        project_id = authenticated(scope, match["project"])
-        function = await self.services.registry.resolve(project_id, match["urn"])
+    async def _list(self, scope: Scope, match: re.Match[str], *, active: bool) -> bytes:
+        project_id = authenticated(scope, match["project_id"])
+        function = await self.services.registry.resolve(project_id, match["function_urn"])
         query = scope.get("query_string", b"").decode("latin-1")
         params = dict(parse_qsl(query, keep_blank_values=True))
-        return await list_records(self.services, function, params, active=bool(match["active"]))
+        return await list_records(self.services, function, params, active=active)
 
     async def _answer(self, send: Send, status: int, answer: Awaitable[bytes]) -> None:
         try:

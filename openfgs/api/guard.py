@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openfgs.api import functions, invocations
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
 from openfgs.errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout
@@ -38,7 +39,6 @@ PROJECT_MAX = 64
 # a lookup would save. Larger ones wait until the credential is known to exist.
 READ_BEFORE_CHECK_BYTES = 64 * 1024
 _PROJECT_ROUTE = re.compile(r"/v2/(?P<project>[^/]+)/")
-_FUNCTION = r"/v2/[^/]+/fgs/functions"
 _JSON_OVERHEAD = 64 * 1024  # the other fields of a function body beside its base64 code
 
 
@@ -47,27 +47,27 @@ def code_body_bytes(_: Settings) -> int:
     return (ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
 
 
-@dataclass(frozen=True)
-class BodyLimit:
-    """The largest body a route takes: requests matching ``method`` and ``path``."""
+# Routes (by their declared name) that take more than ``max_body_bytes``; every other route,
+# known or not, is held to that.
+BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
+    "async_invoke": lambda s: s.max_async_body_bytes,
+    "invoke": lambda s: s.max_sync_body_bytes,
+    "create_function": code_body_bytes,
+    "update_function_code": code_body_bytes,
+}
 
-    method: str
-    path: re.Pattern[str]
-    limit: Callable[[Settings], int]
 
-
-BODY_LIMITS = (
-    BodyLimit(
-        "POST",
-        re.compile(_FUNCTION + r"/[^/]+/invocations-async"),
-        lambda s: s.max_async_body_bytes,
-    ),
-    BodyLimit(
-        "POST", re.compile(_FUNCTION + r"/[^/]+/invocations"), lambda s: s.max_sync_body_bytes
-    ),
-    BodyLimit("POST", re.compile(_FUNCTION), code_body_bytes),
-    BodyLimit("PUT", re.compile(_FUNCTION + r"/[^/]+/code"), code_body_bytes),
-)
+def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], int]]:
+    """(methods, path pattern, limit) of each route in :data:`BODY_LIMITS`, as declared."""
+    found = [
+        (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
+        for router in (invocations.router, functions.router)
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.name in BODY_LIMITS
+    ]
+    if len(found) != len(BODY_LIMITS):
+        raise LookupError("a route named in BODY_LIMITS is not declared")
+    return found
 
 
 class _Disconnected(Exception):
@@ -81,14 +81,14 @@ class Guard:
         self.app = app
         self.services = services
         settings = services.settings
-        self._limits = [(r.method, r.path, r.limit(settings)) for r in BODY_LIMITS]
+        self._limits = _body_limits(settings)
         self._default_limit = settings.max_body_bytes
         self._idle = settings.body_read_timeout_seconds
         self._total = settings.request_read_timeout_seconds
 
     def body_limit(self, method: str, path: str) -> int:
-        for route_method, pattern, limit in self._limits:
-            if route_method == method and pattern.fullmatch(path):
+        for methods, pattern, limit in self._limits:
+            if method in methods and pattern.match(path):
                 return limit
         return self._default_limit
 

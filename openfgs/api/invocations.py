@@ -48,6 +48,7 @@ INSTANCE_MEMORY_SIZES = (
     8192,
     10240,
 )
+IDEMPOTENCY_KEY_MAX = 128
 LOG_TAIL_BYTES = 4096
 JSON = "application/json"
 HEADER_LOG_BYTES = 2000
@@ -82,7 +83,7 @@ async def async_invoke(
     request: Request,
     project_id: Annotated[str, Path(max_length=64)],
     function_urn: str,
-    x_openfgs_idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    x_openfgs_idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)] = None,
 ) -> Response:
     # Served by openfgs.api.fast ahead of FastAPI; declared here for the OpenAPI document.
     services: Services = request.app.state.services

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from openfgs.api import create_app
+from openfgs.api.fast import FastRoutes
 from openfgs.api.guard import Guard
 from tests.api.conftest import (
     OTHER,
@@ -34,6 +35,8 @@ NOW_MS = 1_790_000_000_000
 def both(server: LiveServer, request: httpx.Request) -> tuple[httpx.Response, httpx.Response]:
     """The answers of the fast routes and of FastAPI alone (both behind the guard)."""
     front = create_app(server.services)
+    assert isinstance(front, Guard)
+    assert isinstance(front.app, FastRoutes)
     fastapi_alone = Guard(front.app.app, server.services)
 
     async def send(app: Any) -> httpx.Response:
