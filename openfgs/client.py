@@ -9,10 +9,11 @@ import httpx
 import orjson
 
 from openfgs.auth.signing import sign_headers
+from openfgs.errors import OpenFgsError
 from openfgs.models import Credential
 
 
-class ClientError(Exception):
+class ClientError(OpenFgsError):
     """A request the client could not complete; its message is meant for the user."""
 
 

@@ -23,7 +23,7 @@ async def first_run(services: Services, say: Callable[[str], None]) -> None:
 
     ``say`` shows the user a line; the credential's secret goes through it only this once.
     """
-    if not services.fresh:
+    if not services.first_start:
         return
     s = services.settings
     if s.access_key and s.secret_key and s.project_id:

@@ -8,12 +8,12 @@ import binascii
 import hashlib
 import json
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from openfgs.cache import TtlCache
 from openfgs.errors import (
     BadRequest,
     Conflict,
@@ -50,6 +50,7 @@ USER_DATA_KEYS = 20
 DEFAULT_CONCURRENCY = 400
 # FunctionGraph's quota on the total code size of an account (FSS.1042).
 DEFAULT_CODE_QUOTA = 20 * 1024**3
+CACHE_ENTRIES = 10_000  # functions remembered by name and by id, each
 _RUNTIME = re.compile(r"Python3\.\d{1,2}")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 DEFAULT_CODE = b"""# -*- coding:utf-8 -*-
@@ -188,13 +189,14 @@ class FunctionRegistry:
         self.region = region
         self._cache_seconds = cache_seconds
         self._code_quota_bytes = code_quota_bytes
-        self._cache: dict[tuple[str, str, str], tuple[float, Function | None]] = {}
-        self._by_id: dict[int, tuple[float, Function | None]] = {}
+        # Misses are remembered too, so URNs a caller makes up are bounded like the rest.
+        self._cache: TtlCache[tuple[str, str, str], Function | None] = TtlCache(CACHE_ENTRIES)
+        self._by_id: TtlCache[int, Function | None] = TtlCache(CACHE_ENTRIES)
         self.release_hooks: list[Callable[[str], Awaitable[Any]]] = []
 
     def _forget(self, function: Function) -> None:
-        self._cache.pop((function.project_id, function.package, function.name), None)
-        self._by_id.pop(function.id, None)
+        self._cache.pop((function.project_id, function.package, function.name))
+        self._by_id.pop(function.id)
 
     async def create(self, project_id: str, body: CreateFunctionBody) -> Function:
         if not valid_function_name(body.func_name):
@@ -269,22 +271,22 @@ class FunctionRegistry:
         if urn.qualifier not in (None, LATEST):
             raise NotFound(f"The version does not exist: {urn.qualifier}", error_code="FSS.1052")
         key = (project_id, urn.package, urn.name)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            function = cached[1]
+        cached = self._cache.lookup(key)
+        if cached is not None:
+            function = cached.value
         else:
             function = await self._store.get_function(*key)
-            self._cache[key] = (time.monotonic() + self._cache_seconds, function)
+            self._cache.put(key, function, self._cache_seconds)
         if function is None:
             raise NotFound(f"can not find function: {urn_text}", error_code=missing_code)
         return function
 
     async def get_by_id(self, function_id: int) -> Function | None:
-        cached = self._by_id.get(function_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self._by_id.lookup(function_id)
+        if cached is not None:
+            return cached.value
         function = await self._store.get_function_by_id(function_id)
-        self._by_id[function_id] = (time.monotonic() + self._cache_seconds, function)
+        self._by_id.put(function_id, function, self._cache_seconds)
         return function
 
     async def list(

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from openfgs.cache import TtlCache
 from openfgs.counting import HOUR_MS, MIN_HOURS, HourCounts, SettledHours, runs
 from openfgs.errors import BadRequest, NotFound, TooManyRequests
 from openfgs.functions import FunctionRegistry
 from openfgs.models import (
+    CANCELED_MESSAGE,
+    LATEST,
     AsyncConfig,
     ClaimedInvocation,
     ErrorCode,
@@ -48,9 +51,9 @@ MAX_ACTIVE_IDS = 10
 MESSAGE_EXCERPT = 500  # characters of a message quoted in the message of an unrecorded outcome
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 ACTIVE = (Status.WAIT, Status.RUNNING)
-CANCELED_MESSAGE = "function invocation canceled"
 CANCEL_WORKER = "cancel"  # the worker id a canceled waiting record is claimed under
 _CACHE_SECONDS = 2.0
+CONFIG_CACHE_ENTRIES = 10_000
 
 
 class Notifier:
@@ -118,7 +121,7 @@ def decide(
     return Decision(Status.FAIL, outcome.error_code, outcome.error_message)
 
 
-def expired(claimed: ClaimedInvocation, now: int) -> Decision | None:
+def expiry_decision(claimed: ClaimedInvocation, now: int) -> Decision | None:
     """DISCARD for an event that aged past its limit before this attempt could start."""
     if now < claimed.expires_at:
         return None
@@ -232,7 +235,7 @@ class InvocationService:
         self._registry = registry
         self._settings = settings or LifecycleSettings()
         self.notifier = notifier or Notifier()
-        self._configs: dict[int, tuple[float, AsyncConfig | None]] = {}
+        self._configs: TtlCache[int, AsyncConfig | None] = TtlCache(CONFIG_CACHE_ENTRIES)
         self._counting: dict[int, asyncio.Future[tuple[float, int]]] = {}
         self._settled = SettledHours(self._settings.retention_seconds * 1000)
         self._learning: dict[str, asyncio.Future[None]] = {}
@@ -268,7 +271,7 @@ class InvocationService:
         return NewInvocation(
             request_id=new_request_id(),
             function_id=function.id,
-            version="latest",
+            version=LATEST,
             payload=payload,
             start_time=now,
             available_at=now,
@@ -380,11 +383,11 @@ class InvocationService:
     # -- configs ----------------------------------------------------------------------------
 
     async def config(self, function: Function) -> AsyncConfig | None:
-        cached = self._configs.get(function.id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self._configs.lookup(function.id)
+        if cached is not None:
+            return cached.value
         config = await self._store.get_async_config(function.id)
-        self._configs[function.id] = (time.monotonic() + _CACHE_SECONDS, config)
+        self._configs.put(function.id, config, _CACHE_SECONDS)
         return config
 
     async def put_config(self, function: Function, body: AsyncConfigBody) -> AsyncConfig:
@@ -410,7 +413,7 @@ class InvocationService:
             last_modified=now,
         )
         await self._store.upsert_async_config(config)
-        self._configs.pop(function.id, None)
+        self._configs.pop(function.id)
         return config
 
     async def _check_destination(
@@ -440,7 +443,7 @@ class InvocationService:
     async def delete_config(self, function: Function) -> None:
         if not await self._store.delete_async_config(function.id):
             raise NotFound("the function has no async invoke config")
-        self._configs.pop(function.id, None)
+        self._configs.pop(function.id)
 
     # -- run --------------------------------------------------------------------------------
 
@@ -454,12 +457,12 @@ class InvocationService:
             worker_id, now, limit, EXPIRED_BATCH, lease_until
         )
         for item in expired_rows:
-            verdict = expired(item, now)
+            verdict = expiry_decision(item, now)
             assert verdict is not None
             await self._settle(item, verdict, now)
         runnable = []
         for item in claimed:
-            verdict = expired(item, now)
+            verdict = expiry_decision(item, now)
             if verdict is None:
                 runnable.append(item)
             else:

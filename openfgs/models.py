@@ -20,6 +20,7 @@ from typing import Any
 from openfgs.errors import BadRequest
 
 LATEST = "latest"
+CANCELED_MESSAGE = "function invocation canceled"
 
 
 class Status(enum.StrEnum):

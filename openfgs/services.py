@@ -58,7 +58,7 @@ class Services:
     _worker_task: asyncio.Task[None] | None = None
     _lock_file: IO[str] | None = None
     started: bool = False
-    fresh: bool = False  # the store had no credential at all when this process started
+    first_start: bool = False  # the store had no credential at all when this process started
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -110,7 +110,7 @@ class Services:
         self.lock_data_dir()
         await self.store.open()
         s = self.settings
-        self.fresh = await self.store.count_credentials() == 0
+        self.first_start = await self.store.count_credentials() == 0
         # Functions may have been deleted while this node was down (or by another node).
         await self.sweep_code()
         if s.project_id and s.access_key and s.secret_key:

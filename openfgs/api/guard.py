@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openfgs.api import functions, invocations
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
-from openfgs.errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout
+from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge, RequestTimeout
 from openfgs.functions import ZIP_LIMIT
 from openfgs.services import Services
 from openfgs.settings import Settings
@@ -70,7 +70,7 @@ def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], in
     return found
 
 
-class _Disconnected(Exception):
+class _Disconnected(OpenFgsError):
     """The client went away before its request body arrived."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from openfgs.errors import OpenFgsError
 from openfgs.runtime.types import CodeLoader, FunctionSpec
 
 # What one package may unpack to: the sum of the sizes its entries declare (zipfile stops
@@ -40,7 +41,7 @@ _DIGEST = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _TRASH = ".trash-"
 
 
-class CodePackageError(Exception):
+class CodePackageError(OpenFgsError):
     """The code package cannot be used: not a zip, unsafe entries, unknown type."""
 
 

@@ -16,7 +16,7 @@ from openfgs.invocations import (
     backoff_ms,
     decide,
     destination_event,
-    expired,
+    expiry_decision,
 )
 from openfgs.models import ClaimedInvocation, ErrorCode, Function, Status, parse_time
 from openfgs.runtime.types import RunResult
@@ -163,11 +163,11 @@ def test_an_interrupted_attempt_with_retries_left_runs_again() -> None:
 
 
 def test_an_event_within_its_age_is_not_expired() -> None:
-    assert expired(claimed(expires_at=NOW + 1), NOW) is None
+    assert expiry_decision(claimed(expires_at=NOW + 1), NOW) is None
 
 
 def test_an_event_past_its_age_is_discarded_before_its_attempt() -> None:
-    decision = expired(claimed(attempt=1, expires_at=NOW - 1), NOW)
+    decision = expiry_decision(claimed(attempt=1, expires_at=NOW - 1), NOW)
 
     assert decision is not None
     assert decision.status is Status.DISCARD
@@ -178,7 +178,7 @@ def test_an_event_past_its_age_is_discarded_before_its_attempt() -> None:
 
 
 def test_an_expired_retry_carries_the_last_failure() -> None:
-    decision = expired(
+    decision = expiry_decision(
         claimed(attempt=3, expires_at=NOW - 1, last_error="attempt 2 failed: ValueError: boom"),
         NOW,
     )
