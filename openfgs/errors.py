@@ -82,12 +82,6 @@ class Conflict(ApiError):
     default_message = "The specified resource already exists."
 
 
-class RequestTimeout(ApiError):
-    status = 408
-    error_code = "FSS.0408"
-    default_message = "The request did not arrive in time."
-
-
 class PayloadTooLarge(ApiError):
     status = 413
     error_code = "FSS.0413"

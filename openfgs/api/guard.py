@@ -5,21 +5,20 @@ In order, for every HTTP request:
 1. its body limit is looked up in :data:`BODY_LIMITS` (one table for every route) and a declared
    ``Content-Length`` above it is answered 413 without reading a byte;
 2. on a project route (``/v2/{project_id}/…``) the body is read — never more than the limit,
-   each chunk within ``body_read_timeout_seconds`` and the whole within
-   ``request_read_timeout_seconds`` — and the caller authenticated (AK/SK signature or token,
+   and, when it is large, only for a caller whose credential exists — and the caller
+   authenticated (AK/SK signature or token,
    for the path's project) before anything looks at the body or the route: a request that is
    not authenticated learns nothing of the API but that it is not authenticated;
 3. the inner app (the fast routes, then FastAPI) gets the request with the body already read
    (``scope["openfgs.body"]``, and replayed through ``receive``) and the authenticated project
    (``scope["openfgs.project"]``).
 
-Header sizes, header read time and the number of connections are bounded below this layer, in
-the HTTP protocol (:mod:`openfgs.api.server`).
+Header sizes, read times and the number of connections are bounded below this layer, in the
+HTTP protocol (:mod:`openfgs.api.server`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openfgs.api import functions, invocations
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
-from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge, RequestTimeout
+from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge
 from openfgs.functions import ZIP_LIMIT
 from openfgs.services import Services
 from openfgs.settings import Settings
@@ -83,8 +82,6 @@ class Guard:
         settings = services.settings
         self._limits = _body_limits(settings)
         self._default_limit = settings.max_body_bytes
-        self._idle = settings.body_read_timeout_seconds
-        self._total = settings.request_read_timeout_seconds
 
     def body_limit(self, method: str, path: str) -> int:
         for methods, pattern, limit in self._limits:
@@ -132,30 +129,23 @@ class Guard:
         return body
 
     async def read_body(self, receive: Receive, limit: int) -> bytes:
-        """The whole body, refused (413) as soon as it passes ``limit``, and (408) when a
-        chunk takes longer than the idle timeout or the whole longer than the total."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._total
+        """The whole body, refused (413) as soon as it passes ``limit``.
+
+        A body that stops arriving is cut by the protocol's read deadlines (server.py): this
+        ``receive`` then answers a disconnect."""
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(min(loop.time() + self._idle, deadline)) as timer:
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise _Disconnected
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large(limit)
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        return b"".join(chunks)
-                    timer.reschedule(min(loop.time() + self._idle, deadline))
-        except TimeoutError:
-            raise RequestTimeout(
-                "The request body did not arrive in time", headers={"Connection": "close"}
-            ) from None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _bounded(self, scope: Scope, receive: Receive) -> Receive:
         """``receive`` for routes that read their own body: same limit, same timeouts."""

@@ -7,6 +7,9 @@ adds what a server on the internet needs below the application:
 - a cap on the request line and headers together (``max_header_bytes``): 431, connection closed;
 - a deadline for them (``header_read_timeout_seconds``, from the connection or the previous
   response on): 408, connection closed — a client trickling headers holds nothing for long;
+- deadlines for a body: each chunk within ``body_read_timeout_seconds`` of the one before,
+  the whole within ``request_read_timeout_seconds`` of the headers: 408, connection closed.
+  No timer is set for a body that arrives with its headers, as nearly all do;
 - a cap on open connections (``max_connections``): one more is answered 503 and closed;
 - a request the parser refuses answered 400 in FunctionGraph's error shape, like every other.
 
@@ -49,6 +52,8 @@ class BoundedProtocol(HttpToolsProtocol):
 
     max_header_bytes = 32 * 1024
     header_timeout = 10.0
+    body_idle_timeout = 30.0
+    body_timeout = 120.0
     max_connections = 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,6 +61,8 @@ class BoundedProtocol(HttpToolsProtocol):
         self._reading_body = False
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_deadline = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -66,6 +73,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -80,15 +88,19 @@ class BoundedProtocol(HttpToolsProtocol):
                 "Request Header Fields Too Large",
                 f"The request line and headers are larger than {limit} KB",
             )
+        elif self._reading_body:  # the body goes on past this chunk: the next one is due
+            self._start_body_deadline()
 
     def on_headers_complete(self) -> None:
         self._reading_body = True
+        self._body_deadline = self.loop.time() + self.body_timeout
         self._cancel_header_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._reading_body = False
         self._header_bytes = 0
+        self._cancel_body_timer()
         super().on_message_complete()
         if self.cycle is not None and self.cycle.response_complete and not self.pipeline:
             self._start_header_deadline()  # answered before its body ended (e.g. a 413)
@@ -117,6 +129,25 @@ class BoundedProtocol(HttpToolsProtocol):
             return
         self._refuse(408, "Request Timeout", "The request headers did not arrive in time")
 
+    def _start_body_deadline(self) -> None:
+        self._cancel_body_timer()
+        when = min(self.loop.time() + self.body_idle_timeout, self._body_deadline)
+        self._body_timer = self.loop.call_at(when, self._body_late)
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        if not self._reading_body or self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # answered already (e.g. 413): nothing more to say
+            return
+        self._refuse(408, "Request Timeout", "The request body did not arrive in time")
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
@@ -124,6 +155,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
         if not self.transport.is_closing():
             self.transport.write(_error(status, reason, message))
             self.transport.close()
@@ -137,6 +169,8 @@ def protocol_for(settings: Settings) -> type[BoundedProtocol]:
         {
             "max_header_bytes": settings.max_header_bytes,
             "header_timeout": settings.header_read_timeout_seconds,
+            "body_idle_timeout": settings.body_read_timeout_seconds,
+            "body_timeout": settings.request_read_timeout_seconds,
             "max_connections": settings.max_connections,
         },
     )

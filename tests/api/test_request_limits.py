@@ -137,6 +137,27 @@ def test_a_trickled_body_gets_408(bounded: LiveServer) -> None:
     assert_fss(body, "FSS.0408")
 
 
+def test_a_body_trickled_inside_the_chunk_timeout_is_cut_at_the_total(
+    bounded: LiveServer,
+) -> None:
+    path = f"/v2/{PROJECT}/fgs/functions"
+    with connect(bounded) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
+        started = time.monotonic()
+        answer = b""
+        while not answer and time.monotonic() - started < 20:
+            try:
+                sock.sendall(b"x")  # well inside the chunk timeout, never finishing
+            except OSError:
+                break
+            sock.settimeout(SHORT / 4)
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
 def test_connections_past_the_cap_get_503(bounded: LiveServer) -> None:
     held = [connect(bounded) for _ in range(bounded.settings.max_connections)]
     try:
