@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 
@@ -146,3 +147,34 @@ def database_url(backend: str) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def token_body(
+    access_key: str = CREDENTIAL.access_key,
+    secret_key: str = CREDENTIAL.secret_key,
+    project_id: str | None = PROJECT,
+    method: str = "hw_ak_sk",
+) -> dict[str, Any]:
+    if method == "hw_ak_sk":
+        identity: dict[str, Any] = {
+            "methods": ["hw_ak_sk"],
+            "hw_ak_sk": {"access": {"key": access_key}, "secret": {"key": secret_key}},
+        }
+    else:
+        identity = {
+            "methods": ["password"],
+            "password": {"user": {"name": access_key, "password": secret_key}},
+        }
+    auth: dict[str, Any] = {"identity": identity}
+    if project_id is not None:
+        auth["scope"] = {"project": {"id": project_id}}
+    return {"auth": auth}
+
+
+def issue_token(url: str, credential: Credential = CREDENTIAL) -> str:
+    """A token for ``credential`` from the server at ``url`` (``POST /v3/auth/tokens``)."""
+    body = token_body(credential.access_key, credential.secret_key, credential.project_id)
+    response = httpx.post(f"{url}/v3/auth/tokens", json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    token: str = response.headers["X-Subject-Token"]
+    return token

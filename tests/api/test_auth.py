@@ -11,6 +11,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkfunctiongraph.v2 import ListFunctionsRequest
 
 from openfgs.models import Credential
+from tests.support import token_body
 
 from .conftest import (
     CREDENTIAL,
@@ -26,28 +27,6 @@ from .conftest import (
 
 FUNCTIONS = f"/v2/{PROJECT}/fgs/functions"
 HELLO = "def handler(event, context):\n    return 'hi'\n"
-
-
-def token_body(
-    access_key: str = CREDENTIAL.access_key,
-    secret_key: str = CREDENTIAL.secret_key,
-    project_id: str | None = PROJECT,
-    method: str = "hw_ak_sk",
-) -> dict[str, Any]:
-    if method == "hw_ak_sk":
-        identity: dict[str, Any] = {
-            "methods": ["hw_ak_sk"],
-            "hw_ak_sk": {"access": {"key": access_key}, "secret": {"key": secret_key}},
-        }
-    else:
-        identity = {
-            "methods": ["password"],
-            "password": {"user": {"name": access_key, "password": secret_key}},
-        }
-    auth: dict[str, Any] = {"identity": identity}
-    if project_id is not None:
-        auth["scope"] = {"project": {"id": project_id}}
-    return {"auth": auth}
 
 
 def issue_token(server: LiveServer, **kwargs: Any) -> httpx.Response:

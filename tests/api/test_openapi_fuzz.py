@@ -11,7 +11,6 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -22,7 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import CREDENTIAL, PROJECT, LiveServer, b64, create_function, urn
+from tests.support import issue_token
+
+from .conftest import PROJECT, LiveServer, b64, create_function, urn
 
 MAX_EXAMPLES = 20
 SEED = 20261126  # a fixed seed keeps CI reproducible; change it to explore other inputs
@@ -37,21 +38,7 @@ ECHO = "def handler(event, context):\n    return event\n"
 
 @pytest.fixture
 def auth_headers(server: LiveServer) -> dict[str, str]:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["hw_ak_sk"],
-                "hw_ak_sk": {
-                    "access": {"key": CREDENTIAL.access_key},
-                    "secret": {"key": CREDENTIAL.secret_key},
-                },
-            },
-            "scope": {"project": {"id": PROJECT}},
-        }
-    }
-    response = httpx.post(f"{server.url}/v3/auth/tokens", json=body, timeout=30)
-    assert response.status_code == 201, response.text
-    return {"X-Auth-Token": response.headers["X-Subject-Token"]}
+    return {"X-Auth-Token": issue_token(server.url)}
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from openfgs.api.guard import code_body_bytes
-from tests.api.conftest import CREDENTIAL, PROJECT, LiveServer, RawApi, function_path, urn
-from tests.support import make_settings, start_server
+from tests.api.conftest import PROJECT, LiveServer, RawApi, function_path, urn
+from tests.support import issue_token, make_settings, start_server
 
 SHORT = 0.5  # seconds: the read timeouts of the bounded server below
 
@@ -277,19 +277,7 @@ def test_a_large_body_of_a_known_caller_is_read_and_verified(
 
 
 def test_a_chunked_body_of_a_known_caller_is_cut_at_the_limit(server: LiveServer) -> None:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["hw_ak_sk"],
-                "hw_ak_sk": {
-                    "access": {"key": CREDENTIAL.access_key},
-                    "secret": {"key": CREDENTIAL.secret_key},
-                },
-            }
-        }
-    }
-    issued = httpx.post(f"{server.url}/v3/auth/tokens", json=body, timeout=30)
-    token = issued.headers["X-Subject-Token"]
+    token = issue_token(server.url)
 
     def stream() -> Iterator[bytes]:
         for _ in range(16):

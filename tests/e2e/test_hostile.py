@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import RawApi, b64, function_path, zip_of
-from tests.support import CREDENTIAL, PROJECT, sdk_client, urn, wait_for
+from tests.support import CREDENTIAL, PROJECT, sdk_client, token_body, urn, wait_for
 
 from .conftest import Serve, ServeProcess, create_python_function
 
@@ -436,14 +436,7 @@ def flood(hostile: Hostile, count: int) -> None:
 
 def test_repeated_wrong_passwords_lock_the_key(hostile: Hostile) -> None:
     def token(secret: str) -> httpx.Response:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": CREDENTIAL.access_key, "password": secret}},
-                }
-            }
-        }
+        body = token_body(CREDENTIAL.access_key, secret, None, method="password")
         return httpx.post(f"{hostile.process.url}/v3/auth/tokens", json=body, timeout=30)
 
     answers = [token("wrong-" + str(n)) for n in range(20)]
