@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import os
 import random
 import re
@@ -15,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from openfgs.errors import BadRequest
 
@@ -50,6 +51,12 @@ class ErrorCode(enum.IntEnum):
     INTERRUPTED = 4210
     EXPIRED = 4211
     NOT_RECORDED = 4212
+
+
+class Row(Protocol):
+    """A row as a store's driver returns it: its columns by name (``sqlite3.Row``, a dict)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def now_ms() -> int:
@@ -167,6 +174,10 @@ class Credential:
     access_key: str
     secret_key: str
 
+    @classmethod
+    def from_row(cls, row: Row) -> Credential:
+        return cls(row["project_id"], row["access_key"], row["secret_key"])
+
 
 @dataclass(frozen=True)
 class Function:
@@ -196,6 +207,11 @@ class Function:
 
     def urn(self, region: str) -> Urn:
         return Urn(region, self.project_id, self.package, self.name)
+
+    @classmethod
+    def from_row(cls, row: Row) -> Function:
+        """A ``functions`` row: its columns are the fields, by name."""
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -228,6 +244,20 @@ class Invocation:
     attempt: int = 0
     version: str = LATEST
 
+    @classmethod
+    def from_row(cls, row: Row) -> Invocation:
+        return cls(
+            request_id=row["request_id"],
+            function_id=row["function_id"],
+            status=Status(row["status"]),
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+            attempt=row["attempt"],
+            version=row["version"],
+        )
+
 
 @dataclass(frozen=True)
 class ClaimedInvocation:
@@ -243,6 +273,32 @@ class ClaimedInvocation:
     depth: int = 0
     last_error: str = ""  # the message the previous attempt ended with, if any
 
+    @classmethod
+    def from_row(cls, row: Row) -> ClaimedInvocation:
+        return cls(
+            request_id=row["request_id"],
+            function_id=row["function_id"],
+            version=row["version"],
+            payload=bytes(row["payload"]),
+            attempt=row["attempt"],
+            expires_at=row["expires_at"],
+            max_attempts=row["max_attempts"],
+            depth=row["depth"],
+            last_error=row["last_error"],
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What becomes of an attempt, as the store records it: a terminal status, or WAIT again
+    at ``retry_at`` (the domain decides it: ``openfgs.invocations.decide``)."""
+
+    status: Status
+    error_code: int = ErrorCode.OK
+    error_message: str = ""
+    result: bytes | None = None
+    retry_at: int | None = None
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -256,6 +312,18 @@ class Attempt:
     error_code: int
     error_message: str
 
+    @classmethod
+    def from_row(cls, row: Row) -> Attempt:
+        return cls(
+            attempt=row["attempt"],
+            worker_id=row["worker_id"] or "",
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            outcome=row["outcome"],
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+        )
+
 
 @dataclass(frozen=True)
 class InvocationDetail:
@@ -266,6 +334,14 @@ class InvocationDetail:
     max_attempts: int
     rerun_of: str | None
     attempts: list[Attempt] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, row: Row, attempts: list[Row]) -> InvocationDetail:
+        """The record's row (with ``max_attempts``, ``rerun_of``, ``project_id``) and the rows
+        of its attempts."""
+        history = [Attempt.from_row(attempt) for attempt in attempts]
+        record = Invocation.from_row(row)
+        return cls(record, row["project_id"], row["max_attempts"], row["rerun_of"], history)
 
 
 @dataclass(frozen=True)
@@ -279,6 +355,18 @@ class AsyncConfig:
     enable_async_status_log: bool
     created_at: int
     last_modified: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> AsyncConfig:
+        return cls(
+            function_id=row["function_id"],
+            max_async_event_age_in_seconds=row["max_async_event_age_in_seconds"],
+            max_async_retry_attempts=row["max_async_retry_attempts"],
+            destination_config=json.loads(row["destination_config"] or "{}"),
+            enable_async_status_log=bool(row["enable_async_status_log"]),
+            created_at=row["created_at"],
+            last_modified=row["last_modified"],
+        )
 
 
 @dataclass(frozen=True)
