@@ -1,10 +1,9 @@
 """Every store operation written once, over the two primitives a backend provides.
 
-An operation is a *script*: a generator that yields the named queries it runs, one
-:class:`Step` at a time — fetch one row, fetch all rows, or execute and count the rows
-changed — and is sent each step's answer. A backend runs a script as one read
-(:meth:`SqlStore._read`) or as one transaction (:meth:`SqlStore._write`) the way its driver
-wants: the SQLite store inside its reader or writer thread, the PostgreSQL store on a pooled
+An operation runs one named query — a :class:`Step`: fetch one row, fetch all rows, or execute
+and count the rows changed — or a *script*: a generator that yields the steps it runs one at a
+time and is sent each step's answer. A backend runs either as one read (:meth:`SqlStore._read`)
+or as one transaction (:meth:`SqlStore._write`) the way its driver wants: the SQLite store inside its reader or writer thread, the PostgreSQL store on a pooled
 connection. Rows are mappings keyed by column name and become models through their
 ``from_row``. What truly differs stays in the backend: how accepts are batched and how a claim
 walks the queue (``insert_invocation``, ``claim_due``), and how wake-ups travel (``subscribe``).
@@ -15,9 +14,8 @@ from __future__ import annotations
 import abc
 import enum
 import json
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Generator
+from typing import Any, NamedTuple, TypeVar, overload
 
 from openfgs.models import (
     AsyncConfig,
@@ -30,7 +28,6 @@ from openfgs.models import (
     InvocationQuery,
     NewInvocation,
     Outcome,
-    Row,
     Status,
     now_ms,
 )
@@ -47,9 +44,8 @@ class Kind(enum.Enum):
     EXECUTE = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One named query of a script, with its parameters."""
+class Step(NamedTuple):
+    """One named query with its parameters (a tuple: steps are made on every hot path)."""
 
     kind: Kind
     name: str
@@ -59,19 +55,19 @@ class Step:
 Script = Generator[Step, Any, T]
 
 
-def fetch_one(name: str, params: Params) -> Script[Row | None]:
-    row: Row | None = yield Step(Kind.ONE, name, params)
-    return row
+def fetch_one(name: str, params: Params) -> Step:
+    """A step answered with the first row (a mapping by column name), or None."""
+    return Step(Kind.ONE, name, params)
 
 
-def fetch_all(name: str, params: Params) -> Script[list[Row]]:
-    rows: list[Row] = yield Step(Kind.ALL, name, params)
-    return rows
+def fetch_all(name: str, params: Params) -> Step:
+    """A step answered with the list of rows."""
+    return Step(Kind.ALL, name, params)
 
 
-def execute(name: str, params: Params) -> Script[int]:
-    changed: int = yield Step(Kind.EXECUTE, name, params)
-    return changed
+def execute(name: str, params: Params) -> Step:
+    """A step answered with the number of rows it changed."""
+    return Step(Kind.EXECUTE, name, params)
 
 
 def claim_scan(limit: int) -> int:
@@ -124,19 +120,13 @@ def page_script(
     names: tuple[str, str], params: Params, query: InvocationQuery
 ) -> Script[InvocationPage]:
     """One page of records and the count of every match, read together."""
-    rows = yield from fetch_all(names[0], {**params, "limit": query.limit, "offset": query.marker})
+    rows = yield fetch_all(names[0], {**params, "limit": query.limit, "offset": query.marker})
     count = 0
     for begin, end in count_ranges(query):
-        found = yield from fetch_one(names[1], {**params, "begin": begin, "end": end})
-        assert found is not None
+        found = yield fetch_one(names[1], {**params, "begin": begin, "end": end})
         count += int(found["count"])
     invocations = [Invocation.from_row(row) for row in rows]
     return InvocationPage(invocations, count, query.marker + len(invocations))
-
-
-def _first(rows: Script[Row | None], convert: Callable[[Row], T]) -> Script[T | None]:
-    row = yield from rows
-    return None if row is None else convert(row)
 
 
 class SqlStore(abc.ABC):
@@ -146,14 +136,22 @@ class SqlStore(abc.ABC):
     ``open``/``close``/``subscribe``, ``insert_invocation`` and ``claim_due``.
     """
 
+    @overload
+    async def _read(self, work: Step, snapshot: bool = False) -> Any: ...
+    @overload
+    async def _read(self, work: Script[T], snapshot: bool = False) -> T: ...
     @abc.abstractmethod
-    async def _read(self, script: Script[T], snapshot: bool = False) -> T:
-        """Run ``script``'s queries as reads; ``snapshot``: all of them see one snapshot."""
+    async def _read(self, work: Step | Script[T], snapshot: bool = False) -> Any:
+        """Run a step or a script as reads; ``snapshot``: every read sees one snapshot."""
 
+    @overload
+    async def _write(self, work: Step, durable: bool = True) -> Any: ...
+    @overload
+    async def _write(self, work: Script[T], durable: bool = True) -> T: ...
     @abc.abstractmethod
-    async def _write(self, script: Script[T], durable: bool = True) -> T:
-        """Run ``script`` in one transaction. ``durable``: on disk before this returns; else
-        bookkeeping a machine crash may lose (the record then runs again)."""
+    async def _write(self, work: Step | Script[T], durable: bool = True) -> Any:
+        """Run a step or a script in one transaction. ``durable``: on disk before this
+        returns; else bookkeeping a machine crash may lose (the record then runs again)."""
 
     @staticmethod
     @abc.abstractmethod
@@ -175,12 +173,11 @@ class SqlStore(abc.ABC):
         await self._write(execute("insert_credential", params))
 
     async def get_credential(self, access_key: str) -> Credential | None:
-        found = fetch_one("get_credential", {"access_key": access_key})
-        return await self._read(_first(found, Credential.from_row))
+        row = await self._read(fetch_one("get_credential", {"access_key": access_key}))
+        return None if row is None else Credential.from_row(row)
 
     async def count_credentials(self) -> int:
         row = await self._read(fetch_one("count_credentials", {}))
-        assert row is not None
         return int(row["count"])
 
     async def insert_token(
@@ -206,20 +203,20 @@ class SqlStore(abc.ABC):
 
         def script() -> Script[int]:
             code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
-            yield from execute("insert_code", code_params)
-            row = yield from fetch_one("insert_function", params)
-            assert row is not None
+            yield execute("insert_code", code_params)
+            row = yield fetch_one("insert_function", params)
             return int(row["id"])
 
         return Function(**{**function_params(function), "id": await self._write(script())})
 
     async def get_function(self, project_id: str, package: str, name: str) -> Function | None:
         params = {"project_id": project_id, "package": package, "name": name}
-        return await self._read(_first(fetch_one("get_function", params), Function.from_row))
+        row = await self._read(fetch_one("get_function", params))
+        return None if row is None else Function.from_row(row)
 
     async def get_function_by_id(self, function_id: int) -> Function | None:
-        found = fetch_one("get_function_by_id", {"id": function_id})
-        return await self._read(_first(found, Function.from_row))
+        row = await self._read(fetch_one("get_function_by_id", {"id": function_id}))
+        return None if row is None else Function.from_row(row)
 
     async def list_functions(
         self, project_id: str, package: str | None, name_like: str | None, offset: int, limit: int
@@ -228,9 +225,8 @@ class SqlStore(abc.ABC):
 
         def script() -> Script[tuple[list[Function], int]]:
             paged = {**params, "offset": offset, "limit": limit}
-            rows = yield from fetch_all("list_functions", paged)
-            count = yield from fetch_one("count_functions", params)
-            assert count is not None
+            rows = yield fetch_all("list_functions", paged)
+            count = yield fetch_one("count_functions", params)
             return [Function.from_row(row) for row in rows], int(count["count"])
 
         return await self._read(script())
@@ -241,24 +237,24 @@ class SqlStore(abc.ABC):
             del params[key]
 
         def script() -> Script[None]:
-            old = yield from fetch_one("lock_function", {"id": function.id})
+            old = yield fetch_one("lock_function", {"id": function.id})
             if code is not None:
                 code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
-                yield from execute("insert_code", code_params)
-            yield from execute("update_function", params)
+                yield execute("insert_code", code_params)
+            yield execute("update_function", params)
             if old is not None and old["code_digest"] != function.code_digest:
-                yield from execute("delete_unused_code", {"digest": old["code_digest"]})
+                yield execute("delete_unused_code", {"digest": old["code_digest"]})
 
         await self._write(script())
 
     async def delete_function(self, function: Function) -> None:
         def script() -> Script[None]:
             params = {"function_id": function.id}
-            yield from execute("delete_function_attempts", params)
-            yield from execute("delete_function_keys", params)
-            yield from execute("delete_function_invocations", params)
-            yield from execute("delete_function", {"id": function.id})
-            yield from execute("delete_unused_code", {"digest": function.code_digest})
+            yield execute("delete_function_attempts", params)
+            yield execute("delete_function_keys", params)
+            yield execute("delete_function_invocations", params)
+            yield execute("delete_function", {"id": function.id})
+            yield execute("delete_unused_code", {"digest": function.code_digest})
 
         await self._write(script())
 
@@ -268,7 +264,6 @@ class SqlStore(abc.ABC):
 
     async def total_code_size(self, project_id: str) -> int:
         row = await self._read(fetch_one("total_code_size", {"project_id": project_id}))
-        assert row is not None
         return int(row["total"])
 
     async def referenced_code_digests(self) -> set[str]:
@@ -288,11 +283,10 @@ class SqlStore(abc.ABC):
         }
 
         def script() -> Script[str]:
-            if (yield from fetch_one("claim_idempotency_key", key_params)) is None:
-                row = yield from fetch_one("get_idempotency_key", key_params)
-                assert row is not None
+            if (yield fetch_one("claim_idempotency_key", key_params)) is None:
+                row = yield fetch_one("get_idempotency_key", key_params)
                 return str(row["request_id"])
-            yield from execute("insert_invocation", invocation_params(invocation))
+            yield execute("insert_invocation", invocation_params(invocation))
             return invocation.request_id
 
         return await self._write(script())
@@ -340,11 +334,11 @@ class SqlStore(abc.ABC):
         params = outcome_params(request_id, attempt, outcome, end_time)
 
         def script() -> Script[bool]:
-            yield from execute("record_attempt", params)
-            if not (yield from execute("finish_invocation", params)):
+            yield execute("record_attempt", params)
+            if not (yield execute("finish_invocation", params)):
                 return False
             if follow_up is not None:
-                yield from execute("insert_invocation", invocation_params(follow_up))
+                yield execute("insert_invocation", invocation_params(follow_up))
             return True
 
         return await self._write(script(), durable=False)
@@ -357,8 +351,8 @@ class SqlStore(abc.ABC):
         params = outcome_params(request_id, attempt, outcome, end_time)
 
         def script() -> Script[bool]:
-            yield from execute("record_attempt", params)
-            return bool((yield from execute("requeue_invocation", params)))
+            yield execute("record_attempt", params)
+            return bool((yield execute("requeue_invocation", params)))
 
         return await self._write(script(), durable=False)
 
@@ -370,10 +364,10 @@ class SqlStore(abc.ABC):
         params = {"request_id": request_id}
 
         def script() -> Script[InvocationDetail | None]:
-            row = yield from fetch_one("get_invocation", params)
+            row = yield fetch_one("get_invocation", params)
             if row is None:
                 return None
-            attempts = yield from fetch_all("list_attempts", params)
+            attempts = yield fetch_all("list_attempts", params)
             return InvocationDetail.from_rows(row, attempts)
 
         # One snapshot: the record and its attempts as one outcome left them.
@@ -387,9 +381,8 @@ class SqlStore(abc.ABC):
             "request_id": request_id,
             "function_id": function_id,
         }
-        return await self._write(
-            _first(fetch_one("claim_waiting", params), ClaimedInvocation.from_row)
-        )
+        row = await self._write(fetch_one("claim_waiting", params))
+        return None if row is None else ClaimedInvocation.from_row(row)
 
     async def request_cancel(self, request_id: str, function_id: int) -> bool:
         params = {"request_id": request_id, "function_id": function_id}
@@ -407,8 +400,8 @@ class SqlStore(abc.ABC):
         await self._write(execute("upsert_async_config", params))
 
     async def get_async_config(self, function_id: int) -> AsyncConfig | None:
-        found = fetch_one("get_async_config", {"function_id": function_id})
-        return await self._read(_first(found, AsyncConfig.from_row))
+        row = await self._read(fetch_one("get_async_config", {"function_id": function_id}))
+        return None if row is None else AsyncConfig.from_row(row)
 
     async def delete_async_config(self, function_id: int) -> bool:
         params = {"function_id": function_id}
@@ -430,7 +423,6 @@ class SqlStore(abc.ABC):
 
     async def count_waiting(self, function_id: int) -> int:
         row = await self._read(fetch_one("count_waiting", {"function_id": function_id}))
-        assert row is not None
         return int(row["count"])
 
     async def purge(self, cutoff: int, key_cutoff: int, limit: int) -> int:
@@ -438,17 +430,17 @@ class SqlStore(abc.ABC):
         params = {"cutoff": cutoff, "limit": limit}
 
         def script() -> Script[int]:
-            yield from execute("purge_attempts", params)
-            deleted = yield from execute("purge_invocations", params)
-            yield from execute("purge_idempotency_keys", {"cutoff": key_cutoff})
-            yield from execute("delete_expired_tokens", {"now": now_ms()})
-            return deleted
+            yield execute("purge_attempts", params)
+            deleted = yield execute("purge_invocations", params)
+            yield execute("purge_idempotency_keys", {"cutoff": key_cutoff})
+            yield execute("delete_expired_tokens", {"now": now_ms()})
+            return int(deleted)
 
         return await self._write(script())
 
     async def renew_leases(self, worker_id: str, lease_until: int) -> int:
         params = {"worker_id": worker_id, "lease_until": lease_until}
-        return await self._write(execute("renew_leases", params), durable=False)
+        return int(await self._write(execute("renew_leases", params), durable=False))
 
     async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]:
         rows = await self._read(fetch_all("list_expired_leases", {"now": now, "limit": limit}))
@@ -456,7 +448,6 @@ class SqlStore(abc.ABC):
 
     async def next_available_at(self) -> int | None:
         row = await self._read(fetch_one("next_available_at", {}))
-        assert row is not None
         return None if row["available_at"] is None else int(row["available_at"])
 
     async def count_by_status(self, function_id: int) -> dict[Status, int]:

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from openfgs.errors import ConflictError, StoreError
 from openfgs.models import ClaimedInvocation, NewInvocation, now_ms
-from openfgs.store.common import Kind, Script, SqlStore, claim_params, invocation_params
+from openfgs.store.common import Kind, Script, SqlStore, Step, claim_params, invocation_params
 from openfgs.store.queries import load_queries, migration_files
 
 T = TypeVar("T")
@@ -151,23 +151,23 @@ class PostgresStore(SqlStore):
             raise StoreError("store is closed")
         return self._pool.connection()
 
-    async def _read(self, script: Script[T], snapshot: bool = False) -> T:
+    async def _read(self, work: Step | Script[T], snapshot: bool = False) -> Any:
         try:
             async with self._connection() as conn:
                 if not snapshot:
-                    return await self._run(conn, script)
+                    return await self._run(conn, work)
                 async with conn.transaction():
                     await conn.execute(_REPEATABLE_READ)
-                    return await self._run(conn, script)
+                    return await self._run(conn, work)
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
 
-    async def _write(self, script: Script[T], durable: bool = True) -> T:
+    async def _write(self, work: Step | Script[T], durable: bool = True) -> Any:
         try:
             async with self._connection() as conn, conn.transaction():
                 if not durable:
                     await conn.execute(_NO_WAL_FLUSH)
-                return await self._run(conn, script)
+                return await self._run(conn, work)
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
 
@@ -175,14 +175,17 @@ class PostgresStore(SqlStore):
     def _array(values: list[str]) -> Any:
         return values
 
-    async def _run(self, conn: psycopg.AsyncConnection[DictRow], script: Script[T]) -> T:
+    async def _run(self, conn: psycopg.AsyncConnection[DictRow], work: Step | Script[T]) -> Any:
+        """Run a step, or a script's steps, on ``conn`` (one loop: no coroutine per step)."""
+        script, step = (None, work) if isinstance(work, Step) else (work, None)
         answer: Any = None
         while True:
-            try:
-                step = script.send(answer)
-            except StopIteration as done:
-                result: T = done.value
-                return result
+            if script is not None:
+                try:
+                    step = script.send(answer)
+                except StopIteration as done:
+                    return done.value
+            assert step is not None
             cursor = await conn.execute(self._q[step.name], step.params)
             if step.kind is Kind.ONE:
                 answer = await cursor.fetchone()
@@ -190,6 +193,8 @@ class PostgresStore(SqlStore):
                 answer = await cursor.fetchall()
             else:
                 answer = cursor.rowcount
+            if script is None:
+                return answer
 
     # -- what the cluster store does its own way ------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from openfgs.errors import ConflictError, StoreError
 from openfgs.models import ClaimedInvocation, NewInvocation, now_ms
-from openfgs.store.common import Kind, Script, SqlStore, claim_params, invocation_params
+from openfgs.store.common import Kind, Script, SqlStore, Step, claim_params, invocation_params
 from openfgs.store.queries import load_queries, migration_files
 
 T = TypeVar("T")
@@ -224,22 +224,25 @@ def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
-def run_script(conn: sqlite3.Connection, queries: dict[str, str], script: Script[T]) -> T:
-    """Run ``script``'s queries on ``conn`` (in the thread that owns it)."""
+def run(queries: dict[str, str], work: Step | Script[T], conn: sqlite3.Connection) -> Any:
+    """Run a step, or a script's steps, on ``conn`` (in the thread that owns it)."""
+    if isinstance(work, Step):
+        return _answer(conn.execute(queries[work.name], work.params), work.kind)
     answer: Any = None
-    while True:
-        try:
-            step = script.send(answer)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        cursor = conn.execute(queries[step.name], step.params)
-        if step.kind is Kind.ONE:
-            answer = cursor.fetchone()
-        elif step.kind is Kind.ALL:
-            answer = cursor.fetchall()
-        else:
-            answer = cursor.rowcount
+    try:
+        while True:
+            kind, name, params = work.send(answer)
+            answer = _answer(conn.execute(queries[name], params), kind)
+    except StopIteration as done:  # the script returned
+        return done.value
+
+
+def _answer(cursor: sqlite3.Cursor, kind: Kind) -> Any:
+    if kind is Kind.ONE:
+        return cursor.fetchone()
+    if kind is Kind.ALL:
+        return cursor.fetchall()
+    return cursor.rowcount
 
 
 class SqliteStore(SqlStore):
@@ -288,16 +291,18 @@ class SqliteStore(SqlStore):
 
     # -- the primitives -------------------------------------------------------------------
 
-    async def _read(self, script: Script[T], snapshot: bool = False) -> T:
-        op = functools.partial(
-            _snapshot if snapshot else run_script, queries=self._q, script=script
+    async def _read(self, work: Step | Script[T], snapshot: bool = False) -> Any:
+        if self._readers is None:
+            raise StoreError("store is closed")
+        op = functools.partial(_snapshot if snapshot else run, self._q, work)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, self._read_in_thread, op
         )
-        return await self._in_reader(op)
 
-    async def _write(self, script: Script[T], durable: bool = True) -> T:
-        return await self._in_writer(
-            functools.partial(run_script, queries=self._q, script=script), durable
-        )
+    async def _write(self, work: Step | Script[T], durable: bool = True) -> Any:
+        if self._writer is None:
+            raise StoreError("store is closed")
+        return await self._writer.submit(functools.partial(run, self._q, work), durable)
 
     @staticmethod
     def _array(values: list[str]) -> Any:
@@ -309,12 +314,6 @@ class SqliteStore(SqlStore):
             raise StoreError("store is closed")
         result: T = await self._writer.submit(op, durable)
         return result
-
-    async def _in_reader(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._readers is None:
-            raise StoreError("store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._read_in_thread, op)
 
     def _read_in_thread(self, op: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -391,9 +390,9 @@ class SqliteStore(SqlStore):
         return sorted(rows, key=lambda row: order[row["request_id"]])
 
 
-def _snapshot(conn: sqlite3.Connection, queries: dict[str, str], script: Script[T]) -> T:
+def _snapshot(queries: dict[str, str], work: Step | Script[T], conn: sqlite3.Connection) -> Any:
     conn.execute("BEGIN")  # one snapshot: every read of the script sees the same database
     try:
-        return run_script(conn, queries, script)
+        return run(queries, work, conn)
     finally:
         conn.execute("COMMIT")
