@@ -22,8 +22,10 @@ from openfgs.models import (
 class Store(Protocol):
     """Persistence of credentials, functions, code packages and invocation records.
 
-    Every method is a coroutine; every write is durable when it returns. Driver errors
-    surface as :class:`openfgs.errors.StoreError`.
+    Every method is a coroutine; every write is durable when it returns, but for the
+    bookkeeping of running records — claims, outcomes, lease renewals — which a crash of the
+    machine may lose (the record then runs again). Driver errors surface as
+    :class:`openfgs.errors.StoreError`.
     """
 
     async def open(self) -> None: ...

@@ -32,8 +32,8 @@ log = logging.getLogger("openfgs.store")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x0F65  # pg_advisory_xact_lock key: one migrating node at a time
 _CLAIM_LOCK = 0x0F66  # and one claiming worker at a time
-# Claims and outcomes do not wait for the WAL flush: a server crash may lose the last few
-# (the record is run again); accepts and everything a client is told is done still wait.
+# Claims, outcomes and lease renewals do not wait for the WAL flush: a server crash may lose
+# the last few (the record is run again); accepts and all a client is told is done still wait.
 _NO_WAL_FLUSH = "SET LOCAL synchronous_commit = off"
 _REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 _MAX_BATCH = 1000
