@@ -29,6 +29,7 @@ from openfgs.models import (
     InvocationPage,
     InvocationQuery,
     NewInvocation,
+    Outcome,
     Status,
     new_request_id,
     now_ms,
@@ -74,15 +75,8 @@ class Notifier:
 # -- the decision -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What becomes of an attempt: a terminal status, or WAIT again at ``retry_at``."""
-
-    status: Status
-    error_code: int = ErrorCode.OK
-    error_message: str = ""
-    result: bytes | None = None
-    retry_at: int | None = None
+# What becomes of an attempt: the store records the decision as it is.
+Decision = Outcome
 
 
 def backoff_ms(attempt: int, base_seconds: float, max_seconds: float) -> int:
@@ -510,15 +504,8 @@ class InvocationService:
             )
             message = unrecorded_message(claimed, decision, exc)
         try:
-            await self._store.finish_invocation(
-                claimed.request_id,
-                claimed.attempt,
-                Status.FAIL,
-                now,
-                ErrorCode.NOT_RECORDED,
-                message,
-                None,
-            )
+            failed = Decision(Status.FAIL, ErrorCode.NOT_RECORDED, message)
+            await self._store.finish_invocation(claimed.request_id, claimed.attempt, failed, now)
             return True
         except Exception:
             log.exception("%s could not be ended; lease recovery tries again", claimed.request_id)
@@ -527,25 +514,12 @@ class InvocationService:
     async def _persist(self, claimed: ClaimedInvocation, decision: Decision, now: int) -> None:
         if decision.status is Status.WAIT:
             assert decision.retry_at is not None
-            await self._store.requeue_invocation(
-                claimed.request_id,
-                claimed.attempt,
-                decision.retry_at,
-                decision.error_code,
-                decision.error_message,
-            )
+            await self._store.requeue_invocation(claimed.request_id, claimed.attempt, decision, now)
             self.notifier.notify()
             return
         follow_up = await self._follow_up(claimed, decision, now)
         await self._store.finish_invocation(
-            claimed.request_id,
-            claimed.attempt,
-            decision.status,
-            now,
-            decision.error_code,
-            decision.error_message,
-            decision.result,
-            follow_up,
+            claimed.request_id, claimed.attempt, decision, now, follow_up
         )
         if follow_up is not None:
             self.notifier.notify()

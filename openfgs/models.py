@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import os
 import random
 import re
@@ -15,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from openfgs.errors import BadRequest
 
@@ -37,6 +38,10 @@ class Status(enum.StrEnum):
         return self in (Status.SUCCESS, Status.FAIL, Status.DISCARD)
 
 
+# Status(text) without the enum machinery: a page of rows calls it once a row.
+_STATUS_OF = {status.value: status for status in Status}
+
+
 class ErrorCode(enum.IntEnum):
     """Integer ``error_code`` values of async records (FunctionGraph documents only 4208)."""
 
@@ -51,6 +56,12 @@ class ErrorCode(enum.IntEnum):
     INTERRUPTED = 4210
     EXPIRED = 4211
     NOT_RECORDED = 4212
+
+
+class Row(Protocol):
+    """A row as a store's driver returns it: its columns by name (``sqlite3.Row``, a dict)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def now_ms() -> int:
@@ -168,6 +179,10 @@ class Credential:
     access_key: str
     secret_key: str
 
+    @classmethod
+    def from_row(cls, row: Row) -> Credential:
+        return cls(row["project_id"], row["access_key"], row["secret_key"])
+
 
 @dataclass(frozen=True)
 class Function:
@@ -197,6 +212,11 @@ class Function:
 
     def urn(self, region: str) -> Urn:
         return Urn(region, self.project_id, self.package, self.name)
+
+    @classmethod
+    def from_row(cls, row: Row) -> Function:
+        """A ``functions`` row: its columns are the fields, by name."""
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -229,6 +249,21 @@ class Invocation:
     attempt: int = 0
     version: str = LATEST
 
+    @classmethod
+    def from_row(cls, row: Row) -> Invocation:
+        # Positional: list pages map many rows, and keywords cost more per row.
+        return cls(
+            row["request_id"],
+            row["function_id"],
+            _STATUS_OF[row["status"]],
+            row["start_time"],
+            row["end_time"],
+            row["error_code"],
+            row["error_message"],
+            row["attempt"],
+            row["version"],
+        )
+
 
 @dataclass(frozen=True)
 class ClaimedInvocation:
@@ -244,6 +279,32 @@ class ClaimedInvocation:
     depth: int = 0
     last_error: str = ""  # the message the previous attempt ended with, if any
 
+    @classmethod
+    def from_row(cls, row: Row) -> ClaimedInvocation:
+        return cls(
+            row["request_id"],
+            row["function_id"],
+            row["version"],
+            bytes(row["payload"]),
+            row["attempt"],
+            row["expires_at"],
+            row["max_attempts"],
+            row["depth"],
+            row["last_error"],
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What becomes of an attempt, as the store records it: a terminal status, or WAIT again
+    at ``retry_at`` (the domain decides it: ``openfgs.invocations.decide``)."""
+
+    status: Status
+    error_code: int = ErrorCode.OK
+    error_message: str = ""
+    result: bytes | None = None
+    retry_at: int | None = None
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -257,6 +318,18 @@ class Attempt:
     error_code: int
     error_message: str
 
+    @classmethod
+    def from_row(cls, row: Row) -> Attempt:
+        return cls(
+            attempt=row["attempt"],
+            worker_id=row["worker_id"] or "",
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            outcome=row["outcome"],
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+        )
+
 
 @dataclass(frozen=True)
 class InvocationDetail:
@@ -267,6 +340,14 @@ class InvocationDetail:
     max_attempts: int
     rerun_of: str | None
     attempts: list[Attempt] = field(default_factory=list)
+
+    @classmethod
+    def from_rows(cls, row: Row, attempts: list[Row]) -> InvocationDetail:
+        """The record's row (with ``max_attempts``, ``rerun_of``, ``project_id``) and the rows
+        of its attempts."""
+        history = [Attempt.from_row(attempt) for attempt in attempts]
+        record = Invocation.from_row(row)
+        return cls(record, row["project_id"], row["max_attempts"], row["rerun_of"], history)
 
 
 @dataclass(frozen=True)
@@ -280,6 +361,18 @@ class AsyncConfig:
     enable_async_status_log: bool
     created_at: int
     last_modified: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> AsyncConfig:
+        return cls(
+            function_id=row["function_id"],
+            max_async_event_age_in_seconds=row["max_async_event_age_in_seconds"],
+            max_async_retry_attempts=row["max_async_retry_attempts"],
+            destination_config=json.loads(row["destination_config"] or "{}"),
+            enable_async_status_log=bool(row["enable_async_status_log"]),
+            created_at=row["created_at"],
+            last_modified=row["last_modified"],
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Named SQL queries, loaded from one ``.sql`` file per dialect."""
+"""Named SQL queries: the shared ones in ``sql/queries.sql``, each dialect's own beside them."""
 
 from __future__ import annotations
 
@@ -7,18 +7,30 @@ from importlib import resources
 from pathlib import Path
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+SHARED = "queries"
 
 
-def load_queries(dialect: str) -> dict[str, str]:
-    """Return ``{name: sql}`` from ``sql/<dialect>.sql``."""
-    text = resources.files("openfgs.store").joinpath(f"sql/{dialect}.sql").read_text()
+def query_blocks(file: str) -> list[tuple[str, str]]:
+    """The ``(name, sql)`` blocks of ``sql/<file>.sql`` in file order, repeats included."""
+    text = resources.files("openfgs.store").joinpath(f"sql/{file}.sql").read_text()
     parts = _NAME.split(text)
-    queries: dict[str, str] = {}
+    blocks = []
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         sql = "\n".join(
             line for line in body.strip().splitlines() if not line.lstrip().startswith("--")
         ).strip()
-        queries[name] = sql.rstrip(";")
+        blocks.append((name, sql.rstrip(";")))
+    return blocks
+
+
+def load_queries(dialect: str) -> dict[str, str]:
+    """``{name: sql}`` of one dialect: ``queries.sql`` and ``<dialect>.sql`` together, where a
+    name is defined once (a second definition is an error, not an override)."""
+    queries: dict[str, str] = {}
+    for name, sql in query_blocks(SHARED) + query_blocks(dialect):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice for {dialect}")
+        queries[name] = sql
     return queries
 
 

@@ -19,7 +19,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.counting import HOUR_MS
-from openfgs.models import NewInvocation, Status, now_ms
+from openfgs.models import NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
 from tests.api.conftest import LiveServer, create_function, sdk_client, urn, wait_for
 
@@ -66,7 +66,7 @@ class Records:
         if status is not Status.RUNNING:
             code = 0 if status is Status.SUCCESS else 4200
             done = self.server.run(
-                self.store.finish_invocation(request_id, 1, status, start + 5, code, "", None)
+                self.store.finish_invocation(request_id, 1, Outcome(status, code, ""), start + 5)
             )
             assert done
         self.status[request_id] = (start, status)

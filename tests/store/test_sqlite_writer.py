@@ -16,7 +16,7 @@ from openfgs.errors import ConflictError
 from openfgs.models import Function, NewInvocation
 from openfgs.store.sqlite import SqliteStore
 
-from .test_store import make_function
+from .test_store import claim, make_function
 
 pytestmark = pytest.mark.anyio
 BASE = 1_700_000_000_000
@@ -70,7 +70,7 @@ class WriterGate:
 
 
 async def queue_behind_gate(store: SqliteStore, gate: WriterGate, *writes: Any) -> list[Any]:
-    held = asyncio.ensure_future(store._write(gate.op))
+    held = asyncio.ensure_future(store._in_writer(gate.op))
     assert await asyncio.to_thread(gate.entered.wait, 30)
     tasks = [asyncio.ensure_future(write) for write in writes]
     await asyncio.sleep(0)  # every write is queued before the gate opens
@@ -111,8 +111,8 @@ async def test_a_batch_commits_with_fsync_only_when_a_write_in_it_is_durable(
     await queue_behind_gate(
         store,
         bookkeeping,
-        store.claim_invocations("w1", BASE, 1, BASE + 1000),
-        store._write(bookkeeping.record_sync, durable=False),
+        claim(store, "w1", BASE, 1, BASE + 1000),
+        store._in_writer(bookkeeping.record_sync, durable=False),
     )
     # An accept in the batch: every write in it waits for the fsync.
     with_accept = WriterGate()
@@ -121,7 +121,7 @@ async def test_a_batch_commits_with_fsync_only_when_a_write_in_it_is_durable(
         with_accept,
         store.renew_leases("w1", BASE + 2000),
         store.insert_invocation(invocation(function.id)),
-        store._write(with_accept.record_sync, durable=False),
+        store._in_writer(with_accept.record_sync, durable=False),
     )
     normal, full = 1, 2  # PRAGMA synchronous values
     assert bookkeeping.sync_modes == [normal]

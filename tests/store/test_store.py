@@ -11,7 +11,6 @@ import sqlite3
 import uuid
 from collections import Counter
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,28 @@ import pytest
 from openfgs.errors import ConflictError
 from openfgs.models import (
     AsyncConfig,
+    ClaimedInvocation,
     Credential,
     Function,
     Invocation,
     InvocationQuery,
     NewInvocation,
+    Outcome,
     Status,
 )
+from openfgs.store import common as common_module
+from openfgs.store import postgres as postgres_module
+from openfgs.store import queries as queries_module
 from openfgs.store import sqlite as sqlite_module
 from openfgs.store.base import Store
-from openfgs.store.queries import load_queries, migration_files
+from openfgs.store.queries import SHARED, load_queries, migration_files, query_blocks
 from openfgs.store.sqlite import SqliteStore
 
 from .conftest import Backend
 
 pytestmark = pytest.mark.anyio
 
+DIALECTS = ("sqlite", "postgres")
 BASE = 1_700_000_000_000  # every time in these tests is BASE + a few milliseconds
 FAR = BASE + 10**9
 HOUR = 3_600_000
@@ -134,8 +139,22 @@ async def records(store: Store, function_id: int) -> dict[str, Invocation]:
     return {r.request_id: r for r in page.invocations}
 
 
+async def claim(
+    store: Store, worker: str, now: int, limit: int, lease_until: int
+) -> list[ClaimedInvocation]:
+    """Claim runnable rows as the service does (``claim_due``), no expired rows taken."""
+    return (await store.claim_due(worker, now, limit, 0, lease_until))[1]
+
+
+async def claim_expired(
+    store: Store, worker: str, now: int, limit: int, lease_until: int
+) -> list[ClaimedInvocation]:
+    """Claim expired waiting rows only."""
+    return (await store.claim_due(worker, now, 0, limit, lease_until))[0]
+
+
 async def claim_ids(store: Store, now: int, limit: int = 100, worker: str = "w1") -> set[str]:
-    claimed = await store.claim_invocations(worker, now, limit, now + HOUR)
+    claimed = await claim(store, worker, now, limit, now + HOUR)
     return {c.request_id for c in claimed}
 
 
@@ -396,12 +415,12 @@ async def test_status_filter_and_count_by_status(store: Store) -> None:
     other = await add_function(store, "other")
     ids = await add_invocations(store, function.id, [BASE + i for i in range(7)])
     await store.insert_invocation(new_invocation(other.id, BASE, available_at=FAR))
-    claimed = await store.claim_invocations("w1", BASE + 4, 5, FAR)  # rows 0-4 are due
+    claimed = await claim(store, "w1", BASE + 4, 5, FAR)  # rows 0-4 are due
     by_id = {c.request_id: c for c in claimed}
     outcomes = {ids[0]: Status.SUCCESS, ids[1]: Status.FAIL, ids[2]: Status.DISCARD}
     for request_id, status in outcomes.items():
         assert await store.finish_invocation(
-            request_id, by_id[request_id].attempt, status, BASE + 100, 0, "", None
+            request_id, by_id[request_id].attempt, Outcome(status), BASE + 100
         )
     expected = {
         Status.SUCCESS: {ids[0]},
@@ -454,7 +473,7 @@ async def test_request_ids_filter_with_statuses(store: Store) -> None:
     assert [r.request_id for r in page.invocations] == [running.request_id]
     assert (page.count, page.next_marker) == (2, 2)
 
-    page = await store.list_active_invocations(
+    page = await store.list_invocations(
         query(function.id, request_ids=wanted, statuses=(Status.WAIT, Status.RUNNING))
     )
     assert {r.request_id for r in page.invocations} == {
@@ -517,7 +536,7 @@ async def test_claim_takes_due_waiting_rows_oldest_available_first(store: Store)
     for row in rows.values():
         await store.insert_invocation(row)
 
-    claimed = await store.claim_invocations("w1", BASE + 1000, 2, BASE + HOUR)
+    claimed = await claim(store, "w1", BASE + 1000, 2, BASE + HOUR)
     assert {c.request_id for c in claimed} == {rows["a100"].request_id, rows["a200"].request_id}
     for item in claimed:
         row = next(r for r in rows.values() if r.request_id == item.request_id)
@@ -553,19 +572,23 @@ async def test_requeued_row_is_claimed_again_with_the_next_attempt(store: Store)
     (request_id,) = await add_invocations(store, function.id, [BASE])
     assert await claim_ids(store, BASE) == {request_id}
 
-    assert not await store.requeue_invocation(request_id, 2, BASE + 5000, 0, "")  # wrong attempt
-    assert await store.requeue_invocation(request_id, 1, BASE + 5000, 4200, "boom")
+    assert not await store.requeue_invocation(
+        request_id, 2, Outcome(Status.WAIT, 0, "", retry_at=BASE + 5000), BASE + 5000
+    )  # wrong attempt
+    assert await store.requeue_invocation(
+        request_id, 1, Outcome(Status.WAIT, 4200, "boom", retry_at=BASE + 5000), BASE + 5000
+    )
     record = (await records(store, function.id))[request_id]
     assert (record.status, record.attempt) == (Status.WAIT, 1)
     assert (record.error_code, record.error_message) == (4200, "boom")  # why it is retried
     assert not await store.requeue_invocation(
-        request_id, 1, BASE + 6000, 0, ""
+        request_id, 1, Outcome(Status.WAIT, 0, "", retry_at=BASE + 6000), BASE + 6000
     )  # no longer RUNNING
     assert await store.next_available_at() == BASE + 5000
     assert await store.list_expired_leases(FAR, 10) == []
 
     assert await claim_ids(store, BASE + 4999) == set()
-    (again,) = await store.claim_invocations("w2", BASE + 5000, 10, BASE + HOUR)
+    (again,) = await claim(store, "w2", BASE + 5000, 10, BASE + HOUR)
     assert (again.request_id, again.attempt, again.last_error) == (request_id, 2, "boom")
     assert (await records(store, function.id))[request_id].attempt == 2
 
@@ -577,7 +600,7 @@ async def test_concurrent_claims_never_return_the_same_row(store: Store) -> None
 
     async def claimer(number: int) -> list[str]:
         taken: list[str] = []
-        while batch := await store.claim_invocations(f"w{number}", BASE + 1000, 7, FAR):
+        while batch := await claim(store, f"w{number}", BASE + 1000, 7, FAR):
             taken += [c.request_id for c in batch]
         return taken
 
@@ -598,7 +621,7 @@ async def test_claims_hold_each_functions_concurrency_together(store: Store) -> 
 
     async def claimer(number: int) -> list[str]:
         taken: list[str] = []
-        while batch := await store.claim_invocations(f"w{number}", BASE + 1000, 4, FAR):
+        while batch := await claim(store, f"w{number}", BASE + 1000, 4, FAR):
             taken += [c.request_id for c in batch]
         return taken
 
@@ -608,8 +631,8 @@ async def test_claims_hold_each_functions_concurrency_together(store: Store) -> 
     assert set(idle_ids) <= claimed
     assert await store.count_by_status(busy.id) == {Status.RUNNING: 3, Status.WAIT: 47}
     first = busy_ids[0]
-    assert await store.finish_invocation(first, 1, Status.SUCCESS, BASE + 2000, 0, "", None)
-    again = await store.claim_invocations("w9", BASE + 1000, 10, FAR)
+    assert await store.finish_invocation(first, 1, Outcome(Status.SUCCESS), BASE + 2000)
+    again = await claim(store, "w9", BASE + 1000, 10, FAR)
     assert [c.request_id for c in again] == [busy_ids[3]]
 
 
@@ -621,15 +644,11 @@ async def test_finish_needs_a_running_row_with_that_attempt(store: Store) -> Non
         await store.insert_invocation(row)
     assert await claim_ids(store, BASE) == {started.request_id}
 
-    assert not await store.finish_invocation(
-        waiting.request_id, 0, Status.SUCCESS, BASE, 0, "", None
-    )
-    assert not await store.finish_invocation(
-        started.request_id, 2, Status.SUCCESS, BASE, 0, "", None
-    )
-    assert not await store.finish_invocation("missing", 1, Status.SUCCESS, BASE, 0, "", None)
+    assert not await store.finish_invocation(waiting.request_id, 0, Outcome(Status.SUCCESS), BASE)
+    assert not await store.finish_invocation(started.request_id, 2, Outcome(Status.SUCCESS), BASE)
+    assert not await store.finish_invocation("missing", 1, Outcome(Status.SUCCESS), BASE)
     assert await store.finish_invocation(
-        started.request_id, 1, Status.FAIL, BASE + 7, 4200, "boom", None
+        started.request_id, 1, Outcome(Status.FAIL, 4200, "boom"), BASE + 7
     )
     finished = (await records(store, function.id))[started.request_id]
     assert (finished.status, finished.end_time, finished.error_code, finished.error_message) == (
@@ -641,7 +660,7 @@ async def test_finish_needs_a_running_row_with_that_attempt(store: Store) -> Non
     assert finished.attempt == 1
 
     assert not await store.finish_invocation(
-        started.request_id, 1, Status.SUCCESS, BASE + 9, 0, "", b"{}"
+        started.request_id, 1, Outcome(Status.SUCCESS, 0, "", b"{}"), BASE + 9
     )
     assert (await records(store, function.id))[started.request_id] == finished
     assert (await records(store, function.id))[waiting.request_id].status is Status.WAIT
@@ -655,10 +674,10 @@ async def test_list_expired_leases(store: Store) -> None:
     )
     for row in (short, long, finished, waiting):
         await store.insert_invocation(row)
-    await store.claim_invocations("w1", BASE, 10, BASE + 1000)  # short
-    await store.claim_invocations("w2", BASE + 1, 10, BASE + 5000)  # long
-    await store.claim_invocations("w3", BASE + 2, 10, BASE + 1000)  # finished
-    assert await store.finish_invocation(finished.request_id, 1, Status.SUCCESS, BASE, 0, "", None)
+    await claim(store, "w1", BASE, 10, BASE + 1000)  # short
+    await claim(store, "w2", BASE + 1, 10, BASE + 5000)  # long
+    await claim(store, "w3", BASE + 2, 10, BASE + 1000)  # finished
+    assert await store.finish_invocation(finished.request_id, 1, Outcome(Status.SUCCESS), BASE)
 
     assert await store.list_expired_leases(BASE + 1000, 10) == []  # a lease ending now is live
     (expired,) = await store.list_expired_leases(BASE + 1001, 10)
@@ -677,10 +696,10 @@ async def test_list_expired_leases(store: Store) -> None:
 async def test_renew_leases_extends_only_that_workers_running_rows(store: Store) -> None:
     function = await add_function(store, "hello")
     ids = await add_invocations(store, function.id, [BASE, BASE + 1, BASE + 2, BASE + 3])
-    mine = await store.claim_invocations("w1", BASE + 1, 10, BASE + 1000)  # ids 0 and 1
-    theirs = await store.claim_invocations("w2", BASE + 2, 10, BASE + 1000)  # id 2
+    mine = await claim(store, "w1", BASE + 1, 10, BASE + 1000)  # ids 0 and 1
+    theirs = await claim(store, "w2", BASE + 2, 10, BASE + 1000)  # id 2
     assert {c.request_id for c in mine} == set(ids[:2])
-    await store.finish_invocation(ids[1], 1, Status.SUCCESS, BASE, 0, "", None)
+    await store.finish_invocation(ids[1], 1, Outcome(Status.SUCCESS), BASE)
 
     assert await store.renew_leases("w1", BASE + 9000) == 1
     expired = await store.list_expired_leases(BASE + 5000, 10)
@@ -693,11 +712,11 @@ async def test_next_available_at(store: Store) -> None:
     for offset in (500, 300, 900):
         await store.insert_invocation(new_invocation(function.id, BASE, available_at=BASE + offset))
     assert await store.next_available_at() == BASE + 300
-    claimed = await store.claim_invocations("w1", BASE + 300, 1, FAR)
+    claimed = await claim(store, "w1", BASE + 300, 1, FAR)
     assert await store.next_available_at() == BASE + 500  # running rows do not count
-    claimed += await store.claim_invocations("w1", BASE + 900, 10, FAR)
+    claimed += await claim(store, "w1", BASE + 900, 10, FAR)
     for item in claimed:
-        await store.finish_invocation(item.request_id, 1, Status.SUCCESS, BASE, 0, "", None)
+        await store.finish_invocation(item.request_id, 1, Outcome(Status.SUCCESS), BASE)
     assert await store.next_available_at() is None
 
 
@@ -706,11 +725,11 @@ async def test_next_available_at(store: Store) -> None:
 
 async def claim_and_finish(store: Store, rows: dict[str, Status], now: int) -> None:
     """Claim every due row and finish the ones named in ``rows`` with the status given."""
-    for item in await store.claim_invocations("w1", now, 1000, FAR):
+    for item in await claim(store, "w1", now, 1000, FAR):
         if item.request_id in rows:
             status = rows[item.request_id]
             assert await store.finish_invocation(
-                item.request_id, item.attempt, status, now, 0, "", None
+                item.request_id, item.attempt, Outcome(status), now
             )
 
 
@@ -722,16 +741,16 @@ async def test_finish_inserts_its_follow_up_only_when_it_finishes(store: Store) 
     follow_up = new_invocation(destination.id, BASE + 5, depth=1)
 
     assert not await store.finish_invocation(
-        request_id, 2, Status.SUCCESS, BASE + 5, 0, "", None, follow_up
+        request_id, 2, Outcome(Status.SUCCESS), BASE + 5, follow_up
     )
     assert await records(store, destination.id) == {}
     assert await store.finish_invocation(
-        request_id, 1, Status.SUCCESS, BASE + 5, 0, "", b"{}", follow_up
+        request_id, 1, Outcome(Status.SUCCESS, 0, "", b"{}"), BASE + 5, follow_up
     )
     assert {r: rec.status for r, rec in (await records(store, destination.id)).items()} == {
         follow_up.request_id: Status.WAIT
     }
-    (claimed,) = await store.claim_invocations("w1", BASE + 5, 10, FAR)
+    (claimed,) = await claim(store, "w1", BASE + 5, 10, FAR)
     assert (claimed.request_id, claimed.depth) == (follow_up.request_id, 1)
 
 
@@ -739,12 +758,16 @@ async def test_get_invocation_keeps_the_history_of_attempts(store: Store) -> Non
     function = await add_function(store, "hello")
     row = new_invocation(function.id, BASE, max_attempts=3, rerun_of="earlier-request")
     await store.insert_invocation(row)
-    await store.claim_invocations("w1", BASE + 10, 10, FAR)
-    assert await store.requeue_invocation(row.request_id, 1, BASE + 20, 4200, "boom")
-    await store.claim_invocations("w2", BASE + 20, 10, FAR)
-    assert await store.finish_invocation(row.request_id, 2, Status.SUCCESS, BASE + 30, 0, "", b"{}")
+    await claim(store, "w1", BASE + 10, 10, FAR)
+    assert await store.requeue_invocation(
+        row.request_id, 1, Outcome(Status.WAIT, 4200, "boom", retry_at=BASE + 20), BASE + 20
+    )
+    await claim(store, "w2", BASE + 20, 10, FAR)
+    assert await store.finish_invocation(
+        row.request_id, 2, Outcome(Status.SUCCESS, 0, "", b"{}"), BASE + 30
+    )
     assert not await store.finish_invocation(
-        row.request_id, 2, Status.FAIL, BASE + 40, 4200, "late", None
+        row.request_id, 2, Outcome(Status.FAIL, 4200, "late"), BASE + 40
     )
 
     detail = await store.get_invocation(row.request_id)
@@ -779,11 +802,11 @@ async def test_claim_expired_takes_waiting_rows_past_their_age(store: Store) -> 
     for row in (older, old, live):
         await store.insert_invocation(row)
 
-    (first,) = await store.claim_expired_invocations("w1", BASE + 100, 1, FAR)
+    (first,) = await claim_expired(store, "w1", BASE + 100, 1, FAR)
     assert (first.request_id, first.attempt) == (older.request_id, 1)
-    (second,) = await store.claim_expired_invocations("w1", BASE + 100, 10, FAR)
+    (second,) = await claim_expired(store, "w1", BASE + 100, 10, FAR)
     assert second.request_id == old.request_id
-    assert await store.claim_expired_invocations("w1", BASE + 100, 10, FAR) == []
+    assert await claim_expired(store, "w1", BASE + 100, 10, FAR) == []
     statuses = {r: rec.status for r, rec in (await records(store, function.id)).items()}
     assert statuses == {
         older.request_id: Status.RUNNING,
@@ -819,7 +842,7 @@ async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store:
     waiting = new_invocation(function.id, BASE + 1, available_at=FAR)
     for row in (running, waiting):
         await store.insert_invocation(row)
-    await store.claim_invocations("w1", BASE, 10, FAR)
+    await claim(store, "w1", BASE, 10, FAR)
 
     assert await store.claim_waiting(running.request_id, function.id, "c", BASE + 7, FAR) is None
     assert await store.claim_waiting(waiting.request_id, other.id, "c", BASE + 7, FAR) is None
@@ -842,8 +865,8 @@ async def test_request_cancel_flags_a_running_row_for_its_worker(store: Store) -
     )
     for row in (mine, theirs, waiting):
         await store.insert_invocation(row)
-    await store.claim_invocations("w1", BASE, 10, FAR)
-    await store.claim_invocations("w2", BASE + 1, 10, FAR)
+    await claim(store, "w1", BASE, 10, FAR)
+    await claim(store, "w2", BASE + 1, 10, FAR)
 
     assert not await store.request_cancel(waiting.request_id, function.id)
     assert not await store.request_cancel(mine.request_id, other.id)
@@ -851,8 +874,10 @@ async def test_request_cancel_flags_a_running_row_for_its_worker(store: Store) -
     assert await store.list_cancel_requests("w1") == [mine.request_id]
     assert await store.list_cancel_requests("w2") == []
     # A retried attempt starts afresh: the request does not follow it.
-    assert await store.requeue_invocation(mine.request_id, 1, BASE, 4208, "canceled")
-    await store.claim_invocations("w1", BASE, 10, FAR)
+    assert await store.requeue_invocation(
+        mine.request_id, 1, Outcome(Status.WAIT, 4208, "canceled", retry_at=BASE), BASE
+    )
+    await claim(store, "w1", BASE, 10, FAR)
     assert await store.list_cancel_requests("w1") == []
 
 
@@ -920,7 +945,7 @@ async def test_count_waiting(store: Store) -> None:
     await add_invocations(store, function.id, [BASE, BASE + 1, BASE + 2])
     await add_invocations(store, other.id, [BASE + 5])
     assert await store.count_waiting(function.id) == 3
-    await store.claim_invocations("w1", BASE, 10, FAR)
+    await claim(store, "w1", BASE, 10, FAR)
     assert await store.count_waiting(function.id) == 2
     assert await store.count_waiting(other.id) == 1
 
@@ -953,7 +978,7 @@ async def test_purge_deletes_old_terminal_records_only(store: Store) -> None:
         await store.insert_invocation(row)
     await claim_and_finish(store, {r.request_id: Status.SUCCESS for r in old}, BASE + 10)
     assert await store.finish_invocation(
-        recent.request_id, 1, Status.FAIL, BASE + HOUR, 4200, "", None
+        recent.request_id, 1, Outcome(Status.FAIL, 4200, ""), BASE + HOUR
     )
 
     assert await store.purge(BASE + 100, 0, 2) == 2
@@ -1042,20 +1067,37 @@ async def test_sqlite_schema_equals_the_migrations_applied_in_order(tmp_path: Pa
     conn.close()
 
 
-def test_every_sqlite_query_is_used_by_the_sqlite_store() -> None:
-    tree = ast.parse(inspect.getsource(sqlite_module))
-    literals = {
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
-    }
-    assert set(load_queries("sqlite")) - literals == set()
-
-
-def test_sql_files_define_the_same_query_names() -> None:
-    if not resources.files("openfgs.store").joinpath("sql/postgres.sql").is_file():
-        pytest.skip("sql/postgres.sql does not exist yet")
+def test_each_dialect_defines_every_query_name_exactly_once() -> None:
+    shared = [name for name, _ in query_blocks(SHARED)]
+    own = {dialect: [name for name, _ in query_blocks(dialect)] for dialect in DIALECTS}
+    for dialect, names in own.items():
+        defined = Counter(shared + names)
+        assert [name for name, times in defined.items() if times > 1] == [], dialect
+        assert set(load_queries(dialect)) == set(defined)
     # The SQLite store claims in two steps (it walks the due rows in Python, where PostgreSQL
-    # claims in one statement, one round trip).
+    # claims in one statement, one round trip); every other name is in both dialects.
     sqlite_only = {"list_due_invocations", "function_room"}
-    assert set(load_queries("sqlite")) - sqlite_only == set(load_queries("postgres"))
+    assert set(own["sqlite"]) - sqlite_only == set(own["postgres"])
+
+
+def test_every_query_is_used_by_the_code_of_its_dialect() -> None:
+    def literals(*modules: object) -> set[str]:
+        found: set[str] = set()
+        for module in modules:
+            tree = ast.parse(inspect.getsource(module))  # type: ignore[arg-type]
+            found |= {
+                node.value
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            }
+        return found
+
+    assert set(load_queries("sqlite")) - literals(common_module, sqlite_module) == set()
+    assert set(load_queries("postgres")) - literals(common_module, postgres_module) == set()
+
+
+def test_a_query_defined_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = {SHARED: [("ping", "SELECT 1")], "sqlite": [("ping", "SELECT 2")]}
+    monkeypatch.setattr(queries_module, "query_blocks", blocks.__getitem__)
+    with pytest.raises(ValueError, match="'ping' is defined twice for sqlite"):
+        load_queries("sqlite")

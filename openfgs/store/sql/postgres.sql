@@ -1,59 +1,9 @@
--- Named queries of the PostgreSQL backend. sqlite.sql holds the same names.
--- Parameters are written :name here and bound as %(name)s by the loader.
+-- Named queries of the PostgreSQL backend that differ from queries.sql. sqlite.sql holds the
+-- same names. Lists are bound as arrays (= ANY).
 
--- name: insert_credential
-INSERT INTO credentials (access_key, secret_key, project_id, created_at)
-VALUES (:access_key, :secret_key, :project_id, :created_at);
-
--- name: get_credential
-SELECT project_id, access_key, secret_key FROM credentials WHERE access_key = :access_key;
-
--- name: count_credentials
-SELECT count(*) FROM credentials;
-
--- name: insert_token
-INSERT INTO tokens (token_hash, access_key, project_id, expires_at)
-VALUES (:token_hash, :access_key, :project_id, :expires_at);
-
--- name: get_token
-SELECT project_id, expires_at FROM tokens WHERE token_hash = :token_hash;
-
--- name: delete_expired_tokens
-DELETE FROM tokens WHERE expires_at < :now;
-
--- name: insert_code
-INSERT INTO code_packages (digest, data, size) VALUES (:digest, :data, :size)
-ON CONFLICT (digest) DO NOTHING;
-
--- name: get_code
-SELECT data FROM code_packages WHERE digest = :digest;
-
--- name: total_code_size
-SELECT coalesce(sum(code_size), 0) FROM functions WHERE project_id = :project_id;
-
--- name: referenced_code_digests
-SELECT DISTINCT code_digest FROM functions;
-
--- name: delete_unused_code
-DELETE FROM code_packages
-WHERE digest = :digest AND NOT EXISTS (SELECT 1 FROM functions WHERE code_digest = :digest);
-
--- name: insert_function
-INSERT INTO functions (project_id, package, name, func_id, runtime, handler, memory_size,
-    timeout, code_type, code_digest, code_size, code_filename, user_data, description,
-    initializer_handler, initializer_timeout, concurrency, concurrent_num, created_at,
-    last_modified)
-VALUES (:project_id, :package, :name, :func_id, :runtime, :handler, :memory_size, :timeout,
-    :code_type, :code_digest, :code_size, :code_filename, :user_data, :description,
-    :initializer_handler, :initializer_timeout, :concurrency, :concurrent_num, :created_at,
-    :last_modified)
-RETURNING id;
-
--- name: get_function
-SELECT * FROM functions WHERE project_id = :project_id AND package = :package AND name = :name;
-
--- name: get_function_by_id
-SELECT * FROM functions WHERE id = :id;
+-- name: lock_function
+-- The function's code digest before an update, its row locked until the update commits.
+SELECT code_digest FROM functions WHERE id = :id FOR UPDATE;
 
 -- name: list_functions
 SELECT * FROM functions
@@ -64,82 +14,10 @@ ORDER BY created_at, id
 LIMIT :limit OFFSET :offset;
 
 -- name: count_functions
-SELECT count(*) FROM functions
+SELECT count(*) AS count FROM functions
 WHERE project_id = :project_id
   AND (CAST(:package AS TEXT) IS NULL OR package = :package)
   AND (CAST(:name_like AS TEXT) IS NULL OR strpos(name, :name_like) > 0);
-
--- name: update_function
-UPDATE functions SET runtime = :runtime, handler = :handler, memory_size = :memory_size,
-    timeout = :timeout, code_type = :code_type, code_digest = :code_digest,
-    code_size = :code_size, code_filename = :code_filename, user_data = :user_data,
-    description = :description, initializer_handler = :initializer_handler,
-    initializer_timeout = :initializer_timeout, concurrency = :concurrency,
-    concurrent_num = :concurrent_num, last_modified = :last_modified
-WHERE id = :id;
-
--- name: delete_function
-DELETE FROM functions WHERE id = :id;
-
--- name: delete_function_invocations
-DELETE FROM invocations WHERE function_id = :function_id;
-
--- name: delete_function_attempts
-DELETE FROM invocation_attempts WHERE request_id IN (
-    SELECT request_id FROM invocations WHERE function_id = :function_id
-);
-
--- name: delete_function_keys
-DELETE FROM idempotency_keys WHERE function_id = :function_id;
-
--- name: insert_invocation
-INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
-    available_at, expires_at, max_attempts, depth, rerun_of)
-VALUES (:request_id, :function_id, :version, 'WAIT', :payload, :start_time, :available_at,
-    :expires_at, :max_attempts, :depth, :rerun_of);
-
--- name: list_invocations
-SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
-    attempt, version
-FROM invocations
-WHERE id IN (
-    -- The offset is walked in the index alone; only the page's rows are read.
-    SELECT id FROM invocations
-    WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
-    ORDER BY start_time DESC, request_id DESC
-    LIMIT :limit OFFSET :offset
-)
-ORDER BY start_time DESC, request_id DESC;
-
--- name: count_invocations
-SELECT count(*) FROM invocations
-WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end;
-
--- name: list_invocations_by_status
-SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
-    attempt, version
-FROM invocations
-WHERE id IN (
-    SELECT id FROM invocations
-    WHERE function_id = :function_id AND status = :status
-      AND start_time >= :begin AND start_time <= :end
-    ORDER BY start_time DESC, request_id DESC
-    LIMIT :limit OFFSET :offset
-)
-ORDER BY start_time DESC, request_id DESC;
-
--- name: count_invocations_by_status
-SELECT count(*) FROM invocations
-WHERE function_id = :function_id AND status = :status
-  AND start_time >= :begin AND start_time <= :end;
-
--- name: count_invocations_by_hour
--- Records per hour of start_time and status, walked in the status index (one range a status).
-SELECT start_time / 3600000 AS hour, status, count(*) FROM invocations
-WHERE function_id = :function_id
-  AND status IN ('WAIT', 'RUNNING', 'SUCCESS', 'FAIL', 'DISCARD')
-  AND start_time >= :begin AND start_time <= :end
-GROUP BY start_time / 3600000, status;
 
 -- name: list_invocations_by_ids
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
@@ -162,7 +40,7 @@ ORDER BY start_time DESC, request_id DESC
 LIMIT :limit OFFSET :offset;
 
 -- name: count_active_invocations
-SELECT count(*) FROM invocations
+SELECT count(*) AS count FROM invocations
 WHERE function_id = :function_id
   AND status = ANY(:statuses)
   AND start_time >= :begin AND start_time <= :end;
@@ -177,7 +55,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
 FROM (SELECT unnest(openfgs_pick_due(:now, :limit, :scan, :claim_lock)) AS picked_id) AS picked
 WHERE invocations.id = picked.picked_id AND invocations.status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message;
+    error_message AS last_error;
 
 -- name: claim_expired_invocations
 UPDATE invocations
@@ -191,124 +69,5 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message;
+    error_message AS last_error;
 
--- name: record_attempt
-INSERT INTO invocation_attempts (request_id, attempt, worker_id, start_time, end_time, outcome,
-    error_code, error_message)
-SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, :end_time), :end_time,
-    :outcome, :error_code, :error_message
-FROM invocations
-WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt
-ON CONFLICT (request_id, attempt) DO NOTHING;
-
--- name: finish_invocation
-UPDATE invocations
-SET status = :status, end_time = :end_time, error_code = :error_code,
-    error_message = :error_message, result = :result, lease_until = NULL
-WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
-
--- name: requeue_invocation
-UPDATE invocations
-SET status = 'WAIT', available_at = :available_at, lease_until = NULL, worker_id = NULL,
-    error_code = :error_code, error_message = :error_message, cancel_requested = FALSE
-WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
-
--- name: list_expired_leases
-SELECT request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message
-FROM invocations
-WHERE status = 'RUNNING' AND lease_until < :now
-LIMIT :limit;
-
--- name: next_available_at
-SELECT min(available_at) FROM invocations WHERE status = 'WAIT';
-
--- name: count_by_status
-SELECT status, count(*) FROM invocations WHERE function_id = :function_id GROUP BY status;
-
--- name: renew_leases
-UPDATE invocations SET lease_until = :lease_until
-WHERE worker_id = :worker_id AND status = 'RUNNING';
-
--- name: list_cancel_requests
-SELECT request_id FROM invocations
-WHERE worker_id = :worker_id AND status = 'RUNNING' AND cancel_requested;
-
--- name: get_invocation
-SELECT i.request_id, i.function_id, i.status, i.start_time, i.end_time, i.error_code,
-    i.error_message, i.attempt, i.version, i.max_attempts, i.rerun_of, f.project_id
-FROM invocations i JOIN functions f ON f.id = i.function_id
-WHERE i.request_id = :request_id;
-
--- name: list_attempts
-SELECT attempt, worker_id, start_time, end_time, outcome, error_code, error_message
-FROM invocation_attempts WHERE request_id = :request_id ORDER BY attempt;
-
--- name: claim_waiting
--- One waiting row taken out of the queue (to be canceled), as a claim would take it.
-UPDATE invocations
-SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
-    worker_id = :worker_id, attempt_started_at = :now
-WHERE request_id = :request_id AND function_id = :function_id AND status = 'WAIT'
-RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message;
-
--- name: request_cancel
-UPDATE invocations SET cancel_requested = TRUE
-WHERE request_id = :request_id AND function_id = :function_id AND status = 'RUNNING';
-
--- name: upsert_async_config
-INSERT INTO async_configs (function_id, max_async_event_age_in_seconds, max_async_retry_attempts,
-    destination_config, enable_async_status_log, created_at, last_modified)
-VALUES (:function_id, :max_async_event_age_in_seconds, :max_async_retry_attempts,
-    :destination_config, :enable_async_status_log, :now, :now)
-ON CONFLICT (function_id) DO UPDATE SET
-    max_async_event_age_in_seconds = excluded.max_async_event_age_in_seconds,
-    max_async_retry_attempts = excluded.max_async_retry_attempts,
-    destination_config = excluded.destination_config,
-    enable_async_status_log = excluded.enable_async_status_log,
-    last_modified = excluded.last_modified;
-
--- name: get_async_config
-SELECT function_id, max_async_event_age_in_seconds, max_async_retry_attempts,
-    destination_config, enable_async_status_log, created_at, last_modified
-FROM async_configs WHERE function_id = :function_id;
-
--- name: delete_async_config
-DELETE FROM async_configs WHERE function_id = :function_id;
-
--- name: claim_idempotency_key
-INSERT INTO idempotency_keys (function_id, key, request_id, created_at)
-VALUES (:function_id, :key, :request_id, :now)
-ON CONFLICT (function_id, key) DO UPDATE SET
-    request_id = excluded.request_id, created_at = excluded.created_at
-WHERE idempotency_keys.created_at < :cutoff
-RETURNING request_id;
-
--- name: get_idempotency_key
-SELECT request_id FROM idempotency_keys WHERE function_id = :function_id AND key = :key;
-
--- name: list_rerunnable
-SELECT request_id, payload, depth FROM invocations
-WHERE function_id = :function_id AND status IN (:status_a, :status_b)
-  AND start_time >= :begin AND start_time <= :end
-ORDER BY start_time, request_id
-LIMIT :limit;
-
--- name: count_waiting
-SELECT count(*) FROM invocations WHERE function_id = :function_id AND status = 'WAIT';
-
--- name: purge_attempts
-DELETE FROM invocation_attempts WHERE request_id IN (
-    SELECT request_id FROM invocations WHERE end_time < :cutoff
-    ORDER BY end_time LIMIT :limit
-);
-
--- name: purge_invocations
-DELETE FROM invocations WHERE id IN (
-    SELECT id FROM invocations WHERE end_time < :cutoff ORDER BY end_time LIMIT :limit
-);
-
--- name: purge_idempotency_keys
-DELETE FROM idempotency_keys WHERE created_at < :cutoff;

@@ -1,0 +1,455 @@
+"""Every store operation written once, over the two primitives a backend provides.
+
+An operation runs one named query — a :class:`Step`: fetch one row, fetch all rows, or execute
+and count the rows changed — or a *script*: a generator that yields the steps it runs one at a
+time and is sent each step's answer. A backend runs either as one read (:meth:`SqlStore._read`)
+or as one transaction (:meth:`SqlStore._write`) the way its driver wants: the SQLite store inside its reader or writer thread, the PostgreSQL store on a pooled
+connection. Rows are mappings keyed by column name and become models through their
+``from_row``. What truly differs stays in the backend: how accepts are batched and how a claim
+walks the queue (``insert_invocation``, ``claim_due``), and how wake-ups travel (``subscribe``).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import json
+from collections.abc import Generator
+from typing import Any, NamedTuple, TypeVar, overload
+
+from openfgs.models import (
+    AsyncConfig,
+    ClaimedInvocation,
+    Credential,
+    Function,
+    Invocation,
+    InvocationDetail,
+    InvocationPage,
+    InvocationQuery,
+    NewInvocation,
+    Outcome,
+    Status,
+    now_ms,
+)
+
+T = TypeVar("T")
+Params = dict[str, Any]
+
+
+class Kind(enum.Enum):
+    """What a step wants back: one row (or None), every row, or the count of rows changed."""
+
+    ONE = 1
+    ALL = 2
+    EXECUTE = 3
+
+
+class Step(NamedTuple):
+    """One named query with its parameters (a tuple: steps are made on every hot path)."""
+
+    kind: Kind
+    name: str
+    params: Params
+
+
+Script = Generator[Step, Any, T]
+
+
+def fetch_one(name: str, params: Params) -> Step:
+    """A step answered with the first row (a mapping by column name), or None."""
+    return Step(Kind.ONE, name, params)
+
+
+def fetch_all(name: str, params: Params) -> Step:
+    """A step answered with the list of rows."""
+    return Step(Kind.ALL, name, params)
+
+
+def execute(name: str, params: Params) -> Step:
+    """A step answered with the number of rows it changed."""
+    return Step(Kind.EXECUTE, name, params)
+
+
+def claim_scan(limit: int) -> int:
+    """How many of the oldest waiting rows a claim looks at to fill ``limit`` slots: enough that
+    one function at its concurrency limit does not hide the others behind it."""
+    return max(limit * 8, 256)
+
+
+def claim_params(worker_id: str, now: int, limit: int, lease_until: int) -> Params:
+    return {
+        "worker_id": worker_id,
+        "now": now,
+        "limit": limit,
+        "lease_until": lease_until,
+        "scan": claim_scan(limit),
+    }
+
+
+def invocation_params(invocation: NewInvocation) -> Params:
+    return {k: getattr(invocation, k) for k in NewInvocation.__dataclass_fields__}
+
+
+def function_params(function: Function) -> Params:
+    return {k: getattr(function, k) for k in Function.__dataclass_fields__}
+
+
+def outcome_params(request_id: str, attempt: int, outcome: Outcome, end_time: int) -> Params:
+    """Parameters of ``record_attempt`` and of the update that ends or requeues the row."""
+    return {
+        "request_id": request_id,
+        "attempt": attempt,
+        "status": outcome.status.value,
+        "outcome": "RETRY" if outcome.status is Status.WAIT else outcome.status.value,
+        "end_time": end_time,
+        "error_code": outcome.error_code,
+        "error_message": outcome.error_message,
+        "result": outcome.result,
+        "available_at": outcome.retry_at,
+    }
+
+
+def count_ranges(query: InvocationQuery) -> tuple[tuple[int, int], ...]:
+    """The parts of the query's window its ``count`` covers."""
+    if query.count_ranges is None:
+        return ((query.begin, query.end),)
+    return query.count_ranges
+
+
+def page_script(
+    names: tuple[str, str], params: Params, query: InvocationQuery
+) -> Script[InvocationPage]:
+    """One page of records and the count of every match, read together."""
+    rows = yield fetch_all(names[0], {**params, "limit": query.limit, "offset": query.marker})
+    count = 0
+    for begin, end in count_ranges(query):
+        found = yield fetch_one(names[1], {**params, "begin": begin, "end": end})
+        count += int(found["count"])
+    invocations = [Invocation.from_row(row) for row in rows]
+    return InvocationPage(invocations, count, query.marker + len(invocations))
+
+
+class SqlStore(abc.ABC):
+    """The operations of :class:`openfgs.store.base.Store` as scripts of named queries.
+
+    A backend provides :meth:`_read`, :meth:`_write` and :meth:`_array`, plus
+    ``open``/``close``/``subscribe``, ``insert_invocation`` and ``claim_due``.
+    """
+
+    @overload
+    async def _read(self, work: Step, snapshot: bool = False) -> Any: ...
+    @overload
+    async def _read(self, work: Script[T], snapshot: bool = False) -> T: ...
+    @abc.abstractmethod
+    async def _read(self, work: Step | Script[T], snapshot: bool = False) -> Any:
+        """Run a step or a script as reads; ``snapshot``: every read sees one snapshot."""
+
+    @overload
+    async def _write(self, work: Step, durable: bool = True) -> Any: ...
+    @overload
+    async def _write(self, work: Script[T], durable: bool = True) -> T: ...
+    @abc.abstractmethod
+    async def _write(self, work: Step | Script[T], durable: bool = True) -> Any:
+        """Run a step or a script in one transaction. ``durable``: on disk before this
+        returns; else bookkeeping a machine crash may lose (the record then runs again)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _array(values: list[str]) -> Any:
+        """A list of strings as the dialect binds one parameter (``:statuses``)."""
+
+    async def ping(self) -> None:
+        await self._read(fetch_one("ping", {}))
+
+    # -- credentials and tokens -----------------------------------------------------------
+
+    async def insert_credential(self, credential: Credential, now: int) -> None:
+        params = {
+            "access_key": credential.access_key,
+            "secret_key": credential.secret_key,
+            "project_id": credential.project_id,
+            "created_at": now,
+        }
+        await self._write(execute("insert_credential", params))
+
+    async def get_credential(self, access_key: str) -> Credential | None:
+        row = await self._read(fetch_one("get_credential", {"access_key": access_key}))
+        return None if row is None else Credential.from_row(row)
+
+    async def count_credentials(self) -> int:
+        row = await self._read(fetch_one("count_credentials", {}))
+        return int(row["count"])
+
+    async def insert_token(
+        self, token_hash: str, access_key: str, project_id: str, expires_at: int
+    ) -> None:
+        params = {
+            "token_hash": token_hash,
+            "access_key": access_key,
+            "project_id": project_id,
+            "expires_at": expires_at,
+        }
+        await self._write(execute("insert_token", params))
+
+    async def get_token(self, token_hash: str) -> tuple[str, int] | None:
+        row = await self._read(fetch_one("get_token", {"token_hash": token_hash}))
+        return None if row is None else (str(row["project_id"]), int(row["expires_at"]))
+
+    # -- functions and code ---------------------------------------------------------------
+
+    async def insert_function(self, function: Function, code: bytes) -> Function:
+        params = function_params(function)
+        del params["id"]
+
+        def script() -> Script[int]:
+            code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+            yield execute("insert_code", code_params)
+            row = yield fetch_one("insert_function", params)
+            return int(row["id"])
+
+        return Function(**{**function_params(function), "id": await self._write(script())})
+
+    async def get_function(self, project_id: str, package: str, name: str) -> Function | None:
+        params = {"project_id": project_id, "package": package, "name": name}
+        row = await self._read(fetch_one("get_function", params))
+        return None if row is None else Function.from_row(row)
+
+    async def get_function_by_id(self, function_id: int) -> Function | None:
+        row = await self._read(fetch_one("get_function_by_id", {"id": function_id}))
+        return None if row is None else Function.from_row(row)
+
+    async def list_functions(
+        self, project_id: str, package: str | None, name_like: str | None, offset: int, limit: int
+    ) -> tuple[list[Function], int]:
+        params = {"project_id": project_id, "package": package, "name_like": name_like}
+
+        def script() -> Script[tuple[list[Function], int]]:
+            paged = {**params, "offset": offset, "limit": limit}
+            rows = yield fetch_all("list_functions", paged)
+            count = yield fetch_one("count_functions", params)
+            return [Function.from_row(row) for row in rows], int(count["count"])
+
+        return await self._read(script())
+
+    async def update_function(self, function: Function, code: bytes | None) -> None:
+        params = function_params(function)
+        for key in ("project_id", "package", "name", "func_id", "created_at"):
+            del params[key]
+
+        def script() -> Script[None]:
+            old = yield fetch_one("lock_function", {"id": function.id})
+            if code is not None:
+                code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+                yield execute("insert_code", code_params)
+            yield execute("update_function", params)
+            if old is not None and old["code_digest"] != function.code_digest:
+                yield execute("delete_unused_code", {"digest": old["code_digest"]})
+
+        await self._write(script())
+
+    async def delete_function(self, function: Function) -> None:
+        def script() -> Script[None]:
+            params = {"function_id": function.id}
+            yield execute("delete_function_attempts", params)
+            yield execute("delete_function_keys", params)
+            yield execute("delete_function_invocations", params)
+            yield execute("delete_function", {"id": function.id})
+            yield execute("delete_unused_code", {"digest": function.code_digest})
+
+        await self._write(script())
+
+    async def get_code(self, digest: str) -> bytes | None:
+        row = await self._read(fetch_one("get_code", {"digest": digest}))
+        return None if row is None else bytes(row["data"])
+
+    async def total_code_size(self, project_id: str) -> int:
+        row = await self._read(fetch_one("total_code_size", {"project_id": project_id}))
+        return int(row["total"])
+
+    async def referenced_code_digests(self) -> set[str]:
+        rows = await self._read(fetch_all("referenced_code_digests", {}))
+        return {str(row["code_digest"]) for row in rows}
+
+    # -- invocations ----------------------------------------------------------------------
+
+    async def insert_invocation_once(self, invocation: NewInvocation, key: str, cutoff: int) -> str:
+        """Insert unless ``key`` was used for this function since ``cutoff``; the request id."""
+        key_params = {
+            "function_id": invocation.function_id,
+            "key": key,
+            "request_id": invocation.request_id,
+            "now": invocation.start_time,
+            "cutoff": cutoff,
+        }
+
+        def script() -> Script[str]:
+            if (yield fetch_one("claim_idempotency_key", key_params)) is None:
+                row = yield fetch_one("get_idempotency_key", key_params)
+                return str(row["request_id"])
+            yield execute("insert_invocation", invocation_params(invocation))
+            return invocation.request_id
+
+        return await self._write(script())
+
+    async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
+        params: Params = {
+            "function_id": query.function_id,
+            "begin": query.begin,
+            "end": query.end,
+            "statuses": self._array([s.value for s in query.statuses or tuple(Status)]),
+        }
+        if query.request_ids:
+            # Requests named by id are few (at most ten): fetch them all, then page in memory.
+            params["request_ids"] = self._array(list(query.request_ids))
+            rows = await self._read(fetch_all("list_invocations_by_ids", params))
+            matches = [Invocation.from_row(row) for row in rows]
+            page = matches[query.marker : query.marker + query.limit]
+            return InvocationPage(page, len(matches), query.marker + len(page))
+        if len(query.statuses) == 1:
+            params["status"] = query.statuses[0].value
+            names = ("list_invocations_by_status", "count_invocations_by_status")
+        elif query.statuses:
+            names = ("list_active_invocations", "count_active_invocations")
+        else:
+            names = ("list_invocations", "count_invocations")
+        return await self._read(page_script(names, params, query))
+
+    async def count_by_hour(
+        self, function_id: int, begin: int, end: int
+    ) -> list[tuple[int, Status, int]]:
+        params = {"function_id": function_id, "begin": begin, "end": end}
+        rows = await self._read(fetch_all("count_invocations_by_hour", params))
+        return [(int(r["hour"]), Status(r["status"]), int(r["count"])) for r in rows]
+
+    async def finish_invocation(
+        self,
+        request_id: str,
+        attempt: int,
+        outcome: Outcome,
+        end_time: int,
+        follow_up: NewInvocation | None = None,
+    ) -> bool:
+        """End a RUNNING attempt with a terminal ``outcome`` (and start ``follow_up`` with it);
+        False when the row is not running that attempt."""
+        params = outcome_params(request_id, attempt, outcome, end_time)
+
+        def script() -> Script[bool]:
+            yield execute("record_attempt", params)
+            if not (yield execute("finish_invocation", params)):
+                return False
+            if follow_up is not None:
+                yield execute("insert_invocation", invocation_params(follow_up))
+            return True
+
+        return await self._write(script(), durable=False)
+
+    async def requeue_invocation(
+        self, request_id: str, attempt: int, outcome: Outcome, end_time: int
+    ) -> bool:
+        """Return a RUNNING attempt to WAIT until ``outcome.retry_at``; False when the row is
+        not running that attempt."""
+        params = outcome_params(request_id, attempt, outcome, end_time)
+
+        def script() -> Script[bool]:
+            yield execute("record_attempt", params)
+            return bool((yield execute("requeue_invocation", params)))
+
+        return await self._write(script(), durable=False)
+
+    async def list_cancel_requests(self, worker_id: str) -> list[str]:
+        rows = await self._read(fetch_all("list_cancel_requests", {"worker_id": worker_id}))
+        return [str(row["request_id"]) for row in rows]
+
+    async def get_invocation(self, request_id: str) -> InvocationDetail | None:
+        params = {"request_id": request_id}
+
+        def script() -> Script[InvocationDetail | None]:
+            row = yield fetch_one("get_invocation", params)
+            if row is None:
+                return None
+            attempts = yield fetch_all("list_attempts", params)
+            return InvocationDetail.from_rows(row, attempts)
+
+        # One snapshot: the record and its attempts as one outcome left them.
+        return await self._read(script(), snapshot=True)
+
+    async def claim_waiting(
+        self, request_id: str, function_id: int, worker_id: str, now: int, lease_until: int
+    ) -> ClaimedInvocation | None:
+        params = {
+            **claim_params(worker_id, now, 1, lease_until),
+            "request_id": request_id,
+            "function_id": function_id,
+        }
+        row = await self._write(fetch_one("claim_waiting", params))
+        return None if row is None else ClaimedInvocation.from_row(row)
+
+    async def request_cancel(self, request_id: str, function_id: int) -> bool:
+        params = {"request_id": request_id, "function_id": function_id}
+        return bool(await self._write(execute("request_cancel", params)))
+
+    async def upsert_async_config(self, config: AsyncConfig) -> None:
+        params = {
+            "function_id": config.function_id,
+            "max_async_event_age_in_seconds": config.max_async_event_age_in_seconds,
+            "max_async_retry_attempts": config.max_async_retry_attempts,
+            "destination_config": json.dumps(config.destination_config),
+            "enable_async_status_log": config.enable_async_status_log,
+            "now": config.last_modified,
+        }
+        await self._write(execute("upsert_async_config", params))
+
+    async def get_async_config(self, function_id: int) -> AsyncConfig | None:
+        row = await self._read(fetch_one("get_async_config", {"function_id": function_id}))
+        return None if row is None else AsyncConfig.from_row(row)
+
+    async def delete_async_config(self, function_id: int) -> bool:
+        params = {"function_id": function_id}
+        return bool(await self._write(execute("delete_async_config", params)))
+
+    async def list_rerunnable(
+        self, function_id: int, statuses: tuple[Status, ...], begin: int, end: int, limit: int
+    ) -> list[tuple[str, bytes, int]]:
+        params = {
+            "function_id": function_id,
+            "status_a": statuses[0].value,
+            "status_b": statuses[1].value if len(statuses) > 1 else statuses[0].value,
+            "begin": begin,
+            "end": end,
+            "limit": limit,
+        }
+        rows = await self._read(fetch_all("list_rerunnable", params))
+        return [(str(r["request_id"]), bytes(r["payload"]), int(r["depth"])) for r in rows]
+
+    async def count_waiting(self, function_id: int) -> int:
+        row = await self._read(fetch_one("count_waiting", {"function_id": function_id}))
+        return int(row["count"])
+
+    async def purge(self, cutoff: int, key_cutoff: int, limit: int) -> int:
+        """Delete up to ``limit`` records that ended before ``cutoff``, with their history."""
+        params = {"cutoff": cutoff, "limit": limit}
+
+        def script() -> Script[int]:
+            yield execute("purge_attempts", params)
+            deleted = yield execute("purge_invocations", params)
+            yield execute("purge_idempotency_keys", {"cutoff": key_cutoff})
+            yield execute("delete_expired_tokens", {"now": now_ms()})
+            return int(deleted)
+
+        return await self._write(script())
+
+    async def renew_leases(self, worker_id: str, lease_until: int) -> int:
+        params = {"worker_id": worker_id, "lease_until": lease_until}
+        return int(await self._write(execute("renew_leases", params), durable=False))
+
+    async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]:
+        rows = await self._read(fetch_all("list_expired_leases", {"now": now, "limit": limit}))
+        return [ClaimedInvocation.from_row(row) for row in rows]
+
+    async def next_available_at(self) -> int | None:
+        row = await self._read(fetch_one("next_available_at", {}))
+        return None if row["available_at"] is None else int(row["available_at"])
+
+    async def count_by_status(self, function_id: int) -> dict[Status, int]:
+        rows = await self._read(fetch_all("count_by_status", {"function_id": function_id}))
+        return {Status(row["status"]): int(row["count"]) for row in rows}
