@@ -78,7 +78,13 @@ def summarize(raw: Path, top: int = 25) -> tuple[dict[int, str], str]:
     lines = [f"main thread: {total} samples", "", "self (top functions):"]
     lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in own.most_common(top)]
     lines += ["", "inclusive (frames below the ASGI entry, top):"]
-    skip = ("runpy", "openfgs/cli/", "uvicorn/server.py", "asyncio/runners.py", "uvicorn/_compat.py")
+    skip = (
+        "runpy",
+        "openfgs/cli/",
+        "uvicorn/server.py",
+        "asyncio/runners.py",
+        "uvicorn/_compat.py",
+    )
     shown = [(f, n) for f, n in inclusive.most_common() if not any(s in f for s in skip)]
     lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in shown[: top * 2]]
     return names, "\n".join(lines)
