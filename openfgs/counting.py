@@ -11,10 +11,16 @@ records), counted in the store as before.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 
-from openfgs.models import Status
+from openfgs.models import Function, InvocationPage, InvocationQuery, Status, now_ms
+from openfgs.store.base import Store
+
+log = logging.getLogger("openfgs.counting")
 
 HOUR_MS = 3_600_000
 # An hour is remembered only once it ended this long ago: accepts committed late, a worker's
@@ -22,6 +28,7 @@ HOUR_MS = 3_600_000
 SETTLE_MS = 10 * 60_000
 MIN_HOURS = 3  # windows with fewer whole settled hours are counted directly
 MAX_HOURS = 200_000  # remembered (function, hour) entries; the least recently used go first
+LEARN_INLINE_HOURS = 2  # newly settled hours counted on the request; more are learnt beside it
 
 HourCounts = dict[Status, int]
 _UNSETTLED = (Status.WAIT, Status.RUNNING)
@@ -93,3 +100,69 @@ def runs(hours: list[int]) -> list[range]:
         else:
             out.append(range(hour, hour + 1))
     return out
+
+
+class WindowCounter:
+    """List pages whose ``count`` takes the whole settled hours of a long window from
+    :class:`SettledHours`, and the rest from the store."""
+
+    def __init__(self, store: Store, retention_ms: int) -> None:
+        self._store = store
+        self._settled = SettledHours(retention_ms)
+        self._learning: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def learning(self) -> int:
+        """How many functions' hours are being counted in the background now."""
+        return len(self._learning)
+
+    async def list_records(self, function: Function, query: InvocationQuery) -> InvocationPage:
+        if query.request_ids:
+            return await self._store.list_invocations(query)
+        hours = self._settled.whole_hours(query.begin, query.end, now_ms())
+        if len(hours) < MIN_HOURS:
+            return await self._store.list_invocations(query)
+        key = f"{function.id}:{function.func_id}"  # ids of deleted functions may come back
+        missing = self._settled.missing(key, hours)
+        if len(missing) > LEARN_INLINE_HOURS:
+            # Counting per hour walks the same entries as one count, and more slowly: this
+            # request counts the plain way, and the hours are learnt beside it for the next.
+            self._learn_hours(key, function.id, missing)
+            return await self._store.list_invocations(query)
+        fresh: dict[int, HourCounts] = {}
+        for run in runs(missing):
+            rows = await self._store.count_by_hour(
+                function.id, run.start * HOUR_MS, run.stop * HOUR_MS - 1
+            )
+            fresh.update(self._settled.learn(key, run, rows))
+        counted = self._settled.total(key, hours, query.statuses, fresh)
+        if counted is None:
+            return await self._store.list_invocations(query)
+        rest = []
+        if query.begin < hours.start * HOUR_MS:
+            rest.append((query.begin, hours.start * HOUR_MS - 1))
+        if hours.stop * HOUR_MS <= query.end:
+            rest.append((hours.stop * HOUR_MS, query.end))
+        page = await self._store.list_invocations(replace(query, count_ranges=tuple(rest)))
+        return replace(page, count=page.count + counted)
+
+    def _learn_hours(self, key: str, function_id: int, hours: list[int]) -> None:
+        """Count ``hours`` per status in the background (once at a time per function)."""
+        if key in self._learning:
+            return
+
+        async def learn() -> None:
+            for run in runs(hours):
+                rows = await self._store.count_by_hour(
+                    function_id, run.start * HOUR_MS, run.stop * HOUR_MS - 1
+                )
+                self._settled.learn(key, run, rows)
+
+        task = asyncio.ensure_future(learn())
+        self._learning[key] = task
+        task.add_done_callback(lambda done: self._learnt(key, done))
+
+    def _learnt(self, key: str, task: asyncio.Future[None]) -> None:
+        self._learning.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("counting the hours of %s failed: %s", key, task.exception())

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from openfgs.cache import TtlCache
-from openfgs.counting import HOUR_MS, MIN_HOURS, HourCounts, SettledHours, runs
+from openfgs.counting import WindowCounter
 from openfgs.errors import BadRequest, NotFound, TooManyRequests
 from openfgs.functions import FunctionRegistry
 from openfgs.models import (
@@ -43,7 +43,6 @@ log = logging.getLogger("openfgs.invocations")
 DEFAULT_EVENT_AGE_SECONDS = 3600
 DEFAULT_RETRIES_WITH_CONFIG = 1  # FunctionGraph's request-side default
 EXPIRED_BATCH = 500  # expired waiting rows discarded per claim
-LEARN_INLINE_HOURS = 2  # newly settled hours counted on the request; more are learnt beside it
 RECOVERY_ATTEMPTS = 2  # an attempt cut short by a dead worker is tried once more
 MAX_DESTINATION_DEPTH = 8
 MAX_LIMIT = 500
@@ -231,8 +230,7 @@ class InvocationService:
         self.notifier = notifier or Notifier()
         self._configs: TtlCache[int, AsyncConfig | None] = TtlCache(CONFIG_CACHE_ENTRIES)
         self._counting: dict[int, asyncio.Future[tuple[float, int]]] = {}
-        self._settled = SettledHours(self._settings.retention_seconds * 1000)
-        self._learning: dict[str, asyncio.Future[None]] = {}
+        self._counter = WindowCounter(store, self._settings.retention_seconds * 1000)
         self._waiting: dict[int, tuple[float, int]] = {}
         self.cancel_hooks: list[Callable[[str], Any]] = []
 
@@ -308,62 +306,13 @@ class InvocationService:
     # -- read -------------------------------------------------------------------------------
 
     async def list_records(self, function: Function, query: InvocationQuery) -> InvocationPage:
-        """A page of ``function``'s records; the whole hours of a long window are counted from
-        what :class:`SettledHours` remembers, the rest by the store."""
-        if query.request_ids:
-            return await self._store.list_invocations(query)
-        hours = self._settled.whole_hours(query.begin, query.end, now_ms())
-        if len(hours) < MIN_HOURS:
-            return await self._store.list_invocations(query)
-        key = f"{function.id}:{function.func_id}"  # ids of deleted functions may come back
-        missing = self._settled.missing(key, hours)
-        if len(missing) > LEARN_INLINE_HOURS:
-            # Counting per hour walks the same entries as one count, and more slowly: this
-            # request counts the plain way, and the hours are learnt beside it for the next.
-            self._learn_hours(key, function.id, missing)
-            return await self._store.list_invocations(query)
-        fresh: dict[int, HourCounts] = {}
-        for run in runs(missing):
-            rows = await self._store.count_by_hour(
-                function.id, run.start * HOUR_MS, run.stop * HOUR_MS - 1
-            )
-            fresh.update(self._settled.learn(key, run, rows))
-        counted = self._settled.total(key, hours, query.statuses, fresh)
-        if counted is None:
-            return await self._store.list_invocations(query)
-        rest = []
-        if query.begin < hours.start * HOUR_MS:
-            rest.append((query.begin, hours.start * HOUR_MS - 1))
-        if hours.stop * HOUR_MS <= query.end:
-            rest.append((hours.stop * HOUR_MS, query.end))
-        page = await self._store.list_invocations(replace(query, count_ranges=tuple(rest)))
-        return replace(page, count=page.count + counted)
+        """A page of ``function``'s records, counted by :class:`WindowCounter`."""
+        return await self._counter.list_records(function, query)
 
     @property
     def learning(self) -> int:
         """How many functions' hours are being counted in the background now."""
-        return len(self._learning)
-
-    def _learn_hours(self, key: str, function_id: int, hours: list[int]) -> None:
-        """Count ``hours`` per status in the background (once at a time per function)."""
-        if key in self._learning:
-            return
-
-        async def learn() -> None:
-            for run in runs(hours):
-                rows = await self._store.count_by_hour(
-                    function_id, run.start * HOUR_MS, run.stop * HOUR_MS - 1
-                )
-                self._settled.learn(key, run, rows)
-
-        task = asyncio.ensure_future(learn())
-        self._learning[key] = task
-        task.add_done_callback(lambda done: self._learnt(key, done))
-
-    def _learnt(self, key: str, task: asyncio.Future[None]) -> None:
-        self._learning.pop(key, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("counting the hours of %s failed: %s", key, task.exception())
+        return self._counter.learning
 
     async def detail(self, project_id: str, request_id: str) -> InvocationDetail:
         found = await self._store.get_invocation(request_id)
