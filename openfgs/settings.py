@@ -53,6 +53,15 @@ class Settings:
     signature_skew_seconds: int = 15 * 60
     token_ttl_seconds: int = 24 * 3600
     log_level: str = "info"
+    # Sandbox.
+    # "strict", "relaxed", or empty: strict when the service runs as root, else relaxed.
+    isolation: str = ""
+    # "first-last": the user and group ids functions run as, one per function; must mean
+    # nothing else on the host. Empty: 0x70100000 to 0x701FFFFF.
+    function_ids: str = ""
+    sandbox_max_processes: int = 512
+    # "host", or "loopback": instances get a network of their own with only a loopback device.
+    sandbox_network: str = "host"
 
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative

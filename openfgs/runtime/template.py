@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from openfgs.runtime import bootstrap
+from openfgs.runtime.sandbox import START_ENV
 
 log = logging.getLogger("openfgs.runtime")
 
@@ -58,8 +59,9 @@ class TemplateError(Exception):
 class ForkedProcess:
     """An instance forked by the template: a pid, a pidfd, and the exit the template reports."""
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    def __init__(self, pid: int, pidfd: int, group: str = "") -> None:
         self.pid = pid
+        self.group = group  # its control group's name under the pool's parents ("" for none)
         self.returncode: int | None = None  # None also when it exited unseen with its template
         self.exited = False
         self._pidfd = pidfd
@@ -117,10 +119,11 @@ class Template:
         return self._process.pid
 
     @classmethod
-    async def start(cls, run_as: tuple[int, int] | None) -> Template:
-        """Start a template for instances that will run as ``run_as``; wait until it is ready."""
+    async def start(cls, run_as: tuple[int, int] | None, sandbox: dict[str, Any]) -> Template:
+        """Start a template for instances that will run as ``run_as`` (their paths are checked
+        for that user) in ``sandbox`` (``Sandbox.options``); wait until it is ready."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        user = [str(run_as[0]), str(run_as[1])] if run_as is not None else []
+        options = json.dumps({"run_as": run_as, "sandbox": sandbox})
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -129,10 +132,10 @@ class Template:
                 str(BOOTSTRAP),
                 "template",
                 str(theirs.fileno()),
-                *user,
+                options,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                env={"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+                env=START_ENV,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,  # the service's terminal signals are not for it
             )
@@ -197,12 +200,14 @@ class Template:
                 instance.set_exited(message["returncode"])
             return
         if "ready" in message:
+            if message.get("problem"):
+                log.warning("instance template: %s", message["problem"])
             if not self._ready.done():
                 self._ready.set_result(None)
             return
         future = self._forks.pop(0) if self._forks else None
         if "forked" in message and fds:
-            instance = ForkedProcess(int(message["forked"]), fds[0])
+            instance = ForkedProcess(int(message["forked"]), fds[0], str(message.get("group", "")))
             # Registered before anyone can miss its exit report, which may come next.
             self._instances[instance.pid] = instance
             if future is None or future.done():  # its requester gave up: nobody will stop it
@@ -242,8 +247,9 @@ class Forker:
     ``fork()`` returns None whenever no template can do it, and the caller spawns instead.
     """
 
-    def __init__(self, run_as: tuple[int, int] | None) -> None:
+    def __init__(self, run_as: tuple[int, int] | None, sandbox: dict[str, Any]) -> None:
         self._run_as = run_as
+        self._sandbox = sandbox
         self._template: Template | None = None
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
@@ -283,7 +289,7 @@ class Forker:
             if time.monotonic() < self._retry_at:
                 return None
             try:
-                self._template = await Template.start(self._run_as)
+                self._template = await Template.start(self._run_as, self._sandbox)
             except (OSError, TemplateError, TimeoutError) as exc:
                 log.warning("cannot start the instance template, spawning instead: %s", exc)
                 self._retry_at = time.monotonic() + RETRY_SECONDS
