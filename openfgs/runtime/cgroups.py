@@ -174,6 +174,22 @@ def remove_parents(cgroups: Cgroups) -> None:
             parent.rmdir()
 
 
+def group_dir(pid: int, hierarchy: str) -> Path | None:
+    """The directory of the group ``pid`` is in, in ``hierarchy`` (a v1 controller, or
+    ``UNIFIED``); None when that hierarchy is not mounted or the process is gone."""
+    mount = _cgroup_mounts().get(hierarchy)
+    try:
+        with open(f"/proc/{pid}/cgroup") as groups:
+            for line in groups:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                names = controllers.split(",") if controllers else [UNIFIED]
+                if mount is not None and hierarchy in names:
+                    return mount / path.lstrip("/")
+    except OSError:
+        pass
+    return None
+
+
 def discover(tag: str) -> Cgroups | str:
     """This pool's parent groups, made if need be; or why control groups cannot be used."""
     mounts = _cgroup_mounts()
