@@ -8,7 +8,11 @@ its group while it is still privileged; the files stay root's, so it cannot rais
 
 - memory: the function's ``memory_size``, children included (swap too, where accounted);
 - processes: ``max_processes`` (threads count);
-- CPU: a share proportional to memory (FunctionGraph's millicores) as both weight and quota.
+- CPU: a share proportional to memory (FunctionGraph's millicores), as a weight: under
+  contention instances get CPU in proportion to it (and all of a pool's instances together no
+  more than the service's own group gets), while an idle machine lets any of them run at full
+  speed. Not a quota: a hard cap would make a 128 MB function three times slower on an idle
+  machine and stop it for up to 70 ms of every 100 at arbitrary points.
 
 cgroup v2 is used where the service's group offers these controllers to its children; else the
 v1 hierarchies ``memory``, ``pids``, ``cpu`` and ``freezer`` (and ``cpuacct`` when mounted).
@@ -25,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CPU_PERIOD_US = 100_000
 V1_REQUIRED = ("memory", "pids", "cpu", "freezer")
 V1_OPTIONAL = ("cpuacct",)
 V2_CONTROLLERS = ("memory", "pids", "cpu")
@@ -125,14 +128,12 @@ class Cgroups:
     def limit_files(self, limits: Limits) -> dict[str, dict[str, str]]:
         """What an instance writes into its group: hierarchy → file → value, in order."""
         memory = str(limits.memory_mb << 20)
-        quota = max(1000, limits.millicores * CPU_PERIOD_US // 1000)
         if self.version == 2:
             return {
                 UNIFIED: {
                     "memory.max": memory,
                     "memory.swap.max": "0",
                     "pids.max": str(limits.max_processes),
-                    "cpu.max": f"{quota} {CPU_PERIOD_US}",
                     "cpu.weight": str(max(1, min(10000, limits.millicores // 10))),
                 }
             }
@@ -142,11 +143,7 @@ class Cgroups:
         return {
             "memory": memory_files,
             "pids": {"pids.max": str(limits.max_processes)},
-            "cpu": {
-                "cpu.shares": str(max(2, limits.millicores * 1024 // 1000)),
-                "cpu.cfs_period_us": str(CPU_PERIOD_US),
-                "cpu.cfs_quota_us": str(quota),
-            },
+            "cpu": {"cpu.shares": str(max(2, limits.millicores * 1024 // 1000))},
         }
 
     def sweep(self) -> int:
