@@ -33,7 +33,7 @@ class DataDirLocked(OpenFgsError):
 
 
 def instance_user(text: str) -> tuple[int, int] | Literal["auto"] | None:
-    """``OPENFGS_INSTANCE_USER``: "" (nobody when root), "self", or "uid:gid"."""
+    """``OPENFGS_INSTANCE_USER``: "" (a user per function when root), "self", or "uid:gid"."""
     if not text:
         return "auto"
     if text == "self":

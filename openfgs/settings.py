@@ -44,8 +44,8 @@ class Settings:
     retention_seconds: int = 7 * 86400
     # Runtime.
     instance_idle_seconds: float = 300.0
-    # "uid:gid" instances run as; empty: 65534:65534 (nobody) when the service runs as root,
-    # else the service's own user; "self": always the service's own user.
+    # "uid:gid" every instance runs as; empty: a user per function when the service runs as
+    # root, else the service's own user; "self": always the service's own user.
     instance_user: str = ""
     # Request limits.
     max_async_body_bytes: int = 256 * 1024

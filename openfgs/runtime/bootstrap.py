@@ -3,14 +3,20 @@
 It runs in one of two ways, both with the standard library only (``-I -S`` keeps the service's
 paths, packages and environment out, and this file must stay importable without openfgs):
 
-- ``python -I -S bootstrap.py REQUEST_FD REPLY_FD``: a fresh interpreter becomes one instance.
-- ``python -I -S bootstrap.py template SOCKET_FD``: the *template*, a warm interpreter that
-  forks a new instance whenever the service asks over the unix socket (``serve_template``).
+- ``python -I -S bootstrap.py REQUEST_FD REPLY_FD SANDBOX``: a fresh interpreter becomes one
+  instance (in new namespaces: it clones the instance and waits for it).
+- ``python -I -S bootstrap.py template SOCKET_FD OPTIONS``: the *template*, a warm interpreter
+  that forks a new instance whenever the service asks over the unix socket (``Template``).
   Forking skips interpreter start-up and the imports the template has already done.
+- ``python -I -S bootstrap.py probe SANDBOX``: exit 0 when instances can get namespaces here.
+
+``SANDBOX`` is JSON from the service's ``Sandbox.options``: ``namespaces``, ``network``,
+``cgroups`` (hierarchy → the pool's parent group) and, for a spawned instance, ``group`` (the
+group the service made for it). ``OPTIONS`` is ``{"run_as": [uid, gid] | null, "sandbox": …}``.
 
 Either way the instance then reads its config frame and enters its sandbox (``enter_sandbox``):
-environment replaced, limits applied, privileges dropped when a user is given, code directory
-as working directory. Only then does it import user code.
+environment replaced, limits written into its control group, privileges dropped when a user is
+given, code directory as working directory. Only then does it import user code.
 
 Wire format on the protocol pipes, both directions: ``FRAME`` (header length, body length), a
 JSON header, raw body.
@@ -30,9 +36,11 @@ output of that frame ends even if user code closed or redirected fd 1.
 
 Template socket (``SOCK_SEQPACKET``, one JSON object per message): the service sends
 ``{"fork": true}`` with three descriptors (request pipe read end, reply pipe write end, log pipe
-write end); the template answers, in order, ``{"forked": pid}`` with a pidfd of the new
-instance, or ``{"error": message}``. Whenever an instance exits the template reaps it and sends
-``{"exited": pid, "returncode": code}``. ``{"ready": true}`` is the template's first message.
+write end); the template answers, in order, ``{"forked": pid, "group": name}`` with a pidfd of
+the new instance (``name``: its control group under the pool's parents, "" for none), or
+``{"error": message}``. Whenever an instance exits the template reaps it and sends
+``{"exited": pid, "returncode": code}`` (also for standbys, which the service never heard of).
+``{"ready": true, "problem": text}`` is the template's first message.
 """
 
 from __future__ import annotations
@@ -497,10 +505,6 @@ def _libc() -> Any:
 
 def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str:
     """Become the instance ``config`` describes; returns why not, or "" on success."""
-    os.environ.clear()
-    os.environ.update(config["env"])
-    if "tempfile" in sys.modules:  # the template may have cached its own TMPDIR
-        setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
     user = config.get("user")
     try:
         enter_group(config.get("cgroup_limits") or {})
@@ -514,6 +518,11 @@ def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str
             os.setuid(user["uid"])
     except OSError as exc:
         return f"function instance could not drop privileges to {user}: {exc}"
+    # Only now: nothing of the function's environment is seen by a privileged process.
+    os.environ.clear()
+    os.environ.update(config["env"])
+    if "tempfile" in sys.modules:  # the template may have cached its own TMPDIR
+        setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
     _die_with_parent(parent)
     alias_path_dirs(path_dirs, _inaccessible)
     code_dir = str(config["code_dir"])

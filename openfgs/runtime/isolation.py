@@ -29,6 +29,7 @@ own user and only their environment is scrubbed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -38,22 +39,16 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from openfgs.runtime.code import CodeStore
 from openfgs.runtime.types import CodeLoader, FunctionSpec
 
 log = logging.getLogger("openfgs.runtime")
 
-NOBODY = (65534, 65534)
 # High ids, far from those distributions hand out to users and groups.
 CODE_GROUPS = range(0x70000000, 0x70000000 + (1 << 20))
 FUNCTION_IDS = range(0x70100000, 0x70100000 + (1 << 20))
-
-
-def default_run_as() -> tuple[int, int] | None:
-    """nobody when the service runs as root; otherwise instances keep the service's user."""
-    return NOBODY if os.geteuid() == 0 else None
 
 
 @dataclass(frozen=True)
@@ -128,6 +123,8 @@ class Workspace:
         self._root = work_dir
         self._temporary = False
         self._prepared = False
+        self.exclusive = False  # set by prepare(): no other live pool uses work_dir
+        self._lock_file: IO[str] | None = None
         self._code = CodeStore(work_dir / "code")
         self._granted: dict[str, int] = {}  # code digest → its group, in this process
         self._next_group = 0
@@ -142,9 +139,10 @@ class Workspace:
         if self._prepared:
             return
         self._prepared = True
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self.exclusive = self._lock()
         if self.run_as is None:
             return
-        self._work_dir.mkdir(parents=True, exist_ok=True)
         self._work_dir.chmod(0o711)
         if not reachable(self._work_dir, *self.run_as):
             self._root = stand_in(self._work_dir)
@@ -160,8 +158,8 @@ class Workspace:
         for directory in (self._root / "code", self._root / "home"):
             directory.mkdir(exist_ok=True)
             directory.chmod(0o711)
-        for home in (self._root / "home").iterdir():  # an earlier run's: its id may be reused
-            shutil.rmtree(home, ignore_errors=True)
+        for home in (self._root / "home").iterdir() if self.exclusive else ():
+            shutil.rmtree(home, ignore_errors=True)  # an earlier run's: its id may be reused
         for entry in (self._root / "code").iterdir():
             if not entry.name.startswith(".") and entry.is_dir():
                 os.chown(entry, 0, 0)  # its group is no longer its digest's
@@ -206,6 +204,23 @@ class Workspace:
         """Remove the temporary stand-in for ``work_dir``, if one was made."""
         if self._temporary:
             shutil.rmtree(self._root, ignore_errors=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _lock(self) -> bool:
+        """Whether this is the only live pool using ``work_dir``; only then is what is there
+        an earlier run's, to be cleaned away (two processes should not share one)."""
+        self._lock_file = open(self._work_dir / ".pool.lock", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning(
+                "another process uses %s: what an earlier run left there is not cleaned",
+                self._work_dir,
+            )
+            return False
+        return True
 
 
 def stand_in(work_dir: Path) -> Path:

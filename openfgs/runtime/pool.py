@@ -30,7 +30,7 @@ from openfgs.runtime import cgroups
 from openfgs.runtime.code import CodePackageError
 from openfgs.runtime.instance import Instance, fingerprint
 from openfgs.runtime.isolation import CODE_GROUPS, FUNCTION_IDS, Workspace
-from openfgs.runtime.sandbox import Sandbox, SandboxPolicy, resolve
+from openfgs.runtime.sandbox import Sandbox, SandboxPolicy, pool_tag, resolve
 from openfgs.runtime.template import Forker, fork_supported
 from openfgs.runtime.types import CodeLoader, FunctionSpec, RunResult
 
@@ -160,7 +160,8 @@ class InstancePool:
         if self._sandbox is None:
             self._workspace.prepare()
             per_function = self._workspace.function_ids is not None
-            sandbox = resolve(self._policy, self._work_dir, per_function)
+            tag = pool_tag(self._work_dir, self._workspace.exclusive)
+            sandbox = resolve(self._policy, tag, per_function)
             if sandbox.cgroups is not None:
                 left = sandbox.cgroups.sweep()
                 if left:

@@ -97,8 +97,9 @@ class Sandbox:
         return f"isolation {self.level}: " + "; ".join(self.problems)
 
 
-def resolve(policy: SandboxPolicy, work_dir: Path, per_function_users: bool) -> Sandbox:
-    """Find out what this host offers and decide the pool's isolation level."""
+def resolve(policy: SandboxPolicy, tag: str, per_function_users: bool) -> Sandbox:
+    """Find out what this host offers and decide the pool's isolation level; ``tag`` names
+    the pool's control groups (``pool_tag``)."""
     root = os.geteuid() == 0
     problems: list[str] = []
     found: Cgroups | None = None
@@ -108,7 +109,7 @@ def resolve(policy: SandboxPolicy, work_dir: Path, per_function_users: bool) -> 
     else:
         if not per_function_users:
             problems.append("instance_user makes every function run as the same user")
-        discovered = cgroups.discover(pool_tag(work_dir))
+        discovered = cgroups.discover(tag)
         if isinstance(discovered, str):
             problems.append(f"no control groups ({discovered})")
         else:
@@ -139,10 +140,12 @@ def resolve(policy: SandboxPolicy, work_dir: Path, per_function_users: bool) -> 
     )
 
 
-def pool_tag(work_dir: Path) -> str:
+def pool_tag(work_dir: Path, exclusive: bool) -> str:
     """Names the pool's control groups: the same work directory gets the same groups after a
-    restart, so what an earlier run left is found and removed."""
-    return hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:12]
+    restart, so what an earlier run left is found and removed. A pool sharing its work
+    directory with another live one (``exclusive`` False) gets groups of its own instead."""
+    tag = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:12]
+    return tag if exclusive else f"{tag}-{os.getpid()}"
 
 
 def probe_namespaces(network: str) -> str:

@@ -419,3 +419,18 @@ async def test_loopback_network_cannot_reach_the_service(work_dir: Path) -> None
     finally:
         listener.close()
     assert outcomes == ["ConnectionRefusedError", "connected"]
+
+
+async def test_a_second_live_pool_on_the_same_work_dir_leaves_the_first_alone(
+    pool: InstancePool, work_dir: Path
+) -> None:
+    fn = make_function(VICTIM, name="victim", user_data={"DB_PASSWORD": SECRET})
+    before = reply(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+    (instance,) = pool.instance_pids()
+    second = InstancePool(work_dir)
+    try:
+        second.prepare()  # finds the first one's groups and HOMEs, and must not clean them
+        assert pid_alive(instance)
+        assert reply(await pool.invoke(fn.spec, b"{}", "r2", fn.load)) == before
+    finally:
+        await second.close()
