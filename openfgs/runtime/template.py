@@ -200,10 +200,11 @@ class Template:
                 instance.set_exited(message["returncode"])
             return
         if "ready" in message:
-            if message.get("problem"):
-                log.warning("instance template: %s", message["problem"])
             if not self._ready.done():
-                self._ready.set_result(None)
+                if message.get("problem"):  # it cannot make instances: spawn them instead
+                    self._ready.set_exception(TemplateError(str(message["problem"])))
+                else:
+                    self._ready.set_result(None)
             return
         future = self._forks.pop(0) if self._forks else None
         if "forked" in message and fds:

@@ -12,6 +12,7 @@ import pytest
 from runtime_support import make_function, pid_alive, wait_until
 
 from openfgs.runtime import InstancePool, RunResult
+from openfgs.runtime.template import Forker
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +114,22 @@ async def test_standard_library_is_importable(pool: InstancePool) -> None:
     result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
     assert result.ok, result
     assert json.loads(result.result) == [42, "x", "e9"]
+
+
+async def test_a_template_that_cannot_prepare_instances_is_not_used(
+    base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its instances' control groups would go under a directory that does not exist.
+    sandbox = {"namespaces": False, "network": "host", "cgroups": {"pids": str(base / "none")}}
+    forker = Forker(None, sandbox)
+    pipes = [os.pipe() for _ in range(3)]
+    try:
+        fds = (pipes[0][0], pipes[1][1], pipes[2][1])
+        assert await forker.fork(fds) is None  # the caller spawns instead
+        assert forker.template_pid is None
+        assert "cannot start the instance template" in caplog.text  # and waits to try again
+    finally:
+        await forker.close()
+        for read, write in pipes:
+            os.close(read)
+            os.close(write)

@@ -290,6 +290,26 @@ async def test_memory_counts_children(pool: InstancePool) -> None:
     assert reply(await pool.invoke(other.spec, b"{}", "o1", other.load)) == "fine"
 
 
+async def test_memory_size_holds_for_the_instance_itself(pool: InstancePool) -> None:
+    # 300 MB is within the address space cap (memory_size + 512 MB), not within memory_size.
+    hog = make_function(
+        """
+        def handler(event, context):
+            block = b"x" * (300 << 20)
+            return len(block)
+        """,
+        name="hog",
+        memory_size=128,
+        timeout=60,
+    )
+    result = await pool.invoke(hog.spec, b"{}", "h1", hog.load)
+    assert result.error_code == ErrorCode.OUT_OF_MEMORY, result
+    assert result.error_message == (
+        "function ran out of memory (memory_size 128 MB, children included)"
+    )
+    assert pool.instance_pids() == []
+
+
 async def test_a_spinning_function_gets_its_cpu_share(pool: InstancePool, scratch: Path) -> None:
     spinner = make_function(
         f"""
