@@ -175,7 +175,7 @@ async def test_strict_isolation_refuses_a_shared_user(work_dir: Path) -> None:
 
 
 async def test_unreachable_work_dir_moves_instance_files(tmp_path: Path) -> None:
-    # pytest's tmp_path is private to root: nobody cannot pass through it.
+    # pytest's tmp_path is private to root: instance users cannot pass through it.
     pool = InstancePool(tmp_path / "work")
     fn = make_function(PROBE)
     try:
