@@ -1,11 +1,13 @@
 """One function instance: a child process running the bootstrap, seen from the service.
 
 The process is forked by the template (``template.py``) or, when that is not possible, spawned
-as ``sys.executable -I -S bootstrap.py``. Either way it runs in its own session (so one
-``killpg`` also ends anything user code started), and before importing user code it takes the
-config frame's environment (built from scratch: nothing of the service's own environment
-reaches user code), limits and user, and enters its code directory (see
-``bootstrap.enter_sandbox``). Its HOME/TMPDIR is a private directory made by the pool.
+as ``sys.executable -I -S bootstrap.py``. Either way it runs in its own session, control group
+and namespaces (the pool's ``Sandbox``), so stopping it ends anything user code started; before
+importing user code it writes its limits into its group, drops to its user, takes the config
+frame's environment (built from scratch: nothing of the service's own environment reaches user
+code, and nothing of the function's reaches a privileged process) and enters its code
+directory (see ``bootstrap.enter_sandbox``). Its HOME/TMPDIR is a private directory made by
+the pool.
 
 Memory: the child caps its address space (RLIMIT_AS) at ``memory_size`` + 512 MB. Address space
 is not resident memory: the interpreter, shared libraries and thread stacks reserve far more
