@@ -3,7 +3,8 @@
 Starting a Python interpreter and importing the bootstrap costs tens of milliseconds; forking a
 process that has already done it costs about one. The template is started once per pool (lazily,
 by the first cold start, and again whenever it has died) and forks instances on request; see
-``bootstrap.serve_template`` for its side of the socket.
+``bootstrap.Template`` for its side of the socket. It forks each instance ahead of need, into
+its namespaces and control group (a *standby*), so a cold start only hands it its pipes.
 
 A forked instance is the template's child, not the service's, so the service cannot ``wait()``
 for it. It holds a pidfd instead (signals through it cannot hit a recycled pid) and learns the
