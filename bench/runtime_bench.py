@@ -50,6 +50,7 @@ class Figures:
     cold_call_ms: list[float] = field(default_factory=list)
     warm_ms: list[float] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)
+    isolation: str = ""  # what the pool's sandbox gave its instances
 
 
 def spec(name: str) -> FunctionSpec:
@@ -126,6 +127,7 @@ async def run_pool(
 
     try:
         await invoke("warmup", "warmup")  # starts the template and unpacks the code
+        figures.isolation = pool.sandbox.describe() if pool.sandbox is not None else ""
         await asyncio.sleep(settle)
         for n in range(instances):
             name = f"fn{n}"
@@ -164,7 +166,7 @@ def table(results: dict[str, Figures], instances: int) -> str:
 
 async def main_async(instances: int, warm_calls: int, settle: float) -> dict[str, Figures]:
     base = Path(tempfile.mkdtemp(prefix="openfgs-bench-"))
-    os.chmod(base, 0o711)  # instances running as nobody must pass through
+    os.chmod(base, 0o711)  # instances running as users of their own must pass through
     try:
         return {
             launcher: await run_pool(
@@ -195,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     warm_calls = args.warm_calls or (200 if args.small else 2000)
     settle = 0.2 if args.small else SETTLE_SECONDS
     results = run(main_async(instances, warm_calls, settle))
-    user = "nobody (65534)" if os.geteuid() == 0 else "the invoking user"
+    user = "a user per function" if os.geteuid() == 0 else "the invoking user"
     print(
         f"openfgs runtime benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-        f"instances run as {user}, {instances} cold starts, {warm_calls} warm calls"
+        f"instances run as {user} ({results['fork'].isolation}), {instances} cold starts, "
+        f"{warm_calls} warm calls"
     )
     print(table(results, instances))
     spread = statistics.pstdev(results["fork"].cold_ms) if instances > 1 else 0.0

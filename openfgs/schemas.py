@@ -173,6 +173,9 @@ class AsyncInvocationListOut(_Output):
 class HealthOut(_Output):
     status: Literal["ok"]
     database: Literal["ok"]
+    # How function instances are kept apart (docs/runtime.md): "refused" runs no function code.
+    isolation: Literal["strict", "relaxed", "refused"]
+    isolation_problems: list[str]
 
 
 # IAM's token request: {"auth": {"identity": {...}, "scope": {"project": {"id": ...}}}}

@@ -16,7 +16,9 @@ from openfgs.errors import ConfigError, OpenFgsError
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService, LifecycleSettings
 from openfgs.models import Credential, Function, new_request_id
+from openfgs.runtime.isolation import FUNCTION_IDS
 from openfgs.runtime.pool import InstancePool
+from openfgs.runtime.sandbox import SandboxPolicy
 from openfgs.runtime.types import RunResult
 from openfgs.settings import Settings
 from openfgs.store import Store, create_store
@@ -32,7 +34,7 @@ class DataDirLocked(OpenFgsError):
 
 
 def instance_user(text: str) -> tuple[int, int] | Literal["auto"] | None:
-    """``OPENFGS_INSTANCE_USER``: "" (nobody when root), "self", or "uid:gid"."""
+    """``OPENFGS_INSTANCE_USER``: "" (a user per function when root), "self", or "uid:gid"."""
     if not text:
         return "auto"
     if text == "self":
@@ -41,6 +43,31 @@ def instance_user(text: str) -> tuple[int, int] | Literal["auto"] | None:
     if not (uid.isdigit() and (not sep or gid.isdigit())):
         raise ConfigError(f"OPENFGS_INSTANCE_USER: expected uid:gid or 'self', not {text!r}")
     return int(uid), int(gid or uid)
+
+
+def function_ids(text: str) -> range:
+    """``OPENFGS_FUNCTION_IDS``: "" (the built-in range) or "first-last"."""
+    if not text:
+        return FUNCTION_IDS
+    first, sep, last = text.partition("-")
+    if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+        raise SystemExit(f"OPENFGS_FUNCTION_IDS: expected first-last, not {text!r}")
+    ids = range(int(first), int(last) + 1)
+    if not ids or ids[0] < 1000:
+        raise SystemExit("OPENFGS_FUNCTION_IDS: an empty range, or ids of system users")
+    return ids
+
+
+def sandbox_policy(settings: Settings) -> SandboxPolicy:
+    """The sandbox settings, checked."""
+    try:
+        return SandboxPolicy(
+            isolation=settings.isolation or "auto",
+            max_processes=settings.sandbox_max_processes,
+            network=settings.sandbox_network,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"sandbox settings: {exc}") from None
 
 
 @dataclass
@@ -86,6 +113,8 @@ class Services:
             settings.data_dir / "instances",
             idle_seconds=settings.instance_idle_seconds,
             run_as=instance_user(settings.instance_user),
+            function_ids=function_ids(settings.function_ids),
+            sandbox=sandbox_policy(settings),
         )
         worker = None
         if settings.worker:
@@ -108,6 +137,7 @@ class Services:
         if self.started:
             return
         self.lock_data_dir()
+        await self.pool.prepared()  # says in the log how instances will be isolated
         await self.store.open()
         s = self.settings
         self.first_start = await self.store.count_credentials() == 0

@@ -47,8 +47,8 @@ class Settings:
     retention_seconds: int = 7 * 86400
     # Runtime.
     instance_idle_seconds: float = 300.0
-    # "uid:gid" instances run as; empty: 65534:65534 (nobody) when the service runs as root,
-    # else the service's own user; "self": always the service's own user.
+    # "uid:gid" every instance runs as; empty: a user per function when the service runs as
+    # root, else the service's own user; "self": always the service's own user.
     instance_user: str = ""
     # Request limits (openfgs.api.guard and openfgs.api.server; docs/api.md "Request limits").
     max_async_body_bytes: int = 256 * 1024
@@ -72,6 +72,15 @@ class Settings:
     # Code storage.
     # The summed code_size of a project's functions (FunctionGraph's quota, 20 GB).
     max_code_bytes_per_project: int = 20 * 1024**3
+    # Sandbox.
+    # "strict", "relaxed", or empty: strict when the service runs as root, else relaxed.
+    isolation: str = ""
+    # "first-last": the user and group ids functions run as, one per function; must mean
+    # nothing else on the host. Empty: 0x70100000 to 0x701FFFFF.
+    function_ids: str = ""
+    sandbox_max_processes: int = 512
+    # "host", or "loopback": instances get a network of their own with only a loopback device.
+    sandbox_network: str = "host"
 
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from openfgs.api.deps import ServicesDep
@@ -13,9 +15,15 @@ router = APIRouter(responses={503: ERROR_RESPONSES[500] | {"description": "Datab
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Health")
-async def healthz(services: ServicesDep) -> dict[str, str]:
+async def healthz(services: ServicesDep) -> dict[str, Any]:
     try:
         await services.store.ping()
     except StoreError as exc:
         raise ServiceUnavailable(f"database unreachable: {exc}") from None
-    return {"status": "ok", "database": "ok"}
+    sandbox = await services.pool.prepared()
+    return {
+        "status": "ok",
+        "database": "ok",
+        "isolation": sandbox.level,
+        "isolation_problems": list(sandbox.problems),
+    }

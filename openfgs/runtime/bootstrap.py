@@ -3,14 +3,20 @@
 It runs in one of two ways, both with the standard library only (``-I -S`` keeps the service's
 paths, packages and environment out, and this file must stay importable without openfgs):
 
-- ``python -I -S bootstrap.py REQUEST_FD REPLY_FD``: a fresh interpreter becomes one instance.
-- ``python -I -S bootstrap.py template SOCKET_FD``: the *template*, a warm interpreter that
-  forks a new instance whenever the service asks over the unix socket (``serve_template``).
+- ``python -I -S bootstrap.py REQUEST_FD REPLY_FD SANDBOX``: a fresh interpreter becomes one
+  instance (in new namespaces: it clones the instance and waits for it).
+- ``python -I -S bootstrap.py template SOCKET_FD OPTIONS``: the *template*, a warm interpreter
+  that forks a new instance whenever the service asks over the unix socket (``Template``).
   Forking skips interpreter start-up and the imports the template has already done.
+- ``python -I -S bootstrap.py probe SANDBOX``: exit 0 when instances can get namespaces here.
+
+``SANDBOX`` is JSON from the service's ``Sandbox.options``: ``namespaces``, ``network``,
+``cgroups`` (hierarchy → the pool's parent group) and, for a spawned instance, ``group`` (the
+group the service made for it). ``OPTIONS`` is ``{"run_as": [uid, gid] | null, "sandbox": …}``.
 
 Either way the instance then reads its config frame and enters its sandbox (``enter_sandbox``):
-environment replaced, limits applied, privileges dropped when a user is given, code directory
-as working directory. Only then does it import user code.
+environment replaced, limits written into its control group, privileges dropped when a user is
+given, code directory as working directory. Only then does it import user code.
 
 Wire format on the protocol pipes, both directions: ``FRAME`` (header length, body length), a
 JSON header, raw body.
@@ -30,21 +36,26 @@ output of that frame ends even if user code closed or redirected fd 1.
 
 Template socket (``SOCK_SEQPACKET``, one JSON object per message): the service sends
 ``{"fork": true}`` with three descriptors (request pipe read end, reply pipe write end, log pipe
-write end); the template answers, in order, ``{"forked": pid}`` with a pidfd of the new
-instance, or ``{"error": message}``. Whenever an instance exits the template reaps it and sends
-``{"exited": pid, "returncode": code}``. ``{"ready": true}`` is the template's first message.
+write end); the template answers, in order, ``{"forked": pid, "group": name}`` with a pidfd of
+the new instance (``name``: its control group under the pool's parents, "" for none), or
+``{"error": message}``. Whenever an instance exits the template reaps it and sends
+``{"exited": pid, "returncode": code}`` (also for standbys, which the service never heard of).
+``{"ready": true, "problem": text}`` is the template's first message.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import errno
 import faulthandler
+import fcntl
 import gc
 import importlib
 import io
 import json
 import os
+import platform
 import resource
 import select
 import signal
@@ -303,16 +314,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-_PRCTL: list[Any] = []  # found once: a forked instance reuses the template's
-
-
 def _prctl() -> Any:
-    if not _PRCTL:
-        try:
-            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
-        except (OSError, AttributeError):
-            _PRCTL.append(None)
-    return _PRCTL[0]
+    try:
+        return _libc().prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _close_stray_fds(keep: tuple[int, ...]) -> None:
@@ -400,13 +406,110 @@ def _unreachable_by(uid: int, gid: int) -> Callable[[str], bool]:
     return unreachable
 
 
+# The sandbox: namespaces and control groups. The service decides what to use (its
+# ``sandbox.py`` and ``cgroups.py``) and hands it over as plain data; this side only acts on it.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 1
+_IFREQ = struct.Struct("16sh14x")
+
+# This instance's control group: one directory per hierarchy, set once it has joined them.
+_GROUP: dict[str, str] = {}
+
+
+def clone_flags(sandbox: Header) -> int:
+    """The namespaces an instance gets: its own processes and mounts, and maybe network."""
+    if not sandbox.get("namespaces"):
+        return 0
+    flags = CLONE_NEWPID | CLONE_NEWNS
+    return flags | CLONE_NEWNET if sandbox.get("network") == "loopback" else flags
+
+
+def fork_into(flags: int) -> int:
+    """``os.fork()``, but the child starts in new namespaces (``clone(2)`` with ``flags``).
+
+    In a new PID namespace the child is process 1 and sees only its own descendants. CPython
+    has no clone; its fork hooks run around the system call exactly as ``os.fork`` runs them.
+    """
+    if not flags:
+        return os.fork()
+    number = _SYS_CLONE.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, "clone: unknown system call number on this machine")
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = libc.syscall(number, flags | signal.SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"clone: {os.strerror(code)}")
+    return int(pid)
+
+
+def enter_namespaces(flags: int) -> None:
+    """In a new namespace: mount a /proc of its own (so only its processes show) and bring up
+    the loopback of a new network namespace. Mounts stay private to the instance."""
+    if not flags:
+        return
+    libc = _libc()
+    for args in (
+        (None, b"/", None, _MS_REC | _MS_PRIVATE, None),
+        (b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),
+    ):
+        if libc.mount(*args) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"mount {args[1]!r}: {os.strerror(code)}")
+    if flags & CLONE_NEWNET:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            _, ifflags = _IFREQ.unpack(fcntl.ioctl(probe, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))
+            fcntl.ioctl(probe, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", ifflags | _IFF_UP))
+
+
+def join_group(dirs: dict[str, str], pid: int = 0) -> None:
+    """Move ``pid`` (0: this process) into the group ``dirs`` (hierarchy → directory)."""
+    for directory in dirs.values():
+        _write_file(os.path.join(directory, "cgroup.procs"), str(pid))
+
+
+def enter_group(limits: dict[str, dict[str, str]]) -> None:
+    """Write the function's limits (hierarchy → file → value) into this instance's group,
+    while still privileged: the files are root's, so the instance cannot raise them."""
+    for hierarchy, files in limits.items():
+        for name, value in files.items():
+            _write_file(os.path.join(_GROUP[hierarchy], name), value)
+
+
+def _write_file(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+_LIBC: list[Any] = []
+
+
+def _libc() -> Any:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
 def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str:
     """Become the instance ``config`` describes; returns why not, or "" on success."""
-    os.environ.clear()
-    os.environ.update(config["env"])
-    if "tempfile" in sys.modules:  # the template may have cached its own TMPDIR
-        setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
     user = config.get("user")
+    try:
+        enter_group(config.get("cgroup_limits") or {})
+    except (OSError, KeyError) as exc:
+        return f"function instance could not enter its control group: {exc}"
     try:
         apply_limits(int(config["address_space_mb"]))
         if user is not None:
@@ -415,6 +518,11 @@ def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str
             os.setuid(user["uid"])
     except OSError as exc:
         return f"function instance could not drop privileges to {user}: {exc}"
+    # Only now: nothing of the function's environment is seen by a privileged process.
+    os.environ.clear()
+    os.environ.update(config["env"])
+    if "tempfile" in sys.modules:  # the template may have cached its own TMPDIR
+        setattr(sys.modules["tempfile"], "tempdir", None)  # noqa: B010
     _die_with_parent(parent)
     alias_path_dirs(path_dirs, _inaccessible)
     code_dir = str(config["code_dir"])
@@ -507,11 +615,12 @@ PRELOAD = (
 )
 
 
-def serve_template(sock_fd: int, run_as: tuple[int, int] | None) -> int:
+def serve_template(sock_fd: int, run_as: tuple[int, int] | None, sandbox: Header) -> int:
     """Fork instances on request until the service closes the socket.
 
     ``run_as``: the user instances will switch to, so the template can route imports the way
-    that user needs before it imports anything, once for all its instances.
+    that user needs before it imports anything, once for all its instances. ``sandbox``: the
+    namespaces and control groups instances get (see ``Template``).
     """
     parent = os.getppid()
     _close_stray_fds(keep=(sock_fd,))
@@ -527,40 +636,228 @@ def serve_template(sock_fd: int, run_as: tuple[int, int] | None) -> int:
     signal.set_wakeup_fd(wake_write)
     # A handler rather than SIG_IGN, which would have the kernel reap children unseen.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    poller = select.poll()
-    poller.register(sock_fd, select.POLLIN)
-    poller.register(wake_read, select.POLLIN)
-    preload = list(PRELOAD)
+    template = Template(sock, (wake_read, wake_write), alias_fds, sandbox)
     try:
-        _serve_requests(sock, poller, (wake_read, wake_write), alias_fds, preload)
+        template.serve()
     except ConnectionError:  # the service went away while we were answering
         pass
     return 0
 
 
-def _serve_requests(
-    sock: socket.socket,
-    poller: select.poll,
-    wake_fds: tuple[int, int],
-    alias_fds: list[int],
-    preload: list[str],
-) -> None:
-    wake_read = wake_fds[0]
-    sock.send(json.dumps({"ready": True}).encode())
-    quiet = False
-    while True:
-        # Preloading waits for a quiet moment, then goes on until something happens.
-        events = poller.poll(None if not preload else 0 if quiet else PRELOAD_AFTER_MS)
-        quiet = not events
-        if quiet and preload:
-            _preload(preload.pop(0))
-        for fd, _ in events:
-            if fd == wake_read:
-                while _drain(wake_read):
-                    pass
-                _reap(sock)
-            elif not _serve_fork_request(sock, wake_fds, alias_fds):
+# Instances forked ahead of need: entering namespaces and joining control groups costs more
+# than the rest of a cold start, so it is done while the template has nothing else to do.
+STANDBYS = 2
+
+
+class Standby:
+    """A process forked ahead of need, waiting in its sandbox for an instance's pipes."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket, group: str) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.sock = sock  # the template's end; the pipes go through it
+        self.group = group  # its control group's name under each of the pool's parents
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.pidfd)
+
+
+class Template:
+    """The template's side of the socket, and the standbys it keeps.
+
+    A standby is forked (into new PID and mount namespaces when ``sandbox["namespaces"]``),
+    mounts its own /proc, and is moved into a new control group (``sandbox["cgroups"]``:
+    hierarchy → the pool's parent directory) before it is needed. A fork request hands the
+    instance's pipes to the oldest standby, which becomes the instance; the template makes
+    the next standby as soon as it is idle.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        wake_fds: tuple[int, int],
+        alias_fds: list[int],
+        sandbox: Header,
+    ) -> None:
+        self._sock = sock
+        self._wake_fds = wake_fds
+        self._alias_fds = alias_fds
+        self._flags = clone_flags(sandbox)
+        self._parents: dict[str, str] = dict(sandbox.get("cgroups") or {})
+        self._standbys: list[Standby] = []
+        self._made = 0
+        self._broken = ""  # why standbys cannot be made; then only requests try again
+        self._preload = list(PRELOAD)
+
+    def serve(self) -> None:
+        """Answer requests; refill standbys, then preload modules, while idle."""
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        poller.register(self._wake_fds[0], select.POLLIN)
+        self._refill()
+        self._sock.send(json.dumps({"ready": True, "problem": self._broken}).encode())
+        quiet = False
+        while True:
+            if self._wants_standby():
+                timeout: int | None = 0
+            elif self._preload:  # preloading waits for a quiet moment
+                timeout = 0 if quiet else PRELOAD_AFTER_MS
+            else:
+                timeout = None
+            events = poller.poll(timeout)
+            quiet = not events
+            if quiet and self._wants_standby():
+                self._refill()
+            elif quiet and self._preload:
+                _preload(self._preload.pop(0))
+            for fd, _ in events:
+                if fd == self._wake_fds[0]:
+                    while _drain(fd):
+                        pass
+                    self._reap()
+                elif not self._serve_fork_request():
+                    return
+
+    def _wants_standby(self) -> bool:
+        return not self._broken and len(self._standbys) < STANDBYS
+
+    def _refill(self) -> None:
+        try:
+            self._standbys.append(self._make_standby())
+        except OSError as exc:
+            self._broken = f"cannot prepare an instance: {exc}"
+
+    def _make_standby(self) -> Standby:
+        self._made += 1
+        name = f"i{os.getpid()}-{self._made}"
+        dirs = {key: os.path.join(parent, name) for key, parent in self._parents.items()}
+        for directory in dirs.values():
+            os.mkdir(directory, 0o755)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        gc.freeze()  # the collector would otherwise copy every page of the template it visits
+        try:
+            pid = fork_into(self._flags)
+        except OSError:
+            ours.close()
+            theirs.close()
+            _remove_dirs(dirs)
+            raise
+        if pid == 0:
+            ours.close()
+            _exit_after(lambda: self._become_instance(theirs, dirs))
+        theirs.close()
+        standby = Standby(pid, os.pidfd_open(pid), ours, name)
+        try:
+            join_group(dirs, pid)
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
+            self._standbys.append(standby)  # reaped, closed and removed as it exits
+            raise
+        return standby
+
+    def _become_instance(self, theirs: socket.socket, dirs: dict[str, str]) -> int:
+        """In the standby: shed the template, wait for the pipes, serve as an instance."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(self._sock.detach())
+        for fd in self._wake_fds:
+            os.close(fd)
+        for other in self._standbys:
+            other.close()
+        parent = os.getppid()  # 0 in a new PID namespace: the template is outside it
+        _die_with_parent(parent)
+        enter_namespaces(self._flags)
+        _GROUP.update(dirs)
+        message, fds, _, _ = socket.recv_fds(theirs, 64, 3)
+        theirs.close()
+        if not message or len(fds) != 3:  # the template went away
+            return 0
+        os.setsid()  # its own session and process group, so one killpg ends what it starts
+        request_fd, reply_fd, output_fd = fds
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+        _close_stray_fds(keep=(request_fd, reply_fd, *self._alias_fds))
+        return serve_instance(request_fd, reply_fd, parent, {})
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
                 return
+            if pid == 0:
+                return
+            for standby in [s for s in self._standbys if s.pid == pid]:
+                self._standbys.remove(standby)  # died before it was needed
+                standby.close()
+                _remove_dirs({k: os.path.join(p, standby.group) for k, p in self._parents.items()})
+            code = os.waitstatus_to_exitcode(status)
+            self._sock.send(json.dumps({"exited": pid, "returncode": code}).encode())
+
+    def _serve_fork_request(self) -> bool:
+        """Hand one instance's pipes to a standby; False when the service has gone."""
+        try:
+            message, fds, _, _ = socket.recv_fds(self._sock, 4096, 3, socket.MSG_CMSG_CLOEXEC)
+        except ConnectionError:
+            return False
+        if not message:
+            return False
+        try:
+            if len(fds) != 3:
+                self._send({"error": f"expected 3 descriptors, got {len(fds)}"})
+                return True
+            standby = self._hand_over(fds)
+        except OSError as exc:
+            self._send({"error": f"fork failed: {exc}"})
+            return True
+        finally:
+            for fd in fds:
+                os.close(fd)
+        reply = {"forked": standby.pid, "group": standby.group if self._parents else ""}
+        socket.send_fds(self._sock, [json.dumps(reply).encode()], [standby.pidfd])
+        standby.close()
+        return True
+
+    def _hand_over(self, fds: list[int]) -> Standby:
+        while True:
+            standby = self._standbys.pop(0) if self._standbys else self._make_standby()
+            try:
+                socket.send_fds(standby.sock, [b"go"], fds)
+                return standby
+            except OSError:  # it died meanwhile; its exit is reported when it is reaped
+                standby.close()
+
+    def _send(self, message: Header) -> None:
+        self._sock.send(json.dumps(message).encode())
+
+
+def _remove_dirs(dirs: dict[str, str]) -> None:
+    for directory in dirs.values():
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+def _exit_after(run: Callable[[], int]) -> NoReturn:
+    """Run a forked child's work and exit as a fresh interpreter would; never returns."""
+    code = 1
+    try:
+        code = run()
+    except SystemExit as exc:  # what a fresh interpreter would exit with
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        _print_exception()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            _flush_std_streams()
+        finally:
+            os._exit(code)
 
 
 def _preload(name: str) -> None:
@@ -577,99 +874,62 @@ def _drain(fd: int) -> bool:
         return False
 
 
-def _reap(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        sock.send(json.dumps({"exited": pid, "returncode": code}).encode())
-
-
-def _serve_fork_request(
-    sock: socket.socket, wake_fds: tuple[int, int], alias_fds: list[int]
-) -> bool:
-    """Fork one instance; False when the service has gone."""
+def probe(sandbox: Header) -> int:
+    """Exit 0 when an instance could enter ``sandbox``'s namespaces here; else say why."""
+    flags = clone_flags(sandbox)
     try:
-        message, fds, _, _ = socket.recv_fds(sock, 4096, 3, socket.MSG_CMSG_CLOEXEC)
-    except ConnectionError:
-        return False
-    if not message:
-        return False
-    if len(fds) != 3:
-        for fd in fds:
-            os.close(fd)
-        sock.send(json.dumps({"error": f"expected 3 descriptors, got {len(fds)}"}).encode())
-        return True
-    gc.freeze()  # the collector would otherwise copy every page of the template it visits
-    try:
-        pid = os.fork()
+        pid = fork_into(flags)
     except OSError as exc:
-        reply: Header = {"error": f"fork failed: {exc}"}
-        pidfd = -1
-    else:
-        if pid == 0:
-            _run_forked_instance(sock, wake_fds, (fds[0], fds[1], fds[2]), alias_fds)
-        reply = {"forked": pid}
-        pidfd = os.pidfd_open(pid)
-    for fd in fds:
-        os.close(fd)
-    if pidfd < 0:
-        sock.send(json.dumps(reply).encode())
-    else:
-        socket.send_fds(sock, [json.dumps(reply).encode()], [pidfd])
-        os.close(pidfd)
-    return True
-
-
-def _run_forked_instance(
-    sock: socket.socket,
-    wake_fds: tuple[int, int],
-    fds: tuple[int, int, int],
-    alias_fds: list[int],
-) -> NoReturn:
-    """The new instance, right after fork: shed the template and serve; never returns."""
-    code = 1
-    try:
-        parent = os.getppid()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.close(sock.detach())
-        for fd in wake_fds:
-            os.close(fd)
-        os.setsid()  # its own session and process group, so one killpg ends what it starts
-        request_fd, reply_fd, output_fd = fds
-        os.dup2(output_fd, 1)
-        os.dup2(output_fd, 2)
-        os.close(output_fd)
-        _close_stray_fds(keep=(request_fd, reply_fd, *alias_fds))
-        code = serve_instance(request_fd, reply_fd, parent, {})
-    except SystemExit as exc:  # what a fresh interpreter would exit with
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        if not isinstance(exc.code, int | None):
-            print(exc.code, file=sys.stderr)
-    except BaseException:
-        _print_exception()
-    finally:
+        print(exc, file=sys.stderr)
+        return 1
+    if pid == 0:
         try:
-            atexit._run_exitfuncs()
-            _flush_std_streams()
-        finally:
-            os._exit(code)
+            enter_namespaces(flags)
+        except OSError as exc:
+            print(exc, file=sys.stderr)
+            os._exit(1)
+        os._exit(0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _mirror_exit(pid: int) -> int:
+    """Wait for the instance in its namespaces and exit the way it did."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
 
 
 def main(argv: list[str]) -> int:
-    """Run as the template, or as one instance started by the service."""
+    """Run as the template, as a probe, or as one instance started by the service."""
     if argv[1] == "template":
-        run_as = (int(argv[3]), int(argv[4])) if len(argv) > 4 else None
-        return serve_template(int(argv[2]), run_as)
+        options = json.loads(argv[3]) if len(argv) > 3 else {}
+        run_as = options.get("run_as")
+        user = (int(run_as[0]), int(run_as[1])) if run_as else None
+        return serve_template(int(argv[2]), user, options.get("sandbox") or {})
+    if argv[1] == "probe":
+        return probe(json.loads(argv[2]))
     request_fd, reply_fd = int(argv[1]), int(argv[2])
+    sandbox = json.loads(argv[3]) if len(argv) > 3 else {}
+    flags = clone_flags(sandbox)
     parent = os.getppid()
     _close_stray_fds(keep=(request_fd, reply_fd))
-    return serve_instance(request_fd, reply_fd, parent, open_path_dirs())
+    path_dirs = open_path_dirs()
+    join_group(sandbox.get("group") or {})  # the group the service made for this instance
+    _GROUP.update(sandbox.get("group") or {})
+    if flags:
+        # The instance runs in new namespaces as this process's child; this one only waits.
+        pid = fork_into(flags)
+        if pid:
+            os.close(request_fd)
+            os.close(reply_fd)
+            return _mirror_exit(pid)
+        parent = os.getppid()
+        _die_with_parent(parent)
+        enter_namespaces(flags)
+    return serve_instance(request_fd, reply_fd, parent, path_dirs)
 
 
 if __name__ == "__main__":

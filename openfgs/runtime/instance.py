@@ -1,11 +1,13 @@
 """One function instance: a child process running the bootstrap, seen from the service.
 
 The process is forked by the template (``template.py``) or, when that is not possible, spawned
-as ``sys.executable -I -S bootstrap.py``. Either way it runs in its own session (so one
-``killpg`` also ends anything user code started), and before importing user code it takes the
-config frame's environment (built from scratch: nothing of the service's own environment
-reaches user code), limits and user, and enters its code directory (see
-``bootstrap.enter_sandbox``). Its HOME/TMPDIR is a private directory made by the pool.
+as ``sys.executable -I -S bootstrap.py``. Either way it runs in its own session, control group
+and namespaces (the pool's ``Sandbox``), so stopping it ends anything user code started; before
+importing user code it writes its limits into its group, drops to its user, takes the config
+frame's environment (built from scratch: nothing of the service's own environment reaches user
+code, and nothing of the function's reaches a privileged process) and enters its code
+directory (see ``bootstrap.enter_sandbox``). Its HOME/TMPDIR is a private directory made by
+the pool.
 
 Memory: the child caps its address space (RLIMIT_AS) at ``memory_size`` + 512 MB. Address space
 is not resident memory: the interpreter, shared libraries and thread stacks reserve far more
@@ -33,8 +35,11 @@ from typing import Any, Protocol
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import bootstrap
+from openfgs.runtime.cgroups import Group, Limits
+from openfgs.runtime.environment import env_name_problem
 from openfgs.runtime.isolation import User
 from openfgs.runtime.output import Output, OutputCollector
+from openfgs.runtime.sandbox import START_ENV, Sandbox
 from openfgs.runtime.template import Forker
 from openfgs.runtime.types import FunctionSpec, RunResult
 
@@ -95,8 +100,9 @@ def environment(spec: FunctionSpec, code_dir: Path, home: Path) -> dict[str, str
         "RUNTIME_CODE_ROOT": str(code_dir),
     }
     for key, value in spec.user_data.items():
-        # exec refuses these outright; skipping one variable beats failing every start.
-        if key and "=" not in key and "\0" not in key and "\0" not in value:
+        # Names that steer the loader, the interpreter or the runtime are refused at create and
+        # update; one stored anyway is skipped rather than failing every start.
+        if env_name_problem(key) is None and "\0" not in value:
             env[key] = value
     return env
 
@@ -146,6 +152,11 @@ class SpawnedProcess:
         await self._process.wait()
 
 
+def out_of_memory(spec: FunctionSpec) -> str:
+    """The message of an instance whose group went over its memory (children included)."""
+    return f"function ran out of memory (memory_size {spec.memory_size} MB, children included)"
+
+
 def describe_exit(returncode: int | None) -> str:
     """Why an instance went away, for ``error_message``."""
     if returncode is None:
@@ -170,6 +181,7 @@ class Instance:
         output: OutputCollector,
         home: Path,
         max_log_bytes: int,
+        group: Group | None = None,
     ) -> None:
         self.spec = spec
         self.fingerprint = fingerprint(spec)
@@ -179,6 +191,7 @@ class Instance:
         self._channel = channel
         self._output = output
         self._home = home
+        self._group = group
         self._max_log_bytes = max_log_bytes
         self._pending = Output()  # output not yet reported: startup, or between invocations
         self._final = Output()  # output collected while stopping
@@ -204,6 +217,7 @@ class Instance:
         user: User | None,
         forker: Forker | None,
         max_log_bytes: int,
+        sandbox: Sandbox,
     ) -> Instance:
         """Start the child and send its configuration; call ``boot()`` next.
 
@@ -211,15 +225,15 @@ class Instance:
         """
         marker = f"\0\x1bopenfgs:{secrets.token_hex(16)}\0".encode()
         env = environment(spec, code_dir, home)
-        config = _Channel.frame(_config(spec, marker, code_dir, env, user), b"")
+        config = _config(spec, marker, code_dir, env, user, sandbox)
         try:
-            process, channel, output, unsent = await _launch(
-                code_dir, env, forker, marker, max_log_bytes, config
+            process, group, channel, output, unsent = await _launch(
+                code_dir, sandbox, forker, marker, max_log_bytes, _Channel.frame(config, b"")
             )
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
             raise
-        instance = cls(spec, process, channel, output, home, max_log_bytes)
+        instance = cls(spec, process, channel, output, home, max_log_bytes, group)
         if unsent:
             try:
                 await channel.send_frame(unsent)
@@ -282,10 +296,14 @@ class Instance:
 
     async def _stop(self) -> None:
         self._process.kill()
+        if self._group is not None:  # whatever it started dies with it, daemons included
+            await asyncio.to_thread(self._group.kill)
         await self._process.wait()
         self._channel.close()
         self._final = await self._output.drain(OUTPUT_GRACE_SECONDS)
         await self._output.close()
+        if self._group is not None:
+            await asyncio.to_thread(self._group.remove)
         await asyncio.to_thread(shutil.rmtree, self._home, True)
 
     async def _collect_output(self) -> None:
@@ -301,6 +319,8 @@ class Instance:
         # the message can name the exit code or signal.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._process.wait(), EXIT_GRACE_SECONDS)
+        if self._group is not None and self._group.oom_killed():
+            return ErrorCode.OUT_OF_MEMORY, out_of_memory(self.spec)
         return ErrorCode.INSTANCE_CRASHED, describe_exit(self._process.returncode)
 
     async def _fail(self, code: ErrorCode, message: str, duration_ms: float = 0.0) -> RunResult:
@@ -404,15 +424,26 @@ def fingerprint(spec: FunctionSpec) -> str:
 
 
 def _config(
-    spec: FunctionSpec, marker: bytes, code_dir: Path, env: dict[str, str], user: User | None
+    spec: FunctionSpec,
+    marker: bytes,
+    code_dir: Path,
+    env: dict[str, str],
+    user: User | None,
+    sandbox: Sandbox,
 ) -> dict[str, Any]:
+    millicores = cpu_millicores(spec.memory_size)
+    limits: dict[str, dict[str, str]] = {}
+    if sandbox.cgroups is not None:
+        limits = sandbox.cgroups.limit_files(
+            Limits(spec.memory_size, millicores, sandbox.max_processes)
+        )
     return {
         "handler": spec.handler,
         "initializer": spec.initializer_handler,
         "initializer_timeout": spec.initializer_timeout or spec.timeout,
         "timeout": spec.timeout,
         "memory_size": spec.memory_size,
-        "cpu": cpu_millicores(spec.memory_size),
+        "cpu": millicores,
         "function_name": spec.name,
         "version": spec.version,
         "package": spec.package,
@@ -423,17 +454,18 @@ def _config(
         "code_dir": str(code_dir),
         "env": env,
         "user": None if user is None else user.as_config(),
+        "cgroup_limits": limits,
     }
 
 
 async def _launch(
     code_dir: Path,
-    env: dict[str, str],
+    sandbox: Sandbox,
     forker: Forker | None,
     marker: bytes,
     max_log_bytes: int,
     first_frame: bytes,
-) -> tuple[ChildProcess, _Channel, OutputCollector, bytes]:
+) -> tuple[ChildProcess, Group | None, _Channel, OutputCollector, bytes]:
     """Start the process; returns what of ``first_frame`` still has to be sent."""
     # Our own pipes rather than stdout=PIPE: asyncio's Process.wait() would otherwise also wait
     # for every grandchild holding the output pipe to exit.
@@ -448,11 +480,15 @@ async def _launch(
     except BlockingIOError:
         unsent = first_frame
     process: ChildProcess | None = None
+    group: Group | None = None
     try:
         if forker is not None:
-            process = await forker.fork(child_ends)
+            forked = await forker.fork(child_ends)
+            if forked is not None and forked.group and sandbox.cgroups is not None:
+                group = sandbox.cgroups.group(forked.group)
+            process = forked
         if process is None:
-            process = SpawnedProcess(await _spawn(code_dir, env, child_ends))
+            process, group = await _spawn(code_dir, sandbox, child_ends)
     except BaseException:
         for fd in (request_write, reply_read, output_read):
             os.close(fd)
@@ -466,25 +502,44 @@ async def _launch(
     except BaseException:
         process.kill()
         raise
-    return process, channel, output, unsent
+    return process, group, channel, output, unsent
 
 
 async def _spawn(
-    code_dir: Path, env: dict[str, str], child_ends: tuple[int, int, int]
-) -> asyncio.subprocess.Process:
+    code_dir: Path, sandbox: Sandbox, child_ends: tuple[int, int, int]
+) -> tuple[SpawnedProcess, Group | None]:
+    """A new interpreter, in a control group the pool makes for it (off the fast path)."""
+    group = None
+    if sandbox.cgroups is not None:
+        group = await asyncio.to_thread(sandbox.cgroups.create, f"s{secrets.token_hex(8)}")
+    options = {**sandbox.options, "group": {} if group is None else _strs(group.dirs)}
     request_read, reply_write, output_write = child_ends
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",  # no PYTHON* variables, no user site, no script dir on sys.path
-        "-S",  # no site-packages: the service's packages are not the function's
-        str(BOOTSTRAP),
-        str(request_read),
-        str(reply_write),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=output_write,
-        stderr=output_write,
-        cwd=code_dir,
-        env=env,
-        pass_fds=(request_read, reply_write),
-        start_new_session=True,
-    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",  # no PYTHON* variables, no user site, no script dir on sys.path
+            "-S",  # no site-packages: the service's packages are not the function's
+            str(BOOTSTRAP),
+            str(request_read),
+            str(reply_write),
+            json.dumps(options),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output_write,
+            stderr=output_write,
+            cwd=code_dir,
+            # The interpreter starts as the service's user: user_data (LD_PRELOAD, say) must
+            # not steer it. The instance takes its environment from the config frame, after
+            # dropping privileges.
+            env=START_ENV,
+            pass_fds=(request_read, reply_write),
+            start_new_session=True,
+        )
+    except BaseException:
+        if group is not None:
+            await asyncio.to_thread(group.remove)
+        raise
+    return SpawnedProcess(process), group
+
+
+def _strs(paths: dict[str, Path]) -> dict[str, str]:
+    return {key: str(path) for key, path in paths.items()}

@@ -9,13 +9,17 @@ to come free. Idle instances are reaped after ``idle_seconds`` by a background t
 with the first invocation.
 
 New instances are forked from a template process when ``fork`` is on and the platform allows
-it, and spawned as new interpreters otherwise (see ``template.py``).
+it, and spawned as new interpreters otherwise (see ``template.py``). Either way they run in
+the pool's sandbox (``sandbox.py``), decided when the pool is first used: control groups left
+by an earlier run of the same pool are emptied and removed then, and again when it closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -23,11 +27,15 @@ from pathlib import Path
 from typing import Literal
 
 from openfgs.models import ErrorCode
+from openfgs.runtime import cgroups
 from openfgs.runtime.code import CodePackageError
 from openfgs.runtime.instance import Instance, fingerprint
-from openfgs.runtime.isolation import CODE_GROUPS, Workspace, default_run_as
+from openfgs.runtime.isolation import CODE_GROUPS, FUNCTION_IDS, Workspace
+from openfgs.runtime.sandbox import Sandbox, SandboxPolicy, pool_tag, resolve
 from openfgs.runtime.template import Forker, fork_supported
 from openfgs.runtime.types import CodeLoader, FunctionSpec, RunResult
+
+log = logging.getLogger("openfgs.runtime")
 
 CANCELED_MESSAGE = "function invocation canceled"
 CLOSED_MESSAGE = "function invocation interrupted: the runtime is shutting down"
@@ -61,10 +69,11 @@ class InstancePool:
     """Runs invocations on pooled function instances (child processes).
 
     ``fork``: start instances by forking a template process (when the platform can), rather
-    than spawning an interpreter each time. ``run_as``: the (uid, gid) instances run as; by
-    default nobody when the service runs as root, else the service's own user (None).
-    ``code_groups``: group ids, unused elsewhere on the host, that give each code package's
-    instances (and no others) access to it when ``run_as`` is set (see ``isolation.py``).
+    than spawning an interpreter each time. ``run_as``: the (uid, gid) every instance runs as;
+    by default ("auto") a user of its own per function, from ``function_ids``, when the service
+    runs as root, else the service's own user (None). ``code_groups``: group ids, unused
+    elsewhere on the host, that give each code package's instances (and no others) access to
+    it (see ``isolation.py``). ``sandbox``: isolation, process limit and network of instances.
     """
 
     def __init__(
@@ -76,11 +85,22 @@ class InstancePool:
         fork: bool = True,
         run_as: tuple[int, int] | Literal["auto"] | None = "auto",
         code_groups: range = CODE_GROUPS,
+        function_ids: range = FUNCTION_IDS,
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
+        per_function = run_as == "auto" and os.geteuid() == 0
         self._workspace = Workspace(
-            work_dir, default_run_as() if run_as == "auto" else run_as, code_groups
+            work_dir,
+            None if run_as == "auto" else run_as,
+            code_groups,
+            function_ids if per_function else None,
         )
-        self._forker = Forker(self._workspace.run_as) if fork and fork_supported() else None
+        self._work_dir = work_dir
+        self._policy = sandbox or SandboxPolicy()
+        self._sandbox: Sandbox | None = None
+        self._preparing = asyncio.Lock()
+        self._fork = fork and fork_supported()
+        self._forker: Forker | None = None
         self._idle_seconds = idle_seconds
         self._max_log_bytes = max_log_bytes
         self._groups: dict[str, _Group] = {}
@@ -136,6 +156,29 @@ class InstancePool:
             await self._notify(self._groups[call.urn])
         return True
 
+    def prepare(self) -> Sandbox:
+        """Lay out the work directory, decide the sandbox and remove what an earlier run of
+        this pool left; once. Blocking (it probes the host): the service calls it at start."""
+        if self._sandbox is None:
+            self._workspace.prepare()
+            per_function = self._workspace.function_ids is not None
+            tag = pool_tag(self._work_dir, self._workspace.exclusive)
+            sandbox = resolve(self._policy, tag, per_function)
+            if sandbox.cgroups is not None:
+                left = sandbox.cgroups.sweep()
+                if left:
+                    log.warning("killed the processes of %d instances of an earlier run", left)
+            (log.info if sandbox.level == "strict" else log.warning)("%s", sandbox.describe())
+            if self._fork:
+                self._forker = Forker(self._workspace.run_as, sandbox.options)
+            self._sandbox = sandbox
+        return self._sandbox
+
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """What instances of this pool get; None until ``prepare()``."""
+        return self._sandbox
+
     async def close(self) -> None:
         """Kill every instance and wait for them; invocations in flight fail as interrupted."""
         self._closed = True
@@ -152,6 +195,9 @@ class InstancePool:
         await asyncio.gather(*self._stopping)
         if self._forker is not None:
             await self._forker.close()
+        if self._sandbox is not None and self._sandbox.cgroups is not None:
+            await asyncio.to_thread(self._sandbox.cgroups.sweep)  # standbys the template left
+            cgroups.remove_parents(self._sandbox.cgroups)
         self._workspace.close()
 
     async def sweep_code(self, keep: Collection[str]) -> list[str]:
@@ -195,7 +241,9 @@ class InstancePool:
         load_code: CodeLoader,
         max_result_bytes: int,
     ) -> RunResult:
-        self._workspace.prepare()
+        sandbox = await self.prepared()
+        if sandbox.refusal:
+            return _failure(ErrorCode.FUNCTION_ERROR, sandbox.refusal)
         try:
             code_dir = await self._workspace.code_dir(spec, load_code)
         except CodePackageError as exc:
@@ -212,6 +260,13 @@ class InstancePool:
             call.instance = None  # from here on cancel() must not kill it
             await self._release(group, acquired, reusable)
         return result
+
+    async def prepared(self) -> Sandbox:
+        """``prepare()``, off the event loop; once."""
+        if self._sandbox is not None:
+            return self._sandbox
+        async with self._preparing:
+            return await asyncio.to_thread(self.prepare)
 
     async def _acquire(
         self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path
@@ -237,14 +292,17 @@ class InstancePool:
         self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path
     ) -> Instance | RunResult:
         """Start and boot an instance in a slot already counted in ``group.size``."""
+        assert self._sandbox is not None  # _invoke() prepared it
         try:
+            user = self._workspace.user(spec)
             instance = await Instance.start(
                 spec,
                 code_dir,
-                self._workspace.make_home(),
-                self._workspace.user(spec),
+                self._workspace.make_home(user),
+                user,
                 self._forker,
                 self._max_log_bytes,
+                self._sandbox,
             )
         except BaseException:
             await self._release(group, None, False)
@@ -337,6 +395,7 @@ class InstancePool:
             reaped += len(expired)
             if group.size == 0 and group.users == 0:
                 del self._groups[urn]
+                self._workspace.release(urn)
         return reaped
 
 

@@ -3,7 +3,8 @@
 Starting a Python interpreter and importing the bootstrap costs tens of milliseconds; forking a
 process that has already done it costs about one. The template is started once per pool (lazily,
 by the first cold start, and again whenever it has died) and forks instances on request; see
-``bootstrap.serve_template`` for its side of the socket.
+``bootstrap.Template`` for its side of the socket. It forks each instance ahead of need, into
+its namespaces and control group (a *standby*), so a cold start only hands it its pipes.
 
 A forked instance is the template's child, not the service's, so the service cannot ``wait()``
 for it. It holds a pidfd instead (signals through it cannot hit a recycled pid) and learns the
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from openfgs.runtime import bootstrap
+from openfgs.runtime.sandbox import START_ENV
 
 log = logging.getLogger("openfgs.runtime")
 
@@ -58,8 +60,9 @@ class TemplateError(Exception):
 class ForkedProcess:
     """An instance forked by the template: a pid, a pidfd, and the exit the template reports."""
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    def __init__(self, pid: int, pidfd: int, group: str = "") -> None:
         self.pid = pid
+        self.group = group  # its control group's name under the pool's parents ("" for none)
         self.returncode: int | None = None  # None also when it exited unseen with its template
         self.exited = False
         self._pidfd = pidfd
@@ -117,10 +120,11 @@ class Template:
         return self._process.pid
 
     @classmethod
-    async def start(cls, run_as: tuple[int, int] | None) -> Template:
-        """Start a template for instances that will run as ``run_as``; wait until it is ready."""
+    async def start(cls, run_as: tuple[int, int] | None, sandbox: dict[str, Any]) -> Template:
+        """Start a template for instances that will run as ``run_as`` (their paths are checked
+        for that user) in ``sandbox`` (``Sandbox.options``); wait until it is ready."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        user = [str(run_as[0]), str(run_as[1])] if run_as is not None else []
+        options = json.dumps({"run_as": run_as, "sandbox": sandbox})
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -129,10 +133,10 @@ class Template:
                 str(BOOTSTRAP),
                 "template",
                 str(theirs.fileno()),
-                *user,
+                options,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                env={"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+                env=START_ENV,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,  # the service's terminal signals are not for it
             )
@@ -198,11 +202,14 @@ class Template:
             return
         if "ready" in message:
             if not self._ready.done():
-                self._ready.set_result(None)
+                if message.get("problem"):  # it cannot make instances: spawn them instead
+                    self._ready.set_exception(TemplateError(str(message["problem"])))
+                else:
+                    self._ready.set_result(None)
             return
         future = self._forks.pop(0) if self._forks else None
         if "forked" in message and fds:
-            instance = ForkedProcess(int(message["forked"]), fds[0])
+            instance = ForkedProcess(int(message["forked"]), fds[0], str(message.get("group", "")))
             # Registered before anyone can miss its exit report, which may come next.
             self._instances[instance.pid] = instance
             if future is None or future.done():  # its requester gave up: nobody will stop it
@@ -242,8 +249,9 @@ class Forker:
     ``fork()`` returns None whenever no template can do it, and the caller spawns instead.
     """
 
-    def __init__(self, run_as: tuple[int, int] | None) -> None:
+    def __init__(self, run_as: tuple[int, int] | None, sandbox: dict[str, Any]) -> None:
         self._run_as = run_as
+        self._sandbox = sandbox
         self._template: Template | None = None
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
@@ -283,7 +291,7 @@ class Forker:
             if time.monotonic() < self._retry_at:
                 return None
             try:
-                self._template = await Template.start(self._run_as)
+                self._template = await Template.start(self._run_as, self._sandbox)
             except (OSError, TemplateError, TimeoutError) as exc:
                 log.warning("cannot start the instance template, spawning instead: %s", exc)
                 self._retry_at = time.monotonic() + RETRY_SECONDS

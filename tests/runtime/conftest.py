@@ -1,9 +1,9 @@
 """Fixtures for runtime tests: event loops, directories instances can reach, a pool per test.
 
-When the tests run as root, instances run as nobody, which cannot pass through pytest's private
-``tmp_path``. Everything an instance must reach lives under ``base`` instead: a fresh directory
-only root can list, holding the pool's data directory and a ``scratch`` directory anyone may
-write, for handlers that report through files.
+When the tests run as root, instances run as users of their own, who cannot pass through
+pytest's private ``tmp_path``. Everything an instance must reach lives under ``base`` instead:
+a fresh directory only root can list, holding the pool's data directory and a ``scratch``
+directory anyone may write, for handlers that report through files.
 """
 
 from __future__ import annotations

@@ -85,3 +85,13 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):  # gone before, or while, reading
         return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children, as the service sees them (an instance sees its own
+    processes under other numbers: it has a PID namespace of its own)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except FileNotFoundError:
+        return []

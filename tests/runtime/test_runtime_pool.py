@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from runtime_support import make_function, pid_alive, wait_until
+from runtime_support import children_of, make_function, pid_alive, wait_until
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool, RunResult
@@ -25,16 +25,19 @@ def fork(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
-# Returns its pid; with {"loop": dir} it writes its pid to dir/pid and then spins until killed;
+# Returns a token naming its instance (its own pid is 1: it has a PID namespace of its own);
+# with {"loop": dir} it writes the token to dir/pid and then spins until killed;
 # with {"crash": "exit"|"segv"|"sys.exit"} it takes the instance down.
 WORKER = """
 import ctypes, os, sys, time
+
+INSTANCE = os.urandom(8).hex()
 
 def handler(event, context):
     event = event or {}
     if "loop" in event:
         with open(os.path.join(event["loop"], "pid"), "w") as f:
-            f.write(str(os.getpid()))
+            f.write(INSTANCE)
         while True:
             pass
     if event.get("crash") == "exit":
@@ -44,14 +47,22 @@ def handler(event, context):
         ctypes.string_at(0)
     if event.get("crash") == "sys.exit":
         sys.exit(5)
-    return {"pid": os.getpid()}
+    return {"pid": INSTANCE}
 """
 
 
-def pid_of(result: RunResult) -> int:
+def pid_of(result: RunResult) -> str:
+    """The token of the instance that ran ``result``."""
     assert result.ok, result
-    pid: int = json.loads(result.result)["pid"]
-    return pid
+    token: str = json.loads(result.result)["pid"]
+    return token
+
+
+def only_pid(pool: InstancePool, urn: str | None = None) -> int:
+    """The process id of the one live instance (of ``urn``)."""
+    pids = pool.instance_pids(urn)
+    assert len(pids) == 1, pids
+    return pids[0]
 
 
 async def test_warm_instance_is_reused(pool: InstancePool) -> None:
@@ -59,7 +70,7 @@ async def test_warm_instance_is_reused(pool: InstancePool) -> None:
     first = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
     second = pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
     assert first == second
-    assert pool.instance_pids() == [first]
+    assert len(pool.instance_pids()) == 1
     assert len(fn.loads) == 1  # the package was fetched once
 
 
@@ -67,18 +78,20 @@ async def test_new_digest_gets_a_new_instance(pool: InstancePool) -> None:
     old = make_function(WORKER)
     new = make_function(WORKER + "\n# changed\n")
     assert old.spec.urn == new.spec.urn
-    old_pid = pid_of(await pool.invoke(old.spec, b"{}", "r1", old.load))
-    new_pid = pid_of(await pool.invoke(new.spec, b"{}", "r2", new.load))
-    assert new_pid != old_pid
+    old_token = pid_of(await pool.invoke(old.spec, b"{}", "r1", old.load))
+    old_pid = only_pid(pool)
+    new_token = pid_of(await pool.invoke(new.spec, b"{}", "r2", new.load))
+    assert new_token != old_token
     # The old code's idle instance is retired rather than kept until reaped.
     await wait_until(lambda: not pid_alive(old_pid), what="old instance stopped")
-    assert pool.instance_pids() == [new_pid]
+    assert only_pid(pool) != old_pid
 
 
 async def test_max_instances_is_respected(pool: InstancePool, scratch: Path) -> None:
     fn = make_function(
         """
         import os, time
+        INSTANCE = os.urandom(8).hex()
         def handler(event, context):
             running = os.path.join(event, "running")
             mine = os.path.join(running, context.getRequestID())
@@ -87,7 +100,7 @@ async def test_max_instances_is_respected(pool: InstancePool, scratch: Path) -> 
             while not os.path.exists(os.path.join(event, "go")):
                 time.sleep(0.005)
             os.remove(mine)
-            return {"pid": os.getpid(), "seen": seen}
+            return {"pid": INSTANCE, "seen": seen}
         """,
         max_instances=2,
     )
@@ -124,12 +137,11 @@ async def test_timeout_kills_only_that_instance(pool: InstancePool, scratch: Pat
     assert looping.error_code == ErrorCode.TIMEOUT
     assert looping.error_message == "function timed out after 1s"
     assert looping.duration_ms >= 1000
-    looping_pid = int((scratch / "pid").read_text())
-    assert not pid_alive(looping_pid)
     survivor = pid_of(quick)
-    assert survivor != looping_pid
-    assert pool.instance_pids() == [survivor]
+    assert survivor != (scratch / "pid").read_text()
+    survivor_pid = only_pid(pool)  # the looping one is gone
     assert pid_of(await pool.invoke(fn.spec, b"{}", "r3", fn.load)) == survivor
+    assert only_pid(pool) == survivor_pid
 
 
 @pytest.mark.parametrize(
@@ -145,12 +157,13 @@ async def test_crash_is_reported_and_the_pool_still_serves(
 ) -> None:
     fn = make_function(WORKER)
     before = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+    before_pid = only_pid(pool)
     event = json.dumps({"crash": crash}).encode()
     result = await pool.invoke(fn.spec, event, "r2", fn.load)
     assert result.error_code == ErrorCode.INSTANCE_CRASHED
     assert result.error_message == message
     assert in_log in result.log
-    assert not pid_alive(before)
+    assert not pid_alive(before_pid)
     after = pid_of(await pool.invoke(fn.spec, b"{}", "r3", fn.load))
     assert after != before
 
@@ -166,10 +179,11 @@ async def test_cancel_a_running_invocation(pool: InstancePool, scratch: Path) ->
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
         await wait_until((scratch / "pid").exists, what="handler running")
+        doomed = only_pid(pool)
         assert await pool.cancel("doomed")
     assert results[0].error_code == ErrorCode.CANCELED
     assert results[0].error_message == "function invocation canceled"
-    assert not pid_alive(int((scratch / "pid").read_text()))
+    assert not pid_alive(doomed)
     assert not await pool.cancel("doomed")
     assert not await pool.cancel("never-seen")
     assert pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
@@ -253,11 +267,12 @@ async def test_idle_instances_are_reaped(work_dir: Path) -> None:
     pool = InstancePool(work_dir, idle_seconds=0.2)
     fn = make_function(WORKER)
     try:
-        pid = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+        token = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
+        pid = only_pid(pool)
         await wait_until(lambda: not pid_alive(pid), what="idle instance reaped")
         assert pool.instance_pids() == []
         again = pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
-        assert again != pid
+        assert again != token
     finally:
         await pool.close()
 
@@ -266,7 +281,8 @@ async def test_close_kills_everything(work_dir: Path, scratch: Path) -> None:
     pool = InstancePool(work_dir)
     idle = make_function(WORKER, name="idle")
     busy = make_function(WORKER, name="busy")
-    idle_pid = pid_of(await pool.invoke(idle.spec, b"{}", "r1", idle.load))
+    pid_of(await pool.invoke(idle.spec, b"{}", "r1", idle.load))
+    idle_pid = only_pid(pool)
     results: list[RunResult] = []
 
     async def run() -> None:
@@ -276,7 +292,7 @@ async def test_close_kills_everything(work_dir: Path, scratch: Path) -> None:
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
         await wait_until((scratch / "pid").exists, what="handler running")
-        busy_pid = int((scratch / "pid").read_text())
+        busy_pid = only_pid(pool, busy.spec.urn)
         await pool.close()
     assert not pid_alive(idle_pid)
     assert not pid_alive(busy_pid)
@@ -305,9 +321,9 @@ async def test_grandchildren_die_with_their_instance(pool: InstancePool, scratch
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
         await wait_until((scratch / "child").exists, what="grandchild started")
+        (child,) = children_of(only_pid(pool))
         assert await pool.cancel("r1")
     assert results[0].error_code == ErrorCode.CANCELED
-    child = int((scratch / "child").read_text())
     await wait_until(lambda: not pid_alive(child), what="grandchild killed")
 
 
