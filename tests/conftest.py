@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,19 @@ from tests.support import LiveServer, database_url, make_settings, sdk_client, s
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def passable_dir() -> Iterator[Path]:
+    """A directory every user can pass through (not list): function instances, running as
+    users of their own, reach a data directory inside it as they would in production —
+    pytest's own temporary directories are closed to them."""
+    root = Path(tempfile.mkdtemp(prefix="openfgs-test-"))
+    root.chmod(0o711)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -181,8 +181,8 @@ def test_code_is_removed_with_the_last_function_using_it(reachable_server: LiveS
     assert unpacked(reachable_server) == {replaced.digest}
 
 
-async def test_start_removes_code_no_function_uses(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
+async def test_start_removes_code_no_function_uses(passable_dir: Path) -> None:
+    settings = make_settings(passable_dir / "data")
     code = settings.data_dir / "instances" / "code"
     orphan = code / ("ab" * 64)  # left by a function deleted while this node was down
     orphan.mkdir(parents=True)

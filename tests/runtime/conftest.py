@@ -8,9 +8,7 @@ directory anyone may write, for handlers that report through files.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +29,8 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
 
 
 @pytest.fixture
-def base() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="openfgs-runtime-test-"))
-    root.chmod(0o711)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+def base(passable_dir: Path) -> Path:
+    return passable_dir
 
 
 @pytest.fixture
