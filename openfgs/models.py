@@ -24,6 +24,12 @@ LATEST = "latest"
 CANCELED_MESSAGE = "function invocation canceled"
 
 
+def cpu_millicores(memory_size: int) -> int:
+    """FunctionGraph's CPU share of a memory size, in millicores: proportional to memory,
+    100 for 128 MB (``RUNTIME_CPU``, ``getCPUNumber()`` and the function model's ``cpu``)."""
+    return max(100, memory_size * 100 // 128)
+
+
 class Status(enum.StrEnum):
     """The five statuses of an async invocation record."""
 

@@ -40,7 +40,7 @@ def instance_user(text: str) -> tuple[int, int] | Literal["auto"] | None:
     if text == "self":
         return None
     uid, sep, gid = text.partition(":")
-    if not (uid.isdigit() and (not sep or gid.isdigit())):
+    if not (_ascii_number(uid) and (not sep or _ascii_number(gid))):
         raise ConfigError(f"OPENFGS_INSTANCE_USER: expected uid:gid or 'self', not {text!r}")
     return int(uid), int(gid or uid)
 
@@ -49,12 +49,12 @@ def function_ids(text: str) -> range:
     """``OPENFGS_FUNCTION_IDS``: "" (the built-in range) or "first-last"."""
     if not text:
         return FUNCTION_IDS
-    first, sep, last = text.partition("-")
-    if not (sep and first.strip().isdigit() and last.strip().isdigit()):
-        raise SystemExit(f"OPENFGS_FUNCTION_IDS: expected first-last, not {text!r}")
+    first, sep, last = (part.strip() for part in text.partition("-"))
+    if not (sep and _ascii_number(first) and _ascii_number(last)):
+        raise ConfigError(f"OPENFGS_FUNCTION_IDS: expected first-last, not {text!r}")
     ids = range(int(first), int(last) + 1)
-    if not ids or ids[0] < 1000:
-        raise SystemExit("OPENFGS_FUNCTION_IDS: an empty range, or ids of system users")
+    if not ids or ids[0] < 1000 or ids[-1] >= 2**32 - 1:
+        raise ConfigError("OPENFGS_FUNCTION_IDS: an empty range, ids of system users, or past 2³²")
     return ids
 
 
@@ -67,7 +67,15 @@ def sandbox_policy(settings: Settings) -> SandboxPolicy:
             network=settings.sandbox_network,
         )
     except ValueError as exc:
-        raise SystemExit(f"sandbox settings: {exc}") from None
+        field = str(exc).split(" ", 1)[0]
+        name = {"isolation": "ISOLATION", "network": "SANDBOX_NETWORK"}.get(
+            field, "SANDBOX_MAX_PROCESSES"
+        )
+        raise ConfigError(f"OPENFGS_{name}: {exc}") from None
+
+
+def _ascii_number(text: str) -> bool:
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
 
 
 @dataclass

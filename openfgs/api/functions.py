@@ -11,7 +11,7 @@ from openfgs.api.deps import ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.api.params import parse_int
 from openfgs.errors import BadRequest
-from openfgs.models import LATEST, Function, format_modified
+from openfgs.models import LATEST, Function, cpu_millicores, format_modified
 from openfgs.schemas import (
     CreateFunctionBody,
     FunctionCodeOut,
@@ -40,7 +40,7 @@ def describe(function: Function, region: str, *, qualified: bool = True) -> dict
         "timeout": function.timeout,
         "handler": function.handler,
         "memory_size": function.memory_size,
-        "cpu": max(100, function.memory_size * 300 // 128),
+        "cpu": cpu_millicores(function.memory_size),
         "code_type": function.code_type,
         "code_url": "",
         "code_filename": function.code_filename or "",

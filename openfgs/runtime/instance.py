@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from openfgs.models import ErrorCode
+from openfgs.models import ErrorCode, cpu_millicores
 from openfgs.runtime import bootstrap
 from openfgs.runtime.cgroups import Group, Limits
 from openfgs.runtime.environment import env_name_problem
@@ -72,11 +72,6 @@ class ProtocolError(Exception):
 
 # What a broken instance looks like from the service: pipe errors, EOF, garbage.
 _BROKEN = (OSError, EOFError, ValueError, ProtocolError)
-
-
-def cpu_millicores(memory_size: int) -> int:
-    """FunctionGraph's CPU share for a memory size: 100 per 128 MB plus a 200 base."""
-    return memory_size * 100 // 128 + 200
 
 
 def environment(spec: FunctionSpec, code_dir: Path, home: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from openfgs.models import ErrorCode
+from openfgs.models import CANCELED_MESSAGE, ErrorCode
 from openfgs.runtime import cgroups
 from openfgs.runtime.code import CodePackageError
 from openfgs.runtime.instance import Instance, fingerprint
@@ -37,7 +37,6 @@ from openfgs.runtime.types import CodeLoader, FunctionSpec, RunResult
 
 log = logging.getLogger("openfgs.runtime")
 
-CANCELED_MESSAGE = "function invocation canceled"
 CLOSED_MESSAGE = "function invocation interrupted: the runtime is shutting down"
 
 

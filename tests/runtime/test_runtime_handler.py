@@ -86,7 +86,7 @@ async def test_every_context_method(pool: InstancePool) -> None:
         "getRunningTimeInSeconds": 7,
         "getVersion": "v2",
         "getMemorySize": 256,
-        "getCPUNumber": 400,
+        "getCPUNumber": 200,
         "getPackage": "default",
         "getProjectID": "proj1",
         "getAlias": "",

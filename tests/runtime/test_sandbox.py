@@ -334,8 +334,8 @@ async def test_a_spinning_function_gets_its_cpu_share(pool: InstancePool, scratc
         (instance,) = pool.instance_pids(spinner.spec.urn)
         cpu = group_dir(instance, "cpu")
         assert cpu is not None
-        # 128 MB gets 300 millicores: a weight of 307 where a whole CPU weighs 1024.
-        assert (cpu / "cpu.shares").read_text().strip() == "307"
+        # 128 MB gets 100 millicores: a weight of 102 where a whole CPU weighs 1024.
+        assert (cpu / "cpu.shares").read_text().strip() == "102"
         assert reply(await pool.invoke(other.spec, b"{}", "o1", other.load)) == "fine"
         assert await pool.cancel("s1")
     assert results[0].error_code == ErrorCode.CANCELED
