@@ -234,7 +234,10 @@ def test_cluster_survives_killed_nodes(cluster: dict[str, Any]) -> None:
 def _assert_never_concurrent(runs: Path) -> None:
     by_request: dict[str, list[tuple[float, float]]] = {}
     for mark in runs.iterdir():
-        start, end = map(float, mark.read_text().split())
+        text = mark.read_text()
+        if not text:  # its worker was killed between creating and writing it: no span known
+            continue
+        start, end = map(float, text.split())
         by_request.setdefault(mark.name.split(".")[0], []).append((start, end))
     for request_id, spans in by_request.items():
         spans.sort()
