@@ -169,7 +169,7 @@ def _as_float(value: object) -> float:
 def profile_e2e(res: Resources, backend: str, seconds: float, clients: int) -> str:
     """py-spy on a service (with its worker) while it accepts and runs no-op invocations."""
     spy = peers.py_spy()
-    service = start_service(res, backend, worker=True, tag="profile-e2e")
+    service = start_service(res, backend, worker=True, tag="profile_e2e")
     service.deploy("noop", "noop")
     pid = service.process.pid
     raw = RESULTS / f"profile-e2e-{backend}.txt"

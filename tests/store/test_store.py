@@ -835,6 +835,43 @@ async def test_claim_due_takes_expired_and_runnable_rows_in_one_call(store: Stor
     assert Counter(statuses.values()) == {Status.RUNNING: 4, Status.WAIT: 1}
 
 
+async def test_a_claim_planned_on_a_small_table_takes_no_more_than_its_limit(store: Store) -> None:
+    """PostgreSQL keeps a prepared statement's plan for the connection: claims made while the
+    table held a row or two must not, once it holds thousands, take more than their limit."""
+    function = await add_function(store, "hello")
+    for i in range(20):  # past psycopg's and PostgreSQL's thresholds for a generic plan
+        await store.insert_invocation(new_invocation(function.id, BASE + i, available_at=BASE))
+        assert len(await claim(store, "w1", BASE + 100, 1, FAR)) == 1
+    await asyncio.gather(
+        *(
+            store.insert_invocation(new_invocation(function.id, BASE + i, available_at=BASE))
+            for i in range(3000)
+        )
+    )
+    for _ in range(3):
+        assert len(await claim(store, "w1", BASE + 100, 4, FAR)) == 4
+
+
+async def test_an_expired_claim_planned_on_a_small_table_takes_no_more_than_its_limit(
+    store: Store,
+) -> None:
+    function = await add_function(store, "hello")
+    for i in range(20):
+        stale = new_invocation(function.id, BASE + i, available_at=FAR, expires_at=BASE)
+        await store.insert_invocation(stale)
+        assert len(await claim_expired(store, "w1", BASE + 100, 1, FAR)) == 1
+    await asyncio.gather(
+        *(
+            store.insert_invocation(
+                new_invocation(function.id, BASE + i, available_at=FAR, expires_at=BASE)
+            )
+            for i in range(3000)
+        )
+    )
+    for _ in range(3):
+        assert len(await claim_expired(store, "w1", BASE + 100, 4, FAR)) == 4
+
+
 async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
     function = await add_function(store, "hello")
     other = await add_function(store, "other")

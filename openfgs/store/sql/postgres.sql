@@ -49,25 +49,34 @@ WHERE function_id = :function_id
 -- Waiting rows whose time has come, oldest first, as many per function as its concurrency
 -- (strategy_config.concurrency) leaves room for beside what already runs, on every node: the
 -- walk is openfgs_pick_due (migration 0003), which takes the claim advisory lock first.
+-- The walk runs once, materialized: as the inner side of a join (a plan PostgreSQL keeps for a
+-- prepared statement made while the table was nearly empty) it ran once per waiting row, and
+-- one claim took hundreds of rows past its limit.
+WITH picked AS MATERIALIZED (
+    SELECT unnest(openfgs_pick_due(:now, :limit, :scan, :claim_lock)) AS picked_id
+)
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
-FROM (SELECT unnest(openfgs_pick_due(:now, :limit, :scan, :claim_lock)) AS picked_id) AS picked
+FROM picked
 WHERE invocations.id = picked.picked_id AND invocations.status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message AS last_error;
 
 -- name: claim_expired_invocations
-UPDATE invocations
-SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
-    worker_id = :worker_id, attempt_started_at = :now
-WHERE id IN (
+-- Materialized for the same reason as claim_invocations: the rows are chosen once.
+WITH due AS MATERIALIZED (
     SELECT id FROM invocations
     WHERE status = 'WAIT' AND expires_at <= :now
     ORDER BY expires_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
+UPDATE invocations
+SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
+    worker_id = :worker_id, attempt_started_at = :now
+FROM due
+WHERE invocations.id = due.id
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message AS last_error;
 
