@@ -5,8 +5,10 @@ whole in memory however large, and takes every connection offered. :class:`Bound
 adds what a server on the internet needs below the application:
 
 - a cap on the request line and headers together (``max_header_bytes``): 431, connection closed;
-- a deadline for them (``header_read_timeout_seconds``, from the connection or the previous
-  response on): 408, connection closed — a client trickling headers holds nothing for long;
+- a deadline for them (``header_read_timeout_seconds``, from the connection, or from a
+  request's first bytes when they do not bring its whole head): 408, connection closed — a
+  client trickling headers holds nothing for long. An idle keep-alive connection is closed by
+  uvicorn's own keep-alive timeout. No timer is set for a head that arrives whole;
 - deadlines for a body: each chunk within ``body_read_timeout_seconds`` of the one before,
   the whole within ``request_read_timeout_seconds`` of the headers: 408, connection closed.
   No timer is set for a body that arrives with its headers, as nearly all do;
@@ -46,8 +48,7 @@ class BoundedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header size, header time and connection bounds.
 
     Bytes count as header bytes while no request body is being read: between requests and
-    in a request's line and headers. The header deadline runs while the connection waits for a
-    request: from the connection on, and from each answer on once its request was read whole.
+    in a request's line and headers.
     """
 
     max_header_bytes = 32 * 1024
@@ -90,6 +91,8 @@ class BoundedProtocol(HttpToolsProtocol):
             )
         elif self._reading_body:  # the body goes on past this chunk: the next one is due
             self._start_body_deadline()
+        elif counted and self._header_timer is None and self._header_bytes:
+            self._start_header_deadline()  # a head that did not arrive whole
 
     def on_headers_complete(self) -> None:
         self._reading_body = True
@@ -102,13 +105,6 @@ class BoundedProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._cancel_body_timer()
         super().on_message_complete()
-        if self.cycle is not None and self.cycle.response_complete and not self.pipeline:
-            self._start_header_deadline()  # answered before its body ended (e.g. a 413)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self._reading_body and not self.pipeline:
-            self._start_header_deadline()
 
     def send_400_response(self, msg: str) -> None:
         """A request the parser cannot read (control characters, bad framing): 400 in
