@@ -42,8 +42,16 @@ class FunctionGraphClient:
     def close(self) -> None:
         self._http.close()
 
-    def urn(self, name: str, region: str = "cn-north-4", package: str = "default") -> str:
-        return f"urn:fss:{region}:{self.credential.project_id}:function:{package}:{name}:latest"
+    def urn(
+        self,
+        name: str,
+        region: str = "cn-north-4",
+        package: str = "default",
+        qualifier: str | None = "latest",
+    ) -> str:
+        """A function's URN: ``:latest`` by default, ``qualifier=None`` unqualified."""
+        base = f"urn:fss:{region}:{self.credential.project_id}:function:{package}:{name}"
+        return base if qualifier is None else f"{base}:{qualifier}"
 
     def request(
         self,

@@ -7,7 +7,9 @@ import base64
 import binascii
 import hashlib
 import json
+import random
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -35,6 +37,7 @@ from openfgs.runtime.environment import env_name_problem
 from openfgs.runtime.types import FunctionSpec
 from openfgs.schemas import (
     MEMORY_SIZES,
+    AliasBody,
     CreateFunctionBody,
     FuncCode,
     StrategyConfig,
@@ -51,6 +54,24 @@ DEFAULT_CONCURRENCY = 400
 # FunctionGraph's quota on the total code size of an account (FSS.1042).
 DEFAULT_CODE_QUOTA = 20 * 1024**3
 CACHE_ENTRIES = 10_000  # functions remembered by name and by id, each
+VERSION_LIMIT = 20  # versions of a function, its latest included (FunctionGraph's quota)
+ALIAS_LIMIT = 10  # aliases of a function
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,41}")
+_ALIAS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+# What makes a version differ from the one published before it (FSS.1016 when nothing does).
+PUBLISHED_FIELDS = (
+    "runtime",
+    "handler",
+    "memory_size",
+    "timeout",
+    "code_type",
+    "code_digest",
+    "user_data",
+    "initializer_handler",
+    "initializer_timeout",
+    "concurrency",
+    "concurrent_num",
+)
 _RUNTIME = re.compile(r"Python3\.\d{1,2}")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 DEFAULT_CODE = b"""# -*- coding:utf-8 -*-
@@ -156,6 +177,15 @@ def _too_large(kind: str, limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The {kind} code is larger than {limit // 1024} KB", error_code=code)
 
 
+def _check_mutable(function: Function) -> None:
+    if not function.is_latest:
+        raise _bad(
+            "FSS.1015",
+            f"Invalid function version: {function.qualifier} is published and cannot change; "
+            "update latest and publish a new version",
+        )
+
+
 def _concurrency(config: StrategyConfig | None, current: Function | None) -> tuple[int, int]:
     concurrency = current.concurrency if current else DEFAULT_CONCURRENCY
     concurrent_num = current.concurrent_num if current else 1
@@ -190,13 +220,15 @@ class FunctionRegistry:
         self._cache_seconds = cache_seconds
         self._code_quota_bytes = code_quota_bytes
         # Misses are remembered too, so URNs a caller makes up are bounded like the rest.
-        self._cache: TtlCache[tuple[str, str, str], Function | None] = TtlCache(CACHE_ENTRIES)
+        self._cache: TtlCache[tuple[str, str, str, str], Function | None] = TtlCache(CACHE_ENTRIES)
         self._by_id: TtlCache[int, Function | None] = TtlCache(CACHE_ENTRIES)
         self.release_hooks: list[Callable[[str], Awaitable[Any]]] = []
 
-    def _forget(self, function: Function) -> None:
-        self._cache.pop((function.project_id, function.package, function.name))
-        self._by_id.pop(function.id)
+    def _forget(self, *functions: Function) -> None:
+        for function in functions:
+            key = (function.project_id, function.package, function.name, function.qualifier)
+            self._cache.pop(key)
+            self._by_id.pop(function.id)
 
     async def create(self, project_id: str, body: CreateFunctionBody) -> Function:
         if not valid_function_name(body.func_name):
@@ -264,22 +296,79 @@ class FunctionRegistry:
     async def resolve(
         self, project_id: str, urn_text: str, *, missing_code: str = "FSS.0404"
     ) -> Function:
-        """The function a path URN names (unqualified or ``:latest``), or NotFound."""
+        """The row a path URN names: the latest (unqualified or ``:latest``), a version
+        (``:v1``) or an alias (``:!name``); NotFound otherwise."""
         urn = Urn.parse(urn_text)
         if urn.project_id != project_id:
             raise NotFound(f"can not find function: {urn_text}", error_code=missing_code)
-        if urn.qualifier not in (None, LATEST):
-            raise NotFound(f"The version does not exist: {urn.qualifier}", error_code="FSS.1052")
-        key = (project_id, urn.package, urn.name)
+        qualifier = urn.qualifier or LATEST
+        function = await self._lookup(project_id, urn.package, urn.name, qualifier)
+        if function is not None:
+            return function
+        if qualifier != LATEST and await self._lookup(project_id, urn.package, urn.name, LATEST):
+            if qualifier.startswith("!"):
+                raise NotFound(f"The alias does not exist: {qualifier[1:]}", error_code="FSS.1053")
+            raise NotFound(f"The version does not exist: {qualifier}", error_code="FSS.1052")
+        raise NotFound(f"can not find function: {urn_text}", error_code=missing_code)
+
+    async def resolve_all(
+        self, project_id: str, urn_text: str, *, missing_code: str = "FSS.0404"
+    ) -> list[Function]:
+        """The rows whose records a URN covers: an unqualified URN the function's latest,
+        versions and aliases; a qualified one its own row."""
+        function = await self.resolve(project_id, urn_text, missing_code=missing_code)
+        if Urn.parse(urn_text).qualifier is not None:
+            return [function]
+        return await self.qualifiers(function)
+
+    async def _lookup(
+        self, project_id: str, package: str, name: str, qualifier: str
+    ) -> Function | None:
+        key = (project_id, package, name, qualifier)
         cached = self._cache.lookup(key)
         if cached is not None:
-            function = cached.value
-        else:
-            function = await self._store.get_function(*key)
-            self._cache.put(key, function, self._cache_seconds)
-        if function is None:
-            raise NotFound(f"can not find function: {urn_text}", error_code=missing_code)
+            return cached.value
+        function = await self._store.get_function(*key)
+        self._cache.put(key, function, self._cache_seconds)
         return function
+
+    async def qualifiers(self, function: Function) -> list[Function]:
+        """The function's rows: its latest, then versions and aliases in the order made."""
+        return await self._store.list_function_qualifiers(
+            function.project_id, function.package, function.name
+        )
+
+    async def latest(self, function: Function) -> Function:
+        """The latest row of ``function`` (any of its rows)."""
+        if function.is_latest:
+            return function
+        found = await self._lookup(function.project_id, function.package, function.name, LATEST)
+        if found is None:
+            raise NotFound(f"can not find function: {function.name}", error_code="FSS.1051")
+        return found
+
+    @staticmethod
+    def pick_version(function: Function) -> str:
+        """The version an invocation of ``function`` runs: an alias's version, or the other
+        version its ``additional_version_weights`` names for that share of invocations."""
+        for other, percent in function.weights.items():
+            if random.random() * 100 < percent:
+                return other
+        return function.version
+
+    async def version_row(self, function: Function, version: str) -> Function:
+        """The row of ``version`` of ``function``'s function (``function`` itself when it is
+        that version)."""
+        if function.alias is None and function.version == version:
+            return function
+        found = await self._lookup(function.project_id, function.package, function.name, version)
+        if found is None:
+            raise NotFound(f"The version does not exist: {version}", error_code="FSS.1052")
+        return found
+
+    async def runnable(self, function: Function) -> Function:
+        """The version row an invocation of ``function`` runs now (an alias picks one)."""
+        return await self.version_row(function, self.pick_version(function))
 
     async def get_by_id(self, function_id: int) -> Function | None:
         cached = self._by_id.lookup(function_id)
@@ -289,12 +378,13 @@ class FunctionRegistry:
         self._by_id.put(function_id, function, self._cache_seconds)
         return function
 
-    async def list(
+    async def list_functions(
         self, project_id: str, package: str | None, name: str | None, marker: int, limit: int
     ) -> tuple[list[Function], int]:
         return await self._store.list_functions(project_id, package, name, marker, limit)
 
     async def update_config(self, function: Function, body: UpdateFunctionConfigBody) -> Function:
+        _check_mutable(function)
         if body.func_name != function.name:
             raise _bad(
                 "FSS.1002", f"Invalid function name: {body.func_name!r} is not this function"
@@ -321,6 +411,7 @@ class FunctionRegistry:
         return updated
 
     async def update_code(self, function: Function, body: UpdateFunctionCodeBody) -> Function:
+        _check_mutable(function)
         code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
         await self._check_quota(function.project_id, len(code) - function.code_size)
         updated = replace(
@@ -338,9 +429,156 @@ class FunctionRegistry:
         return updated
 
     async def delete(self, function: Function) -> None:
-        await self._store.delete_function(function)
-        self._forget(function)
-        await self._released(function.code_digest)
+        """Delete a function with its versions and aliases (given its latest), or one version
+        (refused while an alias routes to it), or one alias; records go with them."""
+        if function.is_latest:
+            rows = await self.qualifiers(function)
+        elif function.alias is None:
+            users = [
+                row.alias
+                for row in await self.qualifiers(function)
+                if row.alias is not None
+                and (row.version == function.version or function.version in row.weights)
+            ]
+            if users:
+                raise Conflict(
+                    f"Version {function.version} is used by alias {users[0]}",
+                    error_code="FSS.1066",
+                )
+            rows = [function]
+        else:
+            rows = [function]
+        await self._store.delete_function(*rows)
+        self._forget(*rows)
+        for digest in {row.code_digest for row in rows}:
+            await self._released(digest)
+
+    # -- versions ---------------------------------------------------------------------------
+
+    async def publish(
+        self, function: Function, version: str | None, description: str | None
+    ) -> Function:
+        """Publish ``function``'s latest as an immutable version: a snapshot of its code,
+        config and async config."""
+        latest = await self.latest(function)
+        name = version or time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
+        if not _VERSION_NAME.fullmatch(name) or name.lower() == LATEST:
+            raise _bad("FSS.1015", f"Invalid function version: {name[:64]!r}")
+        rows = await self.qualifiers(latest)
+        versions = [row for row in rows if row.alias is None and not row.is_latest]
+        if any(row.qualifier == name for row in versions):
+            raise Conflict(f"The version already exists: {name}", error_code="FSS.1062")
+        if len(versions) + 1 >= VERSION_LIMIT:
+            raise _bad(
+                "FSS.1015",
+                f"Invalid function version: a function has at most {VERSION_LIMIT} versions, "
+                "latest included",
+            )
+        if versions and all(
+            getattr(versions[-1], field) == getattr(latest, field) for field in PUBLISHED_FIELDS
+        ):
+            raise _bad("FSS.1016", "No changes since last publication")
+        now = now_ms()
+        config = await self._store.get_async_config(latest.id)
+        snapshot = replace(
+            latest,
+            id=0,
+            qualifier=name,
+            version=name,
+            version_description=description or "",
+            created_at=now,
+            last_modified=now,
+        )
+        snapshot_config = None if config is None else replace(config, last_modified=now)
+        try:
+            return await self._store.insert_function(snapshot, None, snapshot_config)
+        except ConflictError:
+            raise Conflict(f"The version already exists: {name}", error_code="FSS.1062") from None
+
+    async def list_versions(
+        self, function: Function, marker: int, limit: int
+    ) -> tuple[list[Function], int]:
+        """A page of the function's latest and published versions, in the order made."""
+        rows = await self.qualifiers(await self.latest(function))
+        versions = [row for row in rows if row.alias is None]
+        return versions[marker : marker + limit], len(versions)
+
+    # -- aliases ----------------------------------------------------------------------------
+
+    async def aliases(self, function: Function) -> list[Function]:
+        rows = await self.qualifiers(await self.latest(function))
+        return [row for row in rows if row.alias is not None]
+
+    async def alias(self, function: Function, name: str) -> Function:
+        latest = await self.latest(function)
+        found = await self._lookup(latest.project_id, latest.package, latest.name, f"!{name}")
+        if found is None:
+            raise NotFound(f"The alias does not exist: {name[:64]}", error_code="FSS.1053")
+        return found
+
+    async def create_alias(self, function: Function, body: AliasBody) -> Function:
+        latest = await self.latest(function)
+        name = body.name or ""
+        if not _ALIAS_NAME.fullmatch(name):
+            raise _bad("FSS.1014", f"Invalid function alias: {name[:64]!r}")
+        if len(await self.aliases(latest)) >= ALIAS_LIMIT:
+            raise _bad(
+                "FSS.1014", f"Invalid function alias: a function has at most {ALIAS_LIMIT} aliases"
+            )
+        now = now_ms()
+        row = await self._alias_row(latest, body, replace(latest, created_at=now))
+        try:
+            created = await self._store.insert_function(replace(row, qualifier=f"!{name}"), None)
+        except ConflictError:
+            raise Conflict(f"The alias already exists: {name}", error_code="FSS.1063") from None
+        self._forget(created)
+        return created
+
+    async def update_alias(self, alias: Function, body: AliasBody) -> Function:
+        changed = body.model_copy(
+            update={
+                "version": body.version or alias.version,
+                "description": alias.version_description
+                if body.description is None
+                else body.description,
+                "additional_version_weights": alias.weights
+                if body.additional_version_weights is None
+                else body.additional_version_weights,
+            }
+        )
+        row = await self._alias_row(alias, changed, alias)
+        await self._store.update_function(row, None)
+        self._forget(alias)
+        return row
+
+    async def _alias_row(self, function: Function, body: AliasBody, base: Function) -> Function:
+        """An alias row routing as ``body`` says: a copy of its version's config (its
+        concurrency is the alias's), keeping ``base``'s identity."""
+        version = body.version or ""
+        target = await self.version_row(function, version) if version else None
+        if target is None or target.alias is not None:
+            raise NotFound(f"The version does not exist: {version[:64]}", error_code="FSS.1052")
+        weights = body.additional_version_weights or {}
+        if len(weights) > 1:
+            raise _bad("FSS.1014", "additional_version_weights names at most one other version")
+        for other, percent in weights.items():
+            if other == version or not 0 <= percent <= 100:
+                raise _bad(
+                    "FSS.1014",
+                    f"Invalid additional_version_weights: {other[:64]!r}: {percent}; "
+                    "another version and a percent from 0 to 100",
+                )
+            await self.version_row(function, other)
+        return replace(
+            target,
+            id=base.id,
+            qualifier=base.qualifier,
+            version=version,
+            version_description=body.description or "",
+            alias_weights=json.dumps(weights) if weights else "",
+            created_at=base.created_at,
+            last_modified=now_ms(),
+        )
 
     async def _released(self, digest: str) -> None:
         for hook in self.release_hooks:

@@ -7,10 +7,12 @@ The invocation table is the queue. Every outcome goes through one decision funct
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +22,6 @@ from openfgs.errors import BadRequest, NotFound, TooManyRequests
 from openfgs.functions import FunctionRegistry
 from openfgs.models import (
     CANCELED_MESSAGE,
-    LATEST,
     AsyncConfig,
     ClaimedInvocation,
     ErrorCode,
@@ -263,7 +264,7 @@ class InvocationService:
         return NewInvocation(
             request_id=new_request_id(),
             function_id=function.id,
-            version=LATEST,
+            version=self._registry.pick_version(function),
             payload=payload,
             start_time=now,
             available_at=now,
@@ -305,9 +306,33 @@ class InvocationService:
 
     # -- read -------------------------------------------------------------------------------
 
-    async def list_records(self, function: Function, query: InvocationQuery) -> InvocationPage:
-        """A page of ``function``'s records, counted by :class:`WindowCounter`."""
-        return await self._counter.list_records(function, query)
+    async def list_records(
+        self, functions: Sequence[Function], query: InvocationQuery
+    ) -> InvocationPage:
+        """A page of the records of ``functions`` (a function's rows: its latest, versions,
+        aliases), each row's counted by :class:`WindowCounter`.
+
+        Several rows' pages are merged: each row gives its first ``marker + limit`` records
+        and the merge keeps the page, so a deep page of a function with versions reads each
+        row's records up to it (documented in docs/api.md)."""
+        if len(functions) == 1:
+            return await self._counter.list_records(
+                functions[0], replace(query, function_id=functions[0].id)
+            )
+        window = replace(query, marker=0, limit=query.marker + query.limit)
+        pages = [
+            await self._counter.list_records(f, replace(window, function_id=f.id))
+            for f in functions
+        ]
+        merged = heapq.merge(
+            *(page.invocations for page in pages),
+            key=lambda record: (record.start_time, record.request_id),
+            reverse=True,
+        )
+        records = list(itertools.islice(merged, query.marker, query.marker + query.limit))
+        return InvocationPage(
+            records, sum(page.count for page in pages), query.marker + len(records)
+        )
 
     @property
     def learning(self) -> int:
@@ -506,20 +531,22 @@ class InvocationService:
 
     # -- cancel, recover, leases ------------------------------------------------------------
 
-    async def cancel(self, function: Function, request_id: str) -> None:
-        """Stop one request: WAIT becomes DISCARD, RUNNING has its instance stopped (FAIL)."""
+    async def cancel(self, functions: Sequence[Function], request_id: str) -> None:
+        """Stop one request of one of ``functions`` (a function's rows): WAIT becomes
+        DISCARD, RUNNING has its instance stopped (FAIL)."""
         found = await self._store.get_invocation(request_id)
-        if found is None or found.record.function_id != function.id:
+        if found is None or found.record.function_id not in {f.id for f in functions}:
             raise BadRequest("Invalid RequestId", error_code="FSS.0400")
+        function_id = found.record.function_id
         now = now_ms()
         claimed = await self._store.claim_waiting(
-            request_id, function.id, CANCEL_WORKER, now, now + 60_000
+            request_id, function_id, CANCEL_WORKER, now, now + 60_000
         )
         if claimed is not None:  # out of the queue: it ends DISCARD, destination included
             canceled = Decision(Status.DISCARD, ErrorCode.CANCELED, CANCELED_MESSAGE)
             await asyncio.shield(self._settle(claimed, canceled, now))
             return
-        if await self._store.request_cancel(request_id, function.id):
+        if await self._store.request_cancel(request_id, function_id):
             for hook in self.cancel_hooks:
                 await hook(request_id)
             return

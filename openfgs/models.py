@@ -215,9 +215,36 @@ class Function:
     concurrent_num: int = 1
     created_at: int = 0
     last_modified: int = 0
+    # Which of the function's rows this is: its latest, a published version (immutable), or
+    # an alias ("!" + name) that routes to ``version`` and, by ``weights``, to another.
+    qualifier: str = LATEST
+    version: str = LATEST
+    version_description: str = ""
+    alias_weights: str = ""  # JSON {version: percent}, aliases only
 
     def urn(self, region: str) -> Urn:
         return Urn(region, self.project_id, self.package, self.name)
+
+    def qualified_urn(self, region: str) -> str:
+        """This row's URN: ``…:latest``, ``…:v1`` or ``…:!alias``."""
+        return self.urn(region).qualified(self.qualifier)
+
+    @property
+    def is_latest(self) -> bool:
+        return self.qualifier == LATEST
+
+    @property
+    def alias(self) -> str | None:
+        """The alias name of an alias row, None for the latest and versions."""
+        return self.qualifier[1:] if self.qualifier.startswith("!") else None
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """An alias's ``additional_version_weights``: percent of invocations per version."""
+        if not self.alias_weights:
+            return {}
+        found: dict[str, int] = json.loads(self.alias_weights)
+        return found
 
     @classmethod
     def from_row(cls, row: Row) -> Function:

@@ -358,3 +358,44 @@ class StatsOut(_Output):
     SUCCESS: int
     FAIL: int
     DISCARD: int
+
+
+# -- versions and aliases ------------------------------------------------------------------
+
+
+class CreateVersionBody(_Input):
+    digest: str | None = Field(default=None, max_length=256)
+    version: str | None = Field(default=None, max_length=64)
+    description: str | None = Field(default=None, max_length=1024)
+
+
+class FunctionVersionOut(FunctionOut):
+    """A published version: the function model, its description and its async config."""
+
+    version_description: str
+    function_async_config: AsyncConfigOut | None = None
+
+
+class FunctionVersionListOut(_Output):
+    versions: list[FunctionOut]
+    next_marker: int
+    count: int
+
+
+class AliasBody(_Input):
+    """CreateVersionAlias (``name`` required there) and UpdateVersionAlias."""
+
+    name: str | None = Field(default=None, max_length=64)
+    version: str | None = Field(default=None, max_length=64)
+    description: str | None = Field(default=None, max_length=1024)
+    additional_version_weights: dict[str, int] | None = None
+    additional_version_strategy: dict[str, object] | None = None
+
+
+class AliasOut(_Output):
+    name: str
+    version: str
+    description: str
+    last_modified: str
+    alias_urn: str
+    additional_version_weights: dict[str, int]

@@ -7,26 +7,25 @@ import contextlib
 import fcntl
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import IO, Literal
 
 from openfgs.auth.limits import AuthLimits
 from openfgs.auth.service import Authenticator
 from openfgs.errors import ConfigError, OpenFgsError
+from openfgs.execution import Executor
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService, LifecycleSettings
-from openfgs.models import Credential, Function, new_request_id
+from openfgs.models import Credential
 from openfgs.runtime.isolation import FUNCTION_IDS
 from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.sandbox import SandboxPolicy
-from openfgs.runtime.types import RunResult
 from openfgs.settings import Settings
 from openfgs.store import Store, create_store
 from openfgs.worker import Worker
 
 log = logging.getLogger("openfgs")
 FAR_FUTURE = 2**62
-SYNC_RESULT_LIMIT = 6 * 1024 * 1024
 
 
 class DataDirLocked(OpenFgsError):
@@ -88,6 +87,7 @@ class Services:
     invocations: InvocationService
     auth: Authenticator
     pool: InstancePool
+    executor: Executor
     worker: Worker | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
@@ -136,7 +136,8 @@ class Services:
                 grace_seconds=settings.shutdown_grace_seconds,
             )
         invocations.cancel_hooks.append(pool.cancel)
-        services = cls(settings, store, registry, invocations, auth, pool, worker)
+        executor = Executor(registry, pool)
+        services = cls(settings, store, registry, invocations, auth, pool, executor, worker)
         registry.release_hooks.append(services.release_code)
         return services
 
@@ -217,21 +218,3 @@ class Services:
         if removed:
             log.info("removed %d unused code packages", len(removed))
         return removed
-
-    async def invoke_sync(
-        self, function: Function, event: bytes, memory_size: int | None = None
-    ) -> tuple[str, RunResult]:
-        """Run ``function`` now, outside the queue, and return its request id and outcome."""
-        request_id = new_request_id()
-        digest = function.code_digest
-        spec = self.registry.spec(function)
-        if memory_size is not None:
-            spec = replace(spec, memory_size=memory_size)
-        outcome = await self.pool.invoke(
-            spec,
-            event,
-            request_id,
-            lambda: self.registry.code(digest),
-            max_result_bytes=SYNC_RESULT_LIMIT,
-        )
-        return request_id, outcome

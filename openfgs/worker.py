@@ -15,6 +15,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from openfgs.execution import Executor
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService
 from openfgs.models import ClaimedInvocation, ErrorCode, now_ms
@@ -22,7 +23,6 @@ from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.types import RunResult
 
 log = logging.getLogger("openfgs.worker")
-ASYNC_RESULT_LIMIT = 256 * 1024
 PURGE_INTERVAL_SECONDS = 60.0
 # While invocations run, a claim waits until half the slots are free or this long after the
 # first one freed: claims (and the outcomes written meanwhile) then go in batches.
@@ -51,6 +51,7 @@ class Worker:
         self._service = service
         self._registry = registry
         self._pool = pool
+        self._executor = Executor(registry, pool)
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._lease_seconds = lease_seconds
@@ -171,15 +172,9 @@ class Worker:
                 error_code=ErrorCode.FUNCTION_ERROR,
                 error_message="the function was deleted before the invocation could run",
             )
-        digest = function.code_digest
-        outcome: RunResult = await self._pool.invoke(
-            self._registry.spec(function, claimed.version),
-            claimed.payload,
-            claimed.request_id,
-            lambda: self._registry.code(digest),
-            max_result_bytes=ASYNC_RESULT_LIMIT,
+        return await self._executor.run(
+            function, claimed.version, claimed.payload, claimed.request_id
         )
-        return outcome
 
     async def _upkeep(self, stop: asyncio.Event) -> None:
         """Leases, cancel requests, dead workers' rows and retention, on a short beat.

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep
+from openfgs.api.deps import FunctionDep, FunctionsDep, ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.api.params import parse_int
 from openfgs.errors import NotFound
@@ -28,7 +28,7 @@ router = APIRouter(
 
 def describe_config(config: AsyncConfig, function: Function, region: str) -> dict[str, Any]:
     return {
-        "func_urn": function.urn(region).qualified(),
+        "func_urn": function.qualified_urn(region),
         "max_async_event_age_in_seconds": config.max_async_event_age_in_seconds,
         "max_async_retry_attempts": config.max_async_retry_attempts,
         "destination_config": config.destination_config,
@@ -99,15 +99,21 @@ async def delete_async_config(function: FunctionDep, services: ServicesDep) -> R
     summary="ListFunctionAsyncInvokeConfig",
 )
 async def list_async_configs(
-    function: FunctionDep,
+    functions: FunctionsDep,
     services: ServicesDep,
     marker: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
+    """The configs of the URN's rows: an unqualified URN lists the function's latest,
+    versions and aliases that have one."""
     offset = parse_int(marker, "marker", default=0)
     size = min(parse_int(limit, "limit", default=0) or 10, 100)
-    config = await services.invocations.config(function)
-    configs = [describe_config(config, function, services.settings.region)] if config else []
+    region = services.settings.region
+    configs = []
+    for function in functions:
+        config = await services.invocations.config(function)
+        if config is not None:
+            configs.append(describe_config(config, function, region))
     page = configs[offset : offset + size]
     return {
         "async_invoke_configs": page,
@@ -132,7 +138,7 @@ async def list_async_configs(
     summary="CancelAsyncInvocation",
 )
 async def cancel_async_invocation(
-    body: CancelBody, function: FunctionDep, services: ServicesDep
+    body: CancelBody, functions: FunctionsDep, services: ServicesDep
 ) -> Response:
-    await services.invocations.cancel(function, body.request_id)
+    await services.invocations.cancel(functions, body.request_id)
     return Response(b"null", 200, media_type="application/json")

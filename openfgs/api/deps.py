@@ -69,3 +69,13 @@ async def path_function(
 
 
 FunctionDep = Annotated[Function, Depends(path_function)]
+
+
+async def path_functions(
+    services: ServicesDep, project_id: ProjectDep, function_urn: str
+) -> list[Function]:
+    """The rows whose records the path's URN covers (unqualified: latest, versions, aliases)."""
+    return await services.registry.resolve_all(project_id, function_urn)
+
+
+FunctionsDep = Annotated[list[Function], Depends(path_functions)]

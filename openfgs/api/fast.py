@@ -90,10 +90,10 @@ class FastRoutes:
 
     async def _list(self, scope: Scope, match: re.Match[str], *, active: bool) -> bytes:
         project_id = authenticated(scope, match["project_id"])
-        function = await self.services.registry.resolve(project_id, match["function_urn"])
+        functions = await self.services.registry.resolve_all(project_id, match["function_urn"])
         query = scope.get("query_string", b"").decode("latin-1")
         params = dict(parse_qsl(query, keep_blank_values=True))
-        return await list_records(self.services, function, params, active=active)
+        return await list_records(self.services, functions, params, active=active)
 
     async def _answer(self, send: Send, status: int, answer: Awaitable[bytes]) -> None:
         try:

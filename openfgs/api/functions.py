@@ -30,7 +30,7 @@ def describe(function: Function, region: str, *, qualified: bool = True) -> dict
     urn = function.urn(region)
     return {
         "func_id": function.func_id,
-        "func_urn": urn.qualified() if qualified else urn.unqualified,
+        "func_urn": urn.qualified(function.qualifier) if qualified else urn.unqualified,
         "func_name": function.name,
         "domain_id": function.project_id,
         "namespace": function.project_id,
@@ -48,8 +48,8 @@ def describe(function: Function, region: str, *, qualified: bool = True) -> dict
         "user_data": function.user_data,
         "encrypted_user_data": "",
         "digest": function.code_digest,
-        "version": LATEST,
-        "image_name": f"latest-{function.last_modified}",
+        "version": function.version,
+        "image_name": f"{function.version}-{function.last_modified}",
         "xrole": "",
         "app_xrole": "",
         "description": function.description,
@@ -108,7 +108,7 @@ async def list_functions(
     offset = parse_int(marker, "marker", default=0)
     # FunctionGraph reads 0, an absent value and anything over 400 as 400.
     limit = min(parse_int(maxitems, "maxitems", default=0) or MAX_ITEMS, MAX_ITEMS)
-    functions, count = await services.registry.list(
+    functions, count = await services.registry.list_functions(
         project_id, package_name or None, func_name or None, offset, limit
     )
     region = services.settings.region

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 from starlette.types import Scope
 
-from openfgs.api.deps import FunctionDep, ProjectDep, ServicesDep, authenticated
+from openfgs.api.deps import FunctionsDep, ProjectDep, ServicesDep, authenticated
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.api.params import parse_active_query, parse_int, parse_list_query
 from openfgs.errors import BadRequest, TooManyRequests
@@ -151,10 +151,13 @@ async def invoke(
     if version not in ("v0", "v1"):
         raise BadRequest(f"Invalid X-CFF-Request-Version: {version[:16]!r}; use v0 or v1")
     memory = instance_memory(x_cff_instance_memory, function.memory_size)
-    request_id, outcome = await services.invoke_sync(function, event, memory)
-    return sync_response(
+    request_id, ran, outcome = await services.executor.invoke_sync(function, event, memory)
+    response = sync_response(
         request_id, outcome, memory or function.memory_size, x_cff_log_type == "tail", version
     )
+    # Which version ran: an alias with additional_version_weights picks one per invocation.
+    response.headers["X-Cff-Function-Version"] = ran
+    return response
 
 
 def instance_memory(raw: str | None, configured: int) -> int | None:
@@ -240,21 +243,21 @@ def render_page(page: InvocationPage) -> bytes:
 
 async def list_records(
     services: Services,
-    function: Function,
+    functions: list[Function],
     params: Mapping[str, str],
     *,
     active: bool,
 ) -> bytes:
-    """ListAsyncInvocations (or its active-only twin) for an authorized caller."""
+    """ListAsyncInvocations (or its active-only twin) for an authorized caller, over the
+    rows the URN covers (an unqualified URN: the function's latest, versions and aliases)."""
     if not active:
-        return render_page(
-            await services.invocations.list_records(function, parse_list_query(function, params))
-        )
-    query = parse_active_query(function, params)
-    if query is None:
+        query = parse_list_query(functions[0], params)
+        return render_page(await services.invocations.list_records(functions, query))
+    found = parse_active_query(functions[0], params)
+    if found is None:
         marker = parse_int(params.get("marker"), "marker", default=0)
         return render_page(InvocationPage(next_marker=marker))
-    return render_page(await services.invocations.list_records(function, query))
+    return render_page(await services.invocations.list_records(functions, found))
 
 
 # Both list routes are served by openfgs.api.fast ahead of FastAPI; declared here for the
@@ -264,7 +267,7 @@ async def list_records(
 )
 async def list_async_invocations(
     request: Request,
-    function: FunctionDep,
+    functions: FunctionsDep,
     services: ServicesDep,
     request_id: Annotated[str | None, Query()] = None,
     marker: Annotated[str | None, Query()] = None,
@@ -273,7 +276,7 @@ async def list_async_invocations(
     query_begin_time: Annotated[str | None, Query()] = None,
     query_end_time: Annotated[str | None, Query()] = None,
 ) -> Response:
-    answer = await list_records(services, function, request.query_params, active=False)
+    answer = await list_records(services, functions, request.query_params, active=False)
     return Response(answer, media_type=JSON)
 
 
@@ -284,7 +287,7 @@ async def list_async_invocations(
 )
 async def list_active_async_invocations(
     request: Request,
-    function: FunctionDep,
+    functions: FunctionsDep,
     services: ServicesDep,
     requests: Annotated[str | None, Query()] = None,
     marker: Annotated[str | None, Query()] = None,
@@ -293,5 +296,5 @@ async def list_active_async_invocations(
     query_begin_time: Annotated[str | None, Query()] = None,
     query_end_time: Annotated[str | None, Query()] = None,
 ) -> Response:
-    answer = await list_records(services, function, request.query_params, active=True)
+    answer = await list_records(services, functions, request.query_params, active=True)
     return Response(answer, media_type=JSON)

@@ -54,6 +54,37 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     invoke.add_argument("--log", action="store_true", help="print the log tail to stderr")
     invoke.set_defaults(func=cmd_fn_invoke)
 
+    publish = fn.add_parser(
+        "publish", parents=both, help="publish the function's latest code and config as a version"
+    )
+    publish.add_argument("name")
+    publish.add_argument("--version", help="its name (default: vYYYYMMDD-HHMMSS)")
+    publish.add_argument("--description", default="")
+    publish.set_defaults(func=cmd_fn_publish)
+    alias = fn.add_parser("alias", help="aliases of a function's versions").add_subparsers(
+        dest="alias_action", required=True
+    )
+    alias_set = alias.add_parser(
+        "set", parents=both, help="point an alias at a version (made when it does not exist)"
+    )
+    alias_set.add_argument("name")
+    alias_set.add_argument("alias")
+    alias_set.add_argument("version")
+    alias_set.add_argument(
+        "--weight",
+        metavar="VERSION=PERCENT",
+        help="send this percent of invocations to another version",
+    )
+    alias_set.add_argument("--description")
+    alias_set.set_defaults(func=cmd_fn_alias_set)
+    alias_list = alias.add_parser("list", parents=both, help="a function's aliases")
+    alias_list.add_argument("name")
+    alias_list.set_defaults(func=cmd_fn_alias_list)
+    alias_delete = alias.add_parser("delete", parents=both, help="delete an alias")
+    alias_delete.add_argument("name")
+    alias_delete.add_argument("alias")
+    alias_delete.set_defaults(func=cmd_fn_alias_delete)
+
     inv = sub.add_parser("invocations", help="async invocation records").add_subparsers(
         dest="action", required=True
     )
@@ -97,7 +128,71 @@ def _client(args: argparse.Namespace) -> tuple[FunctionGraphClient, Settings]:
 
 
 def _urn(client: FunctionGraphClient, settings: Settings, name: str, package: str) -> str:
-    return client.urn(name, settings.region, package)
+    """The URN of ``NAME`` (latest) or ``NAME:QUALIFIER``: a version, an alias (``!`` may be
+    left out when the function has an alias of that name), or ``latest``."""
+    name, _, qualifier = name.partition(":")
+    if not qualifier or qualifier == "latest" or qualifier.startswith("!"):
+        return client.urn(name, settings.region, package, qualifier or "latest")
+    base = client.urn(name, settings.region, package, None)
+    aliases = client.json("GET", f"/functions/{base}/aliases")
+    if any(alias.get("name") == qualifier for alias in aliases or []):
+        qualifier = f"!{qualifier}"
+    return client.urn(name, settings.region, package, qualifier)
+
+
+def _weights(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    version, _, percent = text.partition("=")
+    if not version or not percent.isdigit():
+        raise UsageError(f"--weight {text!r}: expected VERSION=PERCENT, such as v2=10")
+    return {version: int(percent)}
+
+
+def cmd_fn_publish(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    base = client.urn(args.name, settings.region, args.package, None)
+    body = {"version": args.version, "description": args.description}
+    created = client.json("POST", f"/functions/{base}/versions", body=body)
+    print(created["version"])
+    return 0
+
+
+def cmd_fn_alias_set(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    base = client.urn(args.name, settings.region, args.package, None)
+    body: dict[str, Any] = {
+        "version": args.version,
+        "additional_version_weights": _weights(args.weight),
+    }
+    if args.description is not None:
+        body["description"] = args.description
+    names = {alias["name"] for alias in client.json("GET", f"/functions/{base}/aliases") or []}
+    if args.alias in names:
+        alias = client.json("PUT", f"/functions/{base}/aliases/{args.alias}", body=body)
+    else:
+        alias = client.json("POST", f"/functions/{base}/aliases", body={"name": args.alias, **body})
+    print(alias["alias_urn"])
+    return 0
+
+
+def cmd_fn_alias_list(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    base = client.urn(args.name, settings.region, args.package, None)
+    aliases = client.json("GET", f"/functions/{base}/aliases") or []
+    rows = [
+        (a["name"], a["version"], json.dumps(a["additional_version_weights"]), a["description"])
+        for a in aliases
+    ]
+    print(_table(rows, ("ALIAS", "VERSION", "WEIGHTS", "DESCRIPTION")))
+    return 0
+
+
+def cmd_fn_alias_delete(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    base = client.urn(args.name, settings.region, args.package, None)
+    client.json("DELETE", f"/functions/{base}/aliases/{args.alias}")
+    return 0
 
 
 def zip_directory(folder: Path) -> bytes:

@@ -18,6 +18,7 @@ from collections.abc import Generator
 from typing import Any, NamedTuple, TypeVar, overload
 
 from openfgs.models import (
+    LATEST,
     AsyncConfig,
     ClaimedInvocation,
     Credential,
@@ -92,6 +93,18 @@ def invocation_params(invocation: NewInvocation) -> Params:
 
 def function_params(function: Function) -> Params:
     return {k: getattr(function, k) for k in Function.__dataclass_fields__}
+
+
+def config_params(config: AsyncConfig, function_id: int | None = None) -> Params:
+    """Parameters of ``upsert_async_config``, for ``config``'s function or ``function_id``."""
+    return {
+        "function_id": config.function_id if function_id is None else function_id,
+        "max_async_event_age_in_seconds": config.max_async_event_age_in_seconds,
+        "max_async_retry_attempts": config.max_async_retry_attempts,
+        "destination_config": json.dumps(config.destination_config),
+        "enable_async_status_log": config.enable_async_status_log,
+        "now": config.last_modified,
+    }
 
 
 def outcome_params(request_id: str, attempt: int, outcome: Outcome, end_time: int) -> Params:
@@ -197,22 +210,38 @@ class SqlStore(abc.ABC):
 
     # -- functions and code ---------------------------------------------------------------
 
-    async def insert_function(self, function: Function, code: bytes) -> Function:
+    async def insert_function(
+        self, function: Function, code: bytes | None, config: AsyncConfig | None = None
+    ) -> Function:
+        """Insert a function row with its code package (None: a package already stored, as
+        a version's or alias's is) and, for a published version, its async config."""
         params = function_params(function)
         del params["id"]
 
         def script() -> Script[int]:
-            code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
-            yield execute("insert_code", code_params)
+            if code is not None:
+                code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
+                yield execute("insert_code", code_params)
             row = yield fetch_one("insert_function", params)
+            if config is not None:
+                yield execute("upsert_async_config", config_params(config, int(row["id"])))
             return int(row["id"])
 
         return Function(**{**function_params(function), "id": await self._write(script())})
 
-    async def get_function(self, project_id: str, package: str, name: str) -> Function | None:
+    async def get_function(
+        self, project_id: str, package: str, name: str, qualifier: str = LATEST
+    ) -> Function | None:
         params = {"project_id": project_id, "package": package, "name": name}
-        row = await self._read(fetch_one("get_function", params))
+        row = await self._read(fetch_one("get_function", {**params, "qualifier": qualifier}))
         return None if row is None else Function.from_row(row)
+
+    async def list_function_qualifiers(
+        self, project_id: str, package: str, name: str
+    ) -> list[Function]:
+        params = {"project_id": project_id, "package": package, "name": name}
+        rows = await self._read(fetch_all("list_function_qualifiers", params))
+        return [Function.from_row(row) for row in rows]
 
     async def get_function_by_id(self, function_id: int) -> Function | None:
         row = await self._read(fetch_one("get_function_by_id", {"id": function_id}))
@@ -233,7 +262,7 @@ class SqlStore(abc.ABC):
 
     async def update_function(self, function: Function, code: bytes | None) -> None:
         params = function_params(function)
-        for key in ("project_id", "package", "name", "func_id", "created_at"):
+        for key in ("project_id", "package", "name", "qualifier", "func_id", "created_at"):
             del params[key]
 
         def script() -> Script[None]:
@@ -247,14 +276,19 @@ class SqlStore(abc.ABC):
 
         await self._write(script())
 
-    async def delete_function(self, function: Function) -> None:
+    async def delete_function(self, *functions: Function) -> None:
+        """Delete function rows (a function's latest with its versions and aliases, or one
+        version or alias) and their records, in one transaction."""
+
         def script() -> Script[None]:
-            params = {"function_id": function.id}
-            yield execute("delete_function_attempts", params)
-            yield execute("delete_function_keys", params)
-            yield execute("delete_function_invocations", params)
-            yield execute("delete_function", {"id": function.id})
-            yield execute("delete_unused_code", {"digest": function.code_digest})
+            for function in functions:
+                params = {"function_id": function.id}
+                yield execute("delete_function_attempts", params)
+                yield execute("delete_function_keys", params)
+                yield execute("delete_function_invocations", params)
+                yield execute("delete_function", {"id": function.id})
+            for digest in {function.code_digest for function in functions}:
+                yield execute("delete_unused_code", {"digest": digest})
 
         await self._write(script())
 
@@ -389,15 +423,7 @@ class SqlStore(abc.ABC):
         return bool(await self._write(execute("request_cancel", params)))
 
     async def upsert_async_config(self, config: AsyncConfig) -> None:
-        params = {
-            "function_id": config.function_id,
-            "max_async_event_age_in_seconds": config.max_async_event_age_in_seconds,
-            "max_async_retry_attempts": config.max_async_retry_attempts,
-            "destination_config": json.dumps(config.destination_config),
-            "enable_async_status_log": config.enable_async_status_log,
-            "now": config.last_modified,
-        }
-        await self._write(execute("upsert_async_config", params))
+        await self._write(execute("upsert_async_config", config_params(config)))
 
     async def get_async_config(self, function_id: int) -> AsyncConfig | None:
         row = await self._read(fetch_one("get_async_config", {"function_id": function_id}))

@@ -56,15 +56,24 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     for number, name, sql in migration_files("sqlite"):
         if number in done:
             continue
+        # A migration may rebuild a table others refer to (SQLite's way to change a
+        # constraint): foreign keys are off while it runs (the pragma is ignored inside a
+        # transaction) and checked before it commits.
+        conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(sql):
                 conn.execute(statement)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise sqlite3.IntegrityError(f"migration {name} breaks foreign keys: {broken}")
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, now_ms()))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
         applied.append(name)
     return applied
 

@@ -296,3 +296,26 @@ def test_a_credential_serve_cannot_ensure_ends_it_with_status_2(
     )
     assert "Traceback" not in refused.stderr()
     assert not refused.healthy()
+
+
+def test_publish_alias_and_invoke_a_qualified_name(cli: Cli, tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "fn", 1)
+    cli.ok("fn", "deploy", str(folder), "--name", "cli-ver")
+    assert cli.ok("fn", "publish", "cli-ver", "--version", "v1").strip() == "v1"
+    cli.ok("fn", "deploy", str(write_function(folder, 2)), "--name", "cli-ver")
+    assert re.fullmatch(r"v\d{8}-\d{6}", cli.ok("fn", "publish", "cli-ver").strip())
+    alias_urn = cli.ok("fn", "alias", "set", "cli-ver", "prod", "v1").strip()
+    assert alias_urn.endswith(":cli-ver:!prod"), alias_urn
+    assert invoke_result(cli, "cli-ver:prod", "{}")["version"] == 1
+    assert invoke_result(cli, "cli-ver:!prod", "{}")["version"] == 1
+    assert invoke_result(cli, "cli-ver:v1", "{}")["version"] == 1
+    assert invoke_result(cli, "cli-ver", "{}")["version"] == 2
+
+    cli.ok("fn", "alias", "set", "cli-ver", "prod", "v1", "--weight", "latest=100")
+    assert invoke_result(cli, "cli-ver:prod", "{}")["version"] == 2
+    rows = cli.ok("fn", "alias", "list", "cli-ver").splitlines()
+    assert rows[1].split()[:3] == ["prod", "v1", '{"latest":']
+    code, _, err = cli("fn", "alias", "set", "cli-ver", "prod", "v1", "--weight", "half")
+    assert code != 0 and "VERSION=PERCENT" in err
+    cli.ok("fn", "alias", "delete", "cli-ver", "prod")
+    assert cli.ok("fn", "alias", "list", "cli-ver").splitlines()[1:] == []

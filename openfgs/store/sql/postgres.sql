@@ -7,7 +7,7 @@ SELECT code_digest FROM functions WHERE id = :id FOR UPDATE;
 
 -- name: list_functions
 SELECT * FROM functions
-WHERE project_id = :project_id
+WHERE project_id = :project_id AND qualifier = 'latest'
   AND (CAST(:package AS TEXT) IS NULL OR package = :package)
   AND (CAST(:name_like AS TEXT) IS NULL OR strpos(name, :name_like) > 0)
 ORDER BY created_at, id
@@ -15,7 +15,7 @@ LIMIT :limit OFFSET :offset;
 
 -- name: count_functions
 SELECT count(*) AS count FROM functions
-WHERE project_id = :project_id
+WHERE project_id = :project_id AND qualifier = 'latest'
   AND (CAST(:package AS TEXT) IS NULL OR package = :package)
   AND (CAST(:name_like AS TEXT) IS NULL OR strpos(name, :name_like) > 0);
 

@@ -34,7 +34,11 @@ ON CONFLICT (digest) DO NOTHING;
 SELECT data FROM code_packages WHERE digest = :digest;
 
 -- name: total_code_size
-SELECT coalesce(sum(code_size), 0) AS total FROM functions WHERE project_id = :project_id;
+-- A package counts once however many of a function's versions and aliases share it.
+SELECT coalesce(sum(code_size), 0) AS total FROM (
+    SELECT DISTINCT package, name, code_digest, code_size FROM functions
+    WHERE project_id = :project_id
+) AS packages;
 
 -- name: referenced_code_digests
 SELECT DISTINCT code_digest FROM functions;
@@ -44,18 +48,25 @@ DELETE FROM code_packages
 WHERE digest = :digest AND NOT EXISTS (SELECT 1 FROM functions WHERE code_digest = :digest);
 
 -- name: insert_function
-INSERT INTO functions (project_id, package, name, func_id, runtime, handler, memory_size,
-    timeout, code_type, code_digest, code_size, code_filename, user_data, description,
-    initializer_handler, initializer_timeout, concurrency, concurrent_num, created_at,
-    last_modified)
-VALUES (:project_id, :package, :name, :func_id, :runtime, :handler, :memory_size, :timeout,
-    :code_type, :code_digest, :code_size, :code_filename, :user_data, :description,
-    :initializer_handler, :initializer_timeout, :concurrency, :concurrent_num, :created_at,
-    :last_modified)
+INSERT INTO functions (project_id, package, name, qualifier, version, version_description,
+    alias_weights, func_id, runtime, handler, memory_size, timeout, code_type, code_digest,
+    code_size, code_filename, user_data, description, initializer_handler,
+    initializer_timeout, concurrency, concurrent_num, created_at, last_modified)
+VALUES (:project_id, :package, :name, :qualifier, :version, :version_description,
+    :alias_weights, :func_id, :runtime, :handler, :memory_size, :timeout, :code_type,
+    :code_digest, :code_size, :code_filename, :user_data, :description, :initializer_handler,
+    :initializer_timeout, :concurrency, :concurrent_num, :created_at, :last_modified)
 RETURNING id;
 
 -- name: get_function
-SELECT * FROM functions WHERE project_id = :project_id AND package = :package AND name = :name;
+SELECT * FROM functions
+WHERE project_id = :project_id AND package = :package AND name = :name
+  AND qualifier = :qualifier;
+
+-- name: list_function_qualifiers
+-- A function's latest, versions and aliases, in the order they were made.
+SELECT * FROM functions WHERE project_id = :project_id AND package = :package AND name = :name
+ORDER BY id;
 
 -- name: get_function_by_id
 SELECT * FROM functions WHERE id = :id;
@@ -66,7 +77,9 @@ UPDATE functions SET runtime = :runtime, handler = :handler, memory_size = :memo
     code_size = :code_size, code_filename = :code_filename, user_data = :user_data,
     description = :description, initializer_handler = :initializer_handler,
     initializer_timeout = :initializer_timeout, concurrency = :concurrency,
-    concurrent_num = :concurrent_num, last_modified = :last_modified
+    concurrent_num = :concurrent_num, version = :version,
+    version_description = :version_description, alias_weights = :alias_weights,
+    last_modified = :last_modified
 WHERE id = :id;
 
 -- name: delete_function

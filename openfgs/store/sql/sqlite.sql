@@ -8,7 +8,7 @@ SELECT code_digest FROM functions WHERE id = :id;
 
 -- name: list_functions
 SELECT * FROM functions
-WHERE project_id = :project_id
+WHERE project_id = :project_id AND qualifier = 'latest'
   AND (:package IS NULL OR package = :package)
   AND (:name_like IS NULL OR instr(name, :name_like) > 0)
 ORDER BY created_at, id
@@ -16,7 +16,7 @@ LIMIT :limit OFFSET :offset;
 
 -- name: count_functions
 SELECT count(*) AS count FROM functions
-WHERE project_id = :project_id
+WHERE project_id = :project_id AND qualifier = 'latest'
   AND (:package IS NULL OR package = :package)
   AND (:name_like IS NULL OR instr(name, :name_like) > 0);
 
