@@ -86,9 +86,7 @@ def new_alias(
 
 
 def invoke(sdk: Any, function_urn: str) -> Any:
-    request = InvokeFunctionRequest(
-        function_urn=function_urn, x_cff_request_version="v1", body={}
-    )
+    request = InvokeFunctionRequest(function_urn=function_urn, x_cff_request_version="v1", body={})
     return json.loads(sdk.invoke_function(request).result)
 
 
