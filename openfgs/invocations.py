@@ -589,7 +589,9 @@ class InvocationService:
         now = now_ms()
         cutoff = now - self._settings.retention_seconds * 1000
         total = 0
-        while deleted := await self._store.purge(cutoff, now - IDEMPOTENCY_WINDOW_MS, batch):
+        while deleted := await self._store.delete_expired(
+            cutoff, now - IDEMPOTENCY_WINDOW_MS, batch
+        ):
             total += deleted
             await asyncio.sleep(0)  # let accepts in between batches
         return total

@@ -451,8 +451,10 @@ class SqlStore(abc.ABC):
         row = await self._read(fetch_one("count_waiting", {"function_id": function_id}))
         return int(row["count"])
 
-    async def purge(self, cutoff: int, key_cutoff: int, limit: int) -> int:
-        """Delete up to ``limit`` records that ended before ``cutoff``, with their history."""
+    async def delete_expired(self, cutoff: int, key_cutoff: int, limit: int) -> int:
+        """Delete what has outlived its time: up to ``limit`` records that ended before
+        ``cutoff`` with their history, idempotency keys made before ``key_cutoff``, and
+        expired tokens; the number of records deleted."""
         params = {"cutoff": cutoff, "limit": limit}
 
         def script() -> Script[int]:

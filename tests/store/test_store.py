@@ -1018,9 +1018,9 @@ async def test_purge_deletes_old_terminal_records_only(store: Store) -> None:
         recent.request_id, 1, Outcome(Status.FAIL, 4200, ""), BASE + HOUR
     )
 
-    assert await store.purge(BASE + 100, 0, 2) == 2
-    assert await store.purge(BASE + 100, 0, 2) == 1
-    assert await store.purge(BASE + 100, 0, 2) == 0
+    assert await store.delete_expired(BASE + 100, 0, 2) == 2
+    assert await store.delete_expired(BASE + 100, 0, 2) == 1
+    assert await store.delete_expired(BASE + 100, 0, 2) == 0
     left = await records(store, function.id)
     assert set(left) == {recent.request_id, running.request_id, waiting.request_id}
     assert await store.get_invocation(old[0].request_id) is None
@@ -1030,7 +1030,7 @@ async def test_purge_forgets_old_idempotency_keys(store: Store) -> None:
     function = await add_function(store, "hello")
     first = new_invocation(function.id, BASE)
     assert await store.insert_invocation_once(first, "key", 0) == first.request_id
-    await store.purge(0, BASE + 1, 100)  # no record is old enough; the key is
+    await store.delete_expired(0, BASE + 1, 100)  # no record is old enough; the key is
     again = new_invocation(function.id, BASE + 5)
     assert await store.insert_invocation_once(again, "key", 0) == again.request_id
 
