@@ -26,14 +26,15 @@ from bench.procs import (
 from bench.query import query
 from bench.report import Report, Results, render, repetition_counts
 from bench.service import BACKENDS
-from bench.workloads import Sample, Scale, accept, dispatch, end_to_end, memory
+from bench.workloads import Sample, Scale, accept, dispatch, end_to_end, memory, timer
 
-WORKLOADS = ("accept", "e2e", "dispatch", "query", "memory", "runtime")
+WORKLOADS = ("accept", "e2e", "dispatch", "timer", "query", "memory", "runtime")
 PEER_WORKLOADS = {"accept": "enqueue", "e2e": "e2e", "dispatch": "dispatch"}
 RUNNERS: dict[str, Callable[[Resources, str, Scale], Sample]] = {
     "accept": accept,
     "e2e": end_to_end,
     "dispatch": dispatch,
+    "timer": timer,
     "memory": memory,
 }
 BUSY_NOTE_PERCENT = 15.0

@@ -61,6 +61,7 @@ class Service:
     process: Process
     credential: Credential
     database_url: str
+    data_dir: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -155,7 +156,7 @@ def start_service(
     if not worker:
         argv.append("--no-worker")
     process = res.start(f"serve-{tag}-{backend}", argv, env=service_env(credential, env))
-    service = Service(backend, port, process, credential, database_url)
+    service = Service(backend, port, process, credential, database_url, data_dir)
     wait_until(lambda: _healthy(service), STARTUP_SECONDS, f"openfgs serve ({backend})")
     return service
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from bench.loadgen import Client, closed_loop, fixed_count, run
 from bench.procs import Resources
 from bench.service import Service, descendants, pss_kb, rss_kb, start_service
 from bench.stats import open_probe, percentile
+from openfgs.client import FunctionGraphClient
 
 Sample = dict[str, float]
 EVENT = b'{"order_id": 12345, "item": "book", "quantity": 1}'
@@ -33,6 +35,7 @@ class Scale:
     e2e_count: int = 20_000
     dispatch_count: int = 500
     dispatch_gap: float = 0.01
+    timer_fires: int = 120
     memory_instances: int = 50
     memory_sleep: float = 3.0
     query_rows: int = 10_000_000
@@ -48,6 +51,7 @@ class Scale:
             accept_warmup=0.3,
             e2e_count=300,
             dispatch_count=20,
+            timer_fires=4,
             memory_instances=4,
             memory_sleep=1.0,
             query_rows=50_000,
@@ -221,6 +225,63 @@ async def _dispatch(service: Service, scale: Scale) -> Sample:
         "request_p50_ms": percentile(from_request, 50),
         "request_p99_ms": percentile(from_request, 99),
     }
+
+
+# -- timers -----------------------------------------------------------------------------------
+
+
+def timer(res: Resources, backend: str, scale: Scale) -> Sample:
+    """On an idle service: a timer firing every second; its scheduled time → the accept of its
+    invocation (the fire's own record, written in the same transaction), over
+    ``scale.timer_fires`` fires."""
+    service = start_service(res, backend, worker=True, tag="timer")
+    try:
+        service.deploy("ticked", "noop")
+        client = FunctionGraphClient(service.endpoint, service.credential, timeout=60)
+        try:
+            client.json(
+                "POST",
+                f"/triggers/{service.urn('ticked')}",
+                body={
+                    "trigger_type_code": "TIMER",
+                    "event_data": {
+                        "name": "tick",
+                        "schedule_type": "Cron",
+                        "schedule": "* * * * * *",
+                    },
+                },
+            )
+        finally:
+            client.close()
+        deadline = time.monotonic() + scale.timer_fires * 1.5 + 30
+        while len(delays := _fire_delays(service)) < scale.timer_fires + 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timer: {len(delays)} fires")
+            time.sleep(0.5)
+        kept = delays[2:]  # the first two may fire while the service still warms
+        return {
+            "fires": float(len(kept)),
+            "p50_ms": percentile(kept, 50),
+            "p99_ms": percentile(kept, 99),
+            "max_ms": max(kept),
+        }
+    finally:
+        res.stop(service.process)
+
+
+def _fire_delays(service: Service) -> list[float]:
+    """fired_at − scheduled_at of each fire, in scheduled order (ms)."""
+    sql = "SELECT fired_at - scheduled_at FROM trigger_fires ORDER BY scheduled_at"
+    if service.database_url:
+        import psycopg
+
+        with psycopg.connect(service.database_url) as conn:
+            rows = conn.execute(sql).fetchall()
+    else:
+        assert service.data_dir is not None
+        with sqlite3.connect(f"file:{service.data_dir / 'openfgs.db'}?mode=ro", uri=True) as conn:
+            rows = conn.execute(sql).fetchall()
+    return [float(delay) for (delay,) in rows]
 
 
 # -- memory -----------------------------------------------------------------------------------

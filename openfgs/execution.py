@@ -35,6 +35,7 @@ class Executor:
         *,
         max_result_bytes: int = ASYNC_RESULT_LIMIT,
         memory_size: int | None = None,
+        timeout_seconds: int | None = None,
     ) -> RunResult:
         """Run ``version`` of ``function``'s function with ``payload``; a version deleted
         since the invocation was accepted ends it as a function error."""
@@ -49,6 +50,8 @@ class Executor:
         spec = self._registry.spec(target, target.version)
         if memory_size is not None:
             spec = replace(spec, memory_size=memory_size)
+        if timeout_seconds is not None:  # a caller's shorter wait (an HTTP trigger's)
+            spec = replace(spec, timeout=min(spec.timeout, timeout_seconds))
         digest = target.code_digest
         return await self._pool.invoke(
             spec,
@@ -59,7 +62,12 @@ class Executor:
         )
 
     async def invoke_sync(
-        self, function: Function, event: bytes, memory_size: int | None = None
+        self,
+        function: Function,
+        event: bytes,
+        memory_size: int | None = None,
+        *,
+        timeout_seconds: int | None = None,
     ) -> tuple[str, str, RunResult]:
         """Run ``function`` now, outside the queue: its request id, the version that ran
         (an alias picks one) and the outcome."""
@@ -72,5 +80,6 @@ class Executor:
             request_id,
             max_result_bytes=SYNC_RESULT_LIMIT,
             memory_size=memory_size,
+            timeout_seconds=timeout_seconds,
         )
         return request_id, version, outcome

@@ -242,7 +242,7 @@ class InvocationService:
     ) -> str:
         """Persist an accepted request (durably) and wake the workers; return its request id."""
         await self._check_backlog(function)
-        invocation = await self._new_invocation(function, payload)
+        invocation = await self.new_invocation(function, payload)
         if idempotency_key:
             cutoff = invocation.start_time - IDEMPOTENCY_WINDOW_MS
             request_id = await self._store.insert_invocation_once(
@@ -254,7 +254,7 @@ class InvocationService:
         self.notifier.notify()
         return request_id
 
-    async def _new_invocation(
+    async def new_invocation(
         self, function: Function, payload: bytes, depth: int = 0, rerun_of: str | None = None
     ) -> NewInvocation:
         config = await self.config(function)
@@ -527,7 +527,7 @@ class InvocationService:
         except Exception:  # the record still ends as decided; only its destination is lost
             log.exception("destination event of %s could not be built; skipped", claimed.request_id)
             return None
-        return await self._new_invocation(destination, event, depth=claimed.depth + 1)
+        return await self.new_invocation(destination, event, depth=claimed.depth + 1)
 
     # -- cancel, recover, leases ------------------------------------------------------------
 
@@ -617,7 +617,7 @@ class InvocationService:
         failure: Exception | None = None
         for old_id, payload, depth in rows:
             try:
-                invocation = await self._new_invocation(function, payload, depth, rerun_of=old_id)
+                invocation = await self.new_invocation(function, payload, depth, rerun_of=old_id)
                 await self._store.insert_invocation(invocation)
             except Exception as exc:
                 log.exception("%s could not be queued again; left out of the re-run", old_id)

@@ -253,6 +253,40 @@ class Function:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """A trigger bound to one function row (latest, version or alias).
+
+    ``event_data`` is the JSON object it was created with. A timer keeps ``next_fire`` (its
+    next scheduled time, None while disabled) and ``anchor`` (when its schedule started); an
+    HTTP trigger keeps its route (``route_method``, ``route_path``)."""
+
+    id: int
+    trigger_id: str
+    function_id: int
+    project_id: str
+    type_code: str
+    status: str
+    name: str
+    event_type_code: str
+    event_data: str
+    route_method: str | None
+    route_path: str | None
+    next_fire: int | None
+    anchor: int | None
+    created_at: int
+    last_modified: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> Trigger:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    @property
+    def data(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.event_data)
+        return found
+
+
+@dataclass(frozen=True)
 class NewInvocation:
     """An accepted async request, as the store inserts it."""
 

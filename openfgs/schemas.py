@@ -399,3 +399,39 @@ class AliasOut(_Output):
     last_modified: str
     alias_urn: str
     additional_version_weights: dict[str, int]
+
+
+# -- triggers --------------------------------------------------------------------------------
+
+
+class CreateTriggerBody(_Input):
+    trigger_type_code: str = Field(min_length=1, max_length=32)
+    trigger_status: str | None = Field(default=None, max_length=16)
+    event_type_code: str | None = Field(default=None, max_length=128)
+    event_data: dict[str, object]
+
+
+class UpdateTriggerBody(_Input):
+    trigger_status: str | None = Field(default=None, max_length=16)
+    # An array of pull settings (the SDK's model) or the whole object (Terraform's).
+    event_data: list[object] | dict[str, object] | None = None
+
+
+class TriggerOut(_Output):
+    trigger_id: str
+    trigger_type_code: str
+    trigger_status: str
+    event_type_code: str
+    event_data: dict[str, object]
+    last_updated_time: str
+    created_time: str
+
+
+class TriggerWithUrnOut(TriggerOut):
+    func_urn: str
+
+
+class TriggerListOut(_Output):
+    triggers: list[TriggerWithUrnOut]
+    next_marker: int
+    count: int

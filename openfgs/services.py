@@ -9,6 +9,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from typing import IO, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from openfgs.auth.limits import AuthLimits
 from openfgs.auth.service import Authenticator
@@ -22,6 +23,7 @@ from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.sandbox import SandboxPolicy
 from openfgs.settings import Settings
 from openfgs.store import Store, create_store
+from openfgs.triggers import TimerScheduler, TriggerService
 from openfgs.worker import Worker
 
 log = logging.getLogger("openfgs")
@@ -57,6 +59,15 @@ def function_ids(text: str) -> range:
     return ids
 
 
+def region_zone(name: str) -> str:
+    """``OPENFGS_TIMEZONE`` checked: an IANA time zone name."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"OPENFGS_TIMEZONE: unknown time zone {name!r}") from None
+    return name
+
+
 def sandbox_policy(settings: Settings) -> SandboxPolicy:
     """The sandbox settings, checked."""
     try:
@@ -88,9 +99,12 @@ class Services:
     auth: Authenticator
     pool: InstancePool
     executor: Executor
+    triggers: TriggerService
+    scheduler: TimerScheduler
     worker: Worker | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
+    _scheduler_task: asyncio.Task[None] | None = None
     _lock_file: IO[str] | None = None
     started: bool = False
     first_start: bool = False  # the store had no credential at all when this process started
@@ -137,7 +151,20 @@ class Services:
             )
         invocations.cancel_hooks.append(pool.cancel)
         executor = Executor(registry, pool)
-        services = cls(settings, store, registry, invocations, auth, pool, executor, worker)
+        triggers = TriggerService(store, registry, region_zone(settings.timezone))
+        scheduler = TimerScheduler(triggers, invocations, registry, store)
+        services = cls(
+            settings,
+            store,
+            registry,
+            invocations,
+            auth,
+            pool,
+            executor,
+            triggers,
+            scheduler,
+            worker,
+        )
         registry.release_hooks.append(services.release_code)
         return services
 
@@ -165,15 +192,17 @@ class Services:
         if self.worker is not None:
             await self.store.subscribe(self.invocations.notifier.notify)
             self._worker_task = asyncio.create_task(self.worker.run(self._stop))
+        self._scheduler_task = asyncio.create_task(self.scheduler.run(self._stop))
         self.started = True
 
     async def stop(self) -> None:
         if not self.started:
             return
         self._stop.set()
-        if self._worker_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
+        for task in (self._scheduler_task, self._worker_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.pool.close()
         await self.store.close()
         if self._lock_file is not None:

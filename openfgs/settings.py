@@ -26,6 +26,11 @@ class Settings:
     port: int = 8000
     data_dir: Path = Path(".openfgs")
     region: str = "cn-north-4"
+    # The region's time zone (IANA name): timer cron expressions without CRON_TZ= use it, and
+    # a timer event's time carries its offset.
+    timezone: str = "UTC"
+    # The base URL HTTP triggers are reached at (their invoke_url); default http://{host}:{port}.
+    public_url: str = ""
     database_url: str = ""
     database_pool_size: int = 10
     # Where the CLI's client commands send requests; default http://{host}:{port}.

@@ -11,12 +11,14 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
 from openfgs.api import (
+    apig,
     async_config,
     extensions,
     functions,
     health,
     iam,
     invocations,
+    triggers,
     versions,
 )
 from openfgs.api.errors import install_error_handlers
@@ -67,7 +69,10 @@ def create_app(
     app.include_router(async_config.router)
     app.include_router(functions.router)
     app.include_router(versions.router)
+    app.include_router(triggers.project_router)
+    app.include_router(triggers.router)
     app.include_router(extensions.router)
+    app.include_router(apig.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     wrapped: ASGIApp = Guard(FastRoutes(app, services), services)
     for layer in outer:

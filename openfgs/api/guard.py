@@ -25,7 +25,7 @@ from collections.abc import Callable
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openfgs.api import functions, invocations
+from openfgs.api import apig, functions, invocations
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
 from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge
@@ -53,6 +53,7 @@ BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
     "invoke": lambda s: s.max_sync_body_bytes,
     "create_function": code_body_bytes,
     "update_function_code": code_body_bytes,
+    "http_trigger": lambda s: s.max_sync_body_bytes,
 }
 
 
@@ -60,7 +61,7 @@ def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], in
     """(methods, path pattern, limit) of each route in :data:`BODY_LIMITS`, as declared."""
     found = [
         (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
-        for router in (invocations.router, functions.router)
+        for router in (invocations.router, functions.router, apig.router)
         for route in router.routes
         if isinstance(route, APIRoute) and route.name in BODY_LIMITS
     ]

@@ -85,6 +85,35 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     alias_delete.add_argument("alias")
     alias_delete.set_defaults(func=cmd_fn_alias_delete)
 
+    trig = sub.add_parser("triggers", help="timer and HTTP triggers").add_subparsers(
+        dest="action", required=True
+    )
+    create = trig.add_parser("create", parents=both, help="add a timer or an HTTP trigger")
+    create.add_argument("name", help="the function: NAME or NAME:QUALIFIER")
+    kind = create.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--cron", help="a cron expression, seconds first: '0 */5 * * * *'")
+    kind.add_argument("--rate", help="a period: 5m, 1h or 1d")
+    kind.add_argument("--http", metavar="PATH", help="an HTTP route, such as /hello")
+    create.add_argument("--trigger-name", help="the timer's or API's name")
+    create.add_argument("--user-event", help="a timer's user_event text")
+    create.add_argument("--method", default="ANY", help="an HTTP route's method")
+    create.add_argument("--prefix", action="store_true", help="an HTTP route matching a prefix")
+    create.add_argument("--auth", choices=("IAM", "NONE"), default="IAM")
+    create.add_argument("--async", dest="async_", action="store_true", help="queue HTTP calls")
+    create.set_defaults(func=cmd_triggers_create)
+    tlist = trig.add_parser("list", parents=both, help="a function's triggers")
+    tlist.add_argument("name")
+    tlist.set_defaults(func=cmd_triggers_list)
+    for action, status in (("enable", "ACTIVE"), ("disable", "DISABLED")):
+        change = trig.add_parser(action, parents=both, help=f"{action} a trigger")
+        change.add_argument("name")
+        change.add_argument("trigger_id")
+        change.set_defaults(func=cmd_triggers_status, status=status)
+    tdelete = trig.add_parser("delete", parents=both, help="delete a trigger")
+    tdelete.add_argument("name")
+    tdelete.add_argument("trigger_id")
+    tdelete.set_defaults(func=cmd_triggers_delete)
+
     inv = sub.add_parser("invocations", help="async invocation records").add_subparsers(
         dest="action", required=True
     )
@@ -417,4 +446,76 @@ def cmd_invocations_rerun(args: argparse.Namespace) -> int:
         )
     )
     print(f"{result['count']} queued again")
+    return 0
+
+
+# -- triggers ---------------------------------------------------------------------------------
+
+
+def cmd_triggers_create(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    urn = _urn(client, settings, args.name, args.package)
+    if args.http:
+        body: dict[str, Any] = {
+            "trigger_type_code": "DEDICATEDGATEWAY",
+            "event_data": {
+                "name": args.trigger_name or f"api_{args.name.partition(':')[0].replace('-', '_')}",
+                "path": args.http,
+                "req_method": args.method.upper(),
+                "match_mode": "SWA" if args.prefix else "NORMAL",
+                "auth": args.auth,
+                "func_info": {"invocation_type": "async" if args.async_ else "sync"},
+            },
+        }
+    else:
+        data = {
+            "name": args.trigger_name or "timer",
+            "schedule_type": "Cron" if args.cron else "Rate",
+            "schedule": args.cron or args.rate,
+        }
+        if args.user_event is not None:
+            data["user_event"] = args.user_event
+        body = {"trigger_type_code": "TIMER", "event_data": data}
+    created = client.json("POST", f"/triggers/{urn}", body=body)
+    url = created["event_data"].get("invoke_url")
+    print(created["trigger_id"] + (f" {url}" if url else ""))
+    return 0
+
+
+def cmd_triggers_list(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    urn = _urn(client, settings, args.name, args.package)
+    rows = []
+    for trigger in client.json("GET", f"/triggers/{urn}") or []:
+        data = trigger["event_data"]
+        what = data.get("schedule") or f"{data.get('req_method')} {data.get('invoke_url')}"
+        rows.append(
+            (trigger["trigger_id"], trigger["trigger_type_code"], trigger["trigger_status"], what)
+        )
+    print(_table(rows, ("TRIGGER", "TYPE", "STATUS", "SCHEDULE / ROUTE")))
+    return 0
+
+
+def _find_trigger(client: FunctionGraphClient, urn: str, trigger_id: str) -> dict[str, Any]:
+    for trigger in client.json("GET", f"/triggers/{urn}") or []:
+        if trigger["trigger_id"] == trigger_id:
+            found: dict[str, Any] = trigger
+            return found
+    raise UsageError(f"no trigger {trigger_id!r} on this function")
+
+
+def cmd_triggers_status(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    urn = _urn(client, settings, args.name, args.package)
+    trigger = _find_trigger(client, urn, args.trigger_id)
+    path = f"/triggers/{urn}/{trigger['trigger_type_code']}/{args.trigger_id}"
+    client.json("PUT", path, body={"trigger_status": args.status})
+    return 0
+
+
+def cmd_triggers_delete(args: argparse.Namespace) -> int:
+    client, settings = _client(args)
+    urn = _urn(client, settings, args.name, args.package)
+    trigger = _find_trigger(client, urn, args.trigger_id)
+    client.json("DELETE", f"/triggers/{urn}/{trigger['trigger_type_code']}/{args.trigger_id}")
     return 0

@@ -14,7 +14,8 @@ from __future__ import annotations
 import abc
 import enum
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar, overload
 
 from openfgs.models import (
@@ -30,6 +31,7 @@ from openfgs.models import (
     NewInvocation,
     Outcome,
     Status,
+    Trigger,
     now_ms,
 )
 
@@ -462,9 +464,97 @@ class SqlStore(abc.ABC):
             deleted = yield execute("purge_invocations", params)
             yield execute("purge_idempotency_keys", {"cutoff": key_cutoff})
             yield execute("delete_expired_tokens", {"now": now_ms()})
+            yield execute("delete_old_trigger_fires", {"cutoff": cutoff})
             return int(deleted)
 
         return await self._write(script())
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    async def insert_trigger(self, trigger: Trigger) -> Trigger:
+        params = {k: getattr(trigger, k) for k in Trigger.__dataclass_fields__}
+        del params["id"]
+        row = await self._write(fetch_one("insert_trigger", params))
+        return replace(trigger, id=int(row["id"]))
+
+    async def get_trigger(self, trigger_id: str) -> Trigger | None:
+        row = await self._read(fetch_one("get_trigger", {"trigger_id": trigger_id}))
+        return None if row is None else Trigger.from_row(row)
+
+    async def list_triggers(self, function_ids: Sequence[int]) -> list[Trigger]:
+        """The triggers of these function rows, each row's in the order made."""
+
+        def script() -> Script[list[Trigger]]:
+            found = []
+            for function_id in function_ids:
+                rows = yield fetch_all("list_function_triggers", {"function_id": function_id})
+                found += [Trigger.from_row(row) for row in rows]
+            return found
+
+        return await self._read(script())
+
+    async def list_project_triggers(self, project_id: str) -> list[Trigger]:
+        rows = await self._read(fetch_all("list_project_triggers", {"project_id": project_id}))
+        return [Trigger.from_row(row) for row in rows]
+
+    async def list_route_triggers(self, project_id: str) -> list[Trigger]:
+        rows = await self._read(fetch_all("list_route_triggers", {"project_id": project_id}))
+        return [Trigger.from_row(row) for row in rows]
+
+    async def update_trigger(self, trigger: Trigger) -> None:
+        params = {
+            "trigger_id": trigger.trigger_id,
+            "status": trigger.status,
+            "next_fire": trigger.next_fire,
+            "anchor": trigger.anchor,
+            "last_modified": trigger.last_modified,
+        }
+        await self._write(execute("update_trigger", params))
+
+    async def delete_triggers(self, trigger_ids: Sequence[str]) -> None:
+        def script() -> Script[None]:
+            for trigger_id in trigger_ids:
+                yield execute("delete_trigger", {"trigger_id": trigger_id})
+
+        await self._write(script())
+
+    async def next_timer_fire(self) -> int | None:
+        row = await self._read(fetch_one("next_timer_fire", {}))
+        return None if row is None or row["next_fire"] is None else int(row["next_fire"])
+
+    async def due_timers(self, now: int, limit: int) -> list[Trigger]:
+        rows = await self._read(fetch_all("due_timers", {"now": now, "limit": limit}))
+        return [Trigger.from_row(row) for row in rows]
+
+    async def fire_timer(
+        self, timer: Trigger, next_fire: int | None, invocation: NewInvocation | None
+    ) -> bool:
+        """Move ``timer`` from the scheduled time it was read with to ``next_fire`` and, in
+        the same transaction, insert ``invocation`` recorded as that time's fire. False, with
+        nothing written, when another node moved it first or it was disabled meanwhile."""
+        moved = {"id": timer.id, "scheduled_at": timer.next_fire, "next_fire": next_fire}
+
+        def script() -> Script[bool]:
+            if not (yield execute("advance_timer", moved)):
+                return False
+            if invocation is not None:
+                fire = {
+                    "trigger_id": timer.trigger_id,
+                    "scheduled_at": timer.next_fire,
+                    "request_id": invocation.request_id,
+                    "fired_at": invocation.start_time,
+                }
+                yield execute("record_trigger_fire", fire)
+                yield execute("insert_invocation", invocation_params(invocation))
+            return True
+
+        return await self._write(script())
+
+    async def list_trigger_fires(self, trigger_id: str) -> list[tuple[int, str, int]]:
+        """``(scheduled_at, request_id, fired_at)`` of a trigger's recorded fires."""
+        params = {"trigger_id": trigger_id}
+        rows = await self._read(fetch_all("list_trigger_fires", params))
+        return [(int(r["scheduled_at"]), str(r["request_id"]), int(r["fired_at"])) for r in rows]
 
     async def renew_leases(self, worker_id: str, lease_until: int) -> int:
         params = {"worker_id": worker_id, "lease_until": lease_until}

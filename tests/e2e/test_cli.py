@@ -319,3 +319,31 @@ def test_publish_alias_and_invoke_a_qualified_name(cli: Cli, tmp_path: Path) -> 
     assert code != 0 and "VERSION=PERCENT" in err
     cli.ok("fn", "alias", "delete", "cli-ver", "prod")
     assert cli.ok("fn", "alias", "list", "cli-ver").splitlines()[1:] == []
+
+
+def test_triggers_create_list_disable_enable_delete(cli: Cli, tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "fn", 1)
+    cli.ok("fn", "deploy", str(folder), "--name", "cli-trig")
+    timer_id = cli.ok("triggers", "create", "cli-trig", "--cron", "0 0 12 * * *").strip()
+    assert UUID.fullmatch(timer_id), timer_id
+    rate_id = cli.ok("triggers", "create", "cli-trig", "--rate", "5m", "--trigger-name", "r5")
+    http_id, url = cli.ok(
+        "triggers", "create", "cli-trig", "--http", "/cli", "--auth", "NONE"
+    ).split()
+    assert url.endswith("/cli")
+    reply = httpx.get(url, timeout=30)
+    assert reply.status_code == 502  # the function's answer is not an API Gateway response
+    rows = [line.split() for line in cli.ok("triggers", "list", "cli-trig").splitlines()[1:]]
+    assert [row[:3] for row in rows] == [
+        [timer_id, "TIMER", "ACTIVE"],
+        [rate_id.strip(), "TIMER", "ACTIVE"],
+        [http_id, "DEDICATEDGATEWAY", "ACTIVE"],
+    ]
+    cli.ok("triggers", "disable", "cli-trig", timer_id)
+    assert "DISABLED" in cli.ok("triggers", "list", "cli-trig").splitlines()[1]
+    cli.ok("triggers", "enable", "cli-trig", timer_id)
+    assert "ACTIVE" in cli.ok("triggers", "list", "cli-trig").splitlines()[1]
+    cli.ok("triggers", "delete", "cli-trig", timer_id)
+    assert len(cli.ok("triggers", "list", "cli-trig").splitlines()) == 3
+    code, _, err = cli("triggers", "create", "cli-trig", "--cron", "not a cron")
+    assert code != 0 and "FSS.1109" in err

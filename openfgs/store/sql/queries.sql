@@ -264,3 +264,58 @@ DELETE FROM invocations WHERE id IN (
 
 -- name: purge_idempotency_keys
 DELETE FROM idempotency_keys WHERE created_at < :cutoff;
+
+-- -- triggers ------------------------------------------------------------------------------
+
+-- name: insert_trigger
+INSERT INTO triggers (trigger_id, function_id, project_id, type_code, status, name,
+    event_type_code, event_data, route_method, route_path, next_fire, anchor, created_at,
+    last_modified)
+VALUES (:trigger_id, :function_id, :project_id, :type_code, :status, :name, :event_type_code,
+    :event_data, :route_method, :route_path, :next_fire, :anchor, :created_at, :last_modified)
+RETURNING id;
+
+-- name: get_trigger
+SELECT * FROM triggers WHERE trigger_id = :trigger_id;
+
+-- name: list_function_triggers
+SELECT * FROM triggers WHERE function_id = :function_id ORDER BY id;
+
+-- name: list_project_triggers
+SELECT * FROM triggers WHERE project_id = :project_id ORDER BY id;
+
+-- name: list_route_triggers
+-- A project's HTTP triggers, matched against a request's method and path by the caller.
+SELECT * FROM triggers WHERE project_id = :project_id AND route_path IS NOT NULL ORDER BY id;
+
+-- name: update_trigger
+UPDATE triggers SET status = :status, next_fire = :next_fire, anchor = :anchor,
+    last_modified = :last_modified
+WHERE trigger_id = :trigger_id;
+
+-- name: delete_trigger
+DELETE FROM triggers WHERE trigger_id = :trigger_id;
+
+-- name: next_timer_fire
+SELECT min(next_fire) AS next_fire FROM triggers WHERE next_fire IS NOT NULL;
+
+-- name: due_timers
+SELECT * FROM triggers WHERE next_fire IS NOT NULL AND next_fire <= :now
+ORDER BY next_fire LIMIT :limit;
+
+-- name: advance_timer
+-- Moves a timer past the scheduled time it was read with: the fire of that time belongs to
+-- whoever moves it (none when another node moved it first, or it was disabled meanwhile).
+UPDATE triggers SET next_fire = :next_fire
+WHERE id = :id AND next_fire = :scheduled_at AND status = 'ACTIVE';
+
+-- name: record_trigger_fire
+INSERT INTO trigger_fires (trigger_id, scheduled_at, request_id, fired_at)
+VALUES (:trigger_id, :scheduled_at, :request_id, :fired_at);
+
+-- name: list_trigger_fires
+SELECT scheduled_at, request_id, fired_at FROM trigger_fires WHERE trigger_id = :trigger_id
+ORDER BY scheduled_at;
+
+-- name: delete_old_trigger_fires
+DELETE FROM trigger_fires WHERE fired_at < :cutoff;
