@@ -166,7 +166,6 @@ async def _trigger_for(
     return found
 
 
-@router.api_route("/apig/{project_id}/{path:path}", methods=METHODS, name="http_trigger")
 async def http_trigger(
     project_id: str, path: str, request: Request, services: ServicesDep
 ) -> Response:
@@ -201,3 +200,14 @@ async def http_trigger(
     response.headers["X-Cff-Request-Id"] = request_id
     response.headers["X-Cff-Function-Version"] = ran
     return response
+
+
+for _method in METHODS:  # one route a method: each its own operation in the OpenAPI document
+    router.add_api_route(
+        "/apig/{project_id}/{path:path}",
+        http_trigger,
+        methods=[_method],
+        name="http_trigger",
+        operation_id=f"http_trigger_{_method.lower()}",
+        summary=f"HTTP trigger ({_method})",
+    )

@@ -59,15 +59,18 @@ BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
 
 def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], int]]:
     """(methods, path pattern, limit) of each route in :data:`BODY_LIMITS`, as declared."""
-    found = [
-        (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
+    routes = [
+        route
         for router in (invocations.router, functions.router, apig.router)
         for route in router.routes
         if isinstance(route, APIRoute) and route.name in BODY_LIMITS
     ]
-    if len(found) != len(BODY_LIMITS):
+    if {route.name for route in routes} != set(BODY_LIMITS):
         raise LookupError("a route named in BODY_LIMITS is not declared")
-    return found
+    return [
+        (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
+        for route in routes
+    ]
 
 
 class _Disconnected(OpenFgsError):

@@ -21,6 +21,9 @@ PARAMETERS = {
     "function_urn": urn("echo"),
     "request_id": "r-1",
     "alias_name": "prod",
+    "trigger_type_code": "TIMER",
+    "trigger_id": "t-1",
+    "path": "hello",
 }
 
 
