@@ -399,3 +399,37 @@ class AliasOut(_Output):
     last_modified: str
     alias_urn: str
     additional_version_weights: dict[str, int]
+
+
+# -- test events ------------------------------------------------------------------------------
+
+
+class CreateEventBody(_Input):
+    name: str = Field(description="1-25 letters, digits, _ and -; a letter first")
+    content: str = Field(description="base64 of the event's JSON")
+
+
+class UpdateEventBody(_Input):
+    content: str = Field(description="base64 of the event's JSON")
+    name: str | None = Field(default=None, description="a new name (openfgs: optional)")
+
+
+class EventIdOut(_Output):
+    id: str
+    name: str
+
+
+class EventSummaryOut(_Output):
+    id: str
+    name: str
+    last_modified: int = Field(description="seconds since the epoch", examples=[1597374286])
+
+
+class EventOut(EventSummaryOut):
+    content: str
+
+
+class EventListOut(_Output):
+    events: list[EventSummaryOut]
+    count: int
+    next_marker: int

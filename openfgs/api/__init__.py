@@ -17,6 +17,7 @@ from openfgs.api import (
     health,
     iam,
     invocations,
+    test_events,
     versions,
 )
 from openfgs.api.errors import install_error_handlers
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(async_config.router)
     app.include_router(functions.router)
     app.include_router(versions.router)
+    app.include_router(test_events.router)
     app.include_router(extensions.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     wrapped: ASGIApp = Guard(FastRoutes(app, services), services)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openfgs.api import functions, invocations
+from openfgs.api import functions, invocations, test_events
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
 from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge
@@ -46,6 +46,11 @@ def code_body_bytes(_: Settings) -> int:
     return (ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
 
 
+def test_event_body_bytes(settings: Settings) -> int:
+    """A test event is the base64 of an event of up to a sync invoke's body, plus its name."""
+    return (settings.max_sync_body_bytes + 2) // 3 * 4 + _JSON_OVERHEAD
+
+
 # Routes (by their declared name) that take more than ``max_body_bytes``; every other route,
 # known or not, is held to that.
 BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
@@ -53,6 +58,8 @@ BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
     "invoke": lambda s: s.max_sync_body_bytes,
     "create_function": code_body_bytes,
     "update_function_code": code_body_bytes,
+    "create_event": test_event_body_bytes,
+    "update_event": test_event_body_bytes,
 }
 
 
@@ -60,7 +67,7 @@ def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], in
     """(methods, path pattern, limit) of each route in :data:`BODY_LIMITS`, as declared."""
     found = [
         (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
-        for router in (invocations.router, functions.router)
+        for router in (invocations.router, functions.router, test_events.router)
         for route in router.routes
         if isinstance(route, APIRoute) and route.name in BODY_LIMITS
     ]

@@ -21,6 +21,7 @@ PARAMETERS = {
     "function_urn": urn("echo"),
     "request_id": "r-1",
     "alias_name": "prod",
+    "event_id": "3b659dc0-12fc-40dc-aa05-a321d9424cb3",
 }
 
 
