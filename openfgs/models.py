@@ -463,3 +463,24 @@ class InvocationPage:
     invocations: list[Invocation] = field(default_factory=list)
     count: int = 0
     next_marker: int = 0
+
+
+# -- test events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestEvent:
+    """A function's saved test event; ``content`` is the base64 of its JSON, as sent."""
+
+    __test__ = False  # a product model, not a test class
+
+    id: str
+    function_id: int  # the row of the function's latest
+    name: str
+    content: str
+    created_at: int
+    last_modified: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> TestEvent:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})

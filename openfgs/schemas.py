@@ -435,3 +435,37 @@ class TriggerListOut(_Output):
     triggers: list[TriggerWithUrnOut]
     next_marker: int
     count: int
+
+
+# -- test events ------------------------------------------------------------------------------
+
+
+class CreateEventBody(_Input):
+    name: str = Field(description="1-25 letters, digits, _ and -; a letter first")
+    content: str = Field(description="base64 of the event's JSON")
+
+
+class UpdateEventBody(_Input):
+    content: str = Field(description="base64 of the event's JSON")
+    name: str | None = Field(default=None, description="a new name (openfgs: optional)")
+
+
+class EventIdOut(_Output):
+    id: str
+    name: str
+
+
+class EventSummaryOut(_Output):
+    id: str
+    name: str
+    last_modified: int = Field(description="seconds since the epoch", examples=[1597374286])
+
+
+class EventOut(EventSummaryOut):
+    content: str
+
+
+class EventListOut(_Output):
+    events: list[EventSummaryOut]
+    count: int
+    next_marker: int

@@ -20,12 +20,12 @@ HTTP protocol (:mod:`openfgs.api.server`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openfgs.api import apig, functions, invocations
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
 from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge
@@ -46,6 +46,11 @@ def code_body_bytes(_: Settings) -> int:
     return (ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
 
 
+def test_event_body_bytes(settings: Settings) -> int:
+    """A test event is the base64 of an event of up to a sync invoke's body, plus its name."""
+    return (settings.max_sync_body_bytes + 2) // 3 * 4 + _JSON_OVERHEAD
+
+
 # Routes (by their declared name) that take more than ``max_body_bytes``; every other route,
 # known or not, is held to that.
 BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
@@ -54,22 +59,21 @@ BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
     "create_function": code_body_bytes,
     "update_function_code": code_body_bytes,
     "http_trigger": lambda s: s.max_sync_body_bytes,
+    "create_event": test_event_body_bytes,
+    "update_event": test_event_body_bytes,
 }
 
 
-def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], int]]:
+def _body_limits(
+    settings: Settings, routes: Iterable[BaseRoute]
+) -> list[tuple[set[str], re.Pattern[str], int]]:
     """(methods, path pattern, limit) of each route in :data:`BODY_LIMITS`, as declared."""
-    routes = [
-        route
-        for router in (invocations.router, functions.router, apig.router)
-        for route in router.routes
-        if isinstance(route, APIRoute) and route.name in BODY_LIMITS
-    ]
-    if {route.name for route in routes} != set(BODY_LIMITS):
+    limited = [r for r in routes if isinstance(r, APIRoute) and r.name in BODY_LIMITS]
+    if {route.name for route in limited} != set(BODY_LIMITS):
         raise LookupError("a route named in BODY_LIMITS is not declared")
     return [
         (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
-        for route in routes
+        for route in limited
     ]
 
 
@@ -80,11 +84,11 @@ class _Disconnected(OpenFgsError):
 class Guard:
     """ASGI app: bounds and authenticates each request, then hands it to ``app``."""
 
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, services: Services, routes: Iterable[BaseRoute]) -> None:
         self.app = app
         self.services = services
         settings = services.settings
-        self._limits = _body_limits(settings)
+        self._limits = _body_limits(settings, routes)
         self._default_limit = settings.max_body_bytes
 
     def body_limit(self, method: str, path: str) -> int:

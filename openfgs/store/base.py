@@ -16,6 +16,7 @@ from openfgs.models import (
     NewInvocation,
     Outcome,
     Status,
+    TestEvent,
     Trigger,
 )
 
@@ -129,3 +130,18 @@ class Store(Protocol):
     async def list_expired_leases(self, now: int, limit: int) -> list[ClaimedInvocation]: ...
     async def next_available_at(self) -> int | None: ...
     async def count_by_status(self, function_id: int) -> dict[Status, int]: ...
+
+    # -- test events (kept on the row of a function's latest) ------------------------------
+    async def insert_test_event(self, event: TestEvent, max_count: int) -> bool:
+        """Insert ``event`` unless its function has ``max_count`` events already or is gone
+        (False); ConflictError when the function has an event of that name."""
+        ...
+
+    async def list_test_events(self, function_id: int) -> list[TestEvent]: ...
+    async def get_test_event(self, function_id: int, event_id: str) -> TestEvent | None: ...
+    async def update_test_event(self, event: TestEvent) -> bool:
+        """Write ``event``'s name, content and time; False when it no longer exists;
+        ConflictError when another event of its function has that name."""
+        ...
+
+    async def delete_test_event(self, function_id: int, event_id: str) -> bool: ...

@@ -31,6 +31,7 @@ from openfgs.models import (
     NewInvocation,
     Outcome,
     Status,
+    TestEvent,
     Trigger,
     now_ms,
 )
@@ -287,6 +288,7 @@ class SqlStore(abc.ABC):
                 params = {"function_id": function.id}
                 yield execute("delete_function_attempts", params)
                 yield execute("delete_function_keys", params)
+                yield execute("delete_function_test_events", params)
                 yield execute("delete_function_invocations", params)
                 yield execute("delete_function", {"id": function.id})
             for digest in {function.code_digest for function in functions}:
@@ -571,3 +573,39 @@ class SqlStore(abc.ABC):
     async def count_by_status(self, function_id: int) -> dict[Status, int]:
         rows = await self._read(fetch_all("count_by_status", {"function_id": function_id}))
         return {Status(row["status"]): int(row["count"]) for row in rows}
+
+    # -- test events ----------------------------------------------------------------------
+
+    async def insert_test_event(self, event: TestEvent, max_count: int) -> bool:
+        """Insert ``event`` unless its function has ``max_count`` events already or is gone;
+        the function's row is locked first, so concurrent inserts count one after another."""
+        params = {k: getattr(event, k) for k in TestEvent.__dataclass_fields__}
+        owner = {"function_id": event.function_id}
+
+        def script() -> Script[bool]:
+            if (yield fetch_one("lock_function", {"id": event.function_id})) is None:
+                return False
+            found = yield fetch_one("count_test_events", owner)
+            if int(found["count"]) >= max_count:
+                return False
+            yield execute("insert_test_event", params)
+            return True
+
+        return await self._write(script())
+
+    async def list_test_events(self, function_id: int) -> list[TestEvent]:
+        rows = await self._read(fetch_all("list_test_events", {"function_id": function_id}))
+        return [TestEvent.from_row(row) for row in rows]
+
+    async def get_test_event(self, function_id: int, event_id: str) -> TestEvent | None:
+        params = {"function_id": function_id, "id": event_id}
+        row = await self._read(fetch_one("get_test_event", params))
+        return None if row is None else TestEvent.from_row(row)
+
+    async def update_test_event(self, event: TestEvent) -> bool:
+        params = {k: getattr(event, k) for k in TestEvent.__dataclass_fields__}
+        return bool(await self._write(execute("update_test_event", params)))
+
+    async def delete_test_event(self, function_id: int, event_id: str) -> bool:
+        params = {"function_id": function_id, "id": event_id}
+        return bool(await self._write(execute("delete_test_event", params)))

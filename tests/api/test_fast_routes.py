@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from openfgs.api import create_app
+from openfgs.api import create_app, declared_routes
 from openfgs.api.fast import FastRoutes
 from openfgs.api.guard import Guard
 from tests.api.conftest import (
@@ -37,7 +37,7 @@ def both(server: LiveServer, request: httpx.Request) -> tuple[httpx.Response, ht
     front = create_app(server.services)
     assert isinstance(front, Guard)
     assert isinstance(front.app, FastRoutes)
-    fastapi_alone = Guard(front.app.app, server.services)
+    fastapi_alone = Guard(front.app.app, server.services, declared_routes())
 
     async def send(app: Any) -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

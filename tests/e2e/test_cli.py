@@ -347,3 +347,30 @@ def test_triggers_create_list_disable_enable_delete(cli: Cli, tmp_path: Path) ->
     assert len(cli.ok("triggers", "list", "cli-trig").splitlines()) == 3
     code, _, err = cli("triggers", "create", "cli-trig", "--cron", "not a cron")
     assert code != 0 and "FSS.1109" in err
+
+
+def test_invoke_with_a_saved_test_event(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("fn", "deploy", str(write_function(tmp_path / "fn", 1)), "--name", "cli-ev")
+    event_id = cli.ok("fn", "events", "save", "cli-ev", "greeting", "--data", '{"k": "v"}').strip()
+    assert UUID.fullmatch(event_id), event_id
+    out = cli.ok("fn", "invoke", "cli-ev", "--event", "greeting")
+    assert json.loads(out) == {"version": 1, "event": {"k": "v"}}
+
+    # Saving again replaces the content; every qualifier of the function sees the event.
+    again = cli.ok("fn", "events", "save", "cli-ev", "greeting", "--data", "[1, 2]").strip()
+    assert again == event_id
+    cli.ok("fn", "publish", "cli-ev", "--version", "v1")
+    assert json.loads(cli.ok("fn", "invoke", "cli-ev:v1", "--event", "greeting"))["event"] == [1, 2]
+    lines = cli.ok("fn", "events", "list", "cli-ev").splitlines()
+    assert lines[0].split() == ["NAME", "ID", "LAST", "MODIFIED", "(UTC)"]
+    assert [line.split()[:2] for line in lines[1:]] == [["greeting", event_id]]
+
+    code, _, err = cli("fn", "invoke", "cli-ev", "--event", "missing")
+    assert code == 2 and "no test event 'missing'" in err
+    code, _, err = cli("fn", "events", "save", "cli-ev", "9bad", "--data", "{}")
+    assert code == 1 and "FSS.0400" in err
+    with pytest.raises(SystemExit) as exited:  # argparse: the two are exclusive
+        cli("fn", "invoke", "cli-ev", "--event", "greeting", "--data", "{}")
+    assert exited.value.code == 2
+    cli.ok("fn", "events", "delete", "cli-ev", "greeting")
+    assert cli.ok("fn", "events", "list", "cli-ev").splitlines()[1:] == []

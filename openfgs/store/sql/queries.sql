@@ -319,3 +319,28 @@ ORDER BY scheduled_at;
 
 -- name: delete_old_trigger_fires
 DELETE FROM trigger_fires WHERE fired_at < :cutoff;
+-- Test events ---------------------------------------------------------------------------------
+
+-- name: count_test_events
+SELECT count(*) AS count FROM test_events WHERE function_id = :function_id;
+
+-- name: insert_test_event
+INSERT INTO test_events (id, function_id, name, content, created_at, last_modified)
+VALUES (:id, :function_id, :name, :content, :created_at, :last_modified);
+
+-- name: list_test_events
+-- In the order they were made (by name within one millisecond).
+SELECT * FROM test_events WHERE function_id = :function_id ORDER BY created_at, name;
+
+-- name: get_test_event
+SELECT * FROM test_events WHERE function_id = :function_id AND id = :id;
+
+-- name: update_test_event
+UPDATE test_events SET name = :name, content = :content, last_modified = :last_modified
+WHERE function_id = :function_id AND id = :id;
+
+-- name: delete_test_event
+DELETE FROM test_events WHERE function_id = :function_id AND id = :id;
+
+-- name: delete_function_test_events
+DELETE FROM test_events WHERE function_id = :function_id;
