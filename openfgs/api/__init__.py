@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
-from openfgs.api import async_config, extensions, functions, health, iam, invocations
+from openfgs.api import async_config, extensions, functions, health, iam, invocations, quotas, tags
 from openfgs.api.errors import install_error_handlers
 from openfgs.api.fast import FastRoutes
 from openfgs.api.guard import Guard
+from openfgs.api.operations import install_not_implemented
 from openfgs.services import Services
 
 
@@ -59,6 +60,10 @@ def create_app(
     app.include_router(async_config.router)
     app.include_router(functions.router)
     app.include_router(extensions.router)
+    app.include_router(tags.router)
+    app.include_router(quotas.router)
+    # Last: every SDK operation no router above answers gets a 404 saying so, not a 405.
+    install_not_implemented(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     wrapped: ASGIApp = Guard(FastRoutes(app, services), services)
     for layer in outer:

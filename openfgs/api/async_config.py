@@ -125,8 +125,10 @@ async def list_async_configs(
     response_class=Response,
     responses={
         200: {
-            "description": "Canceled; the body is null",
-            "content": {"application/json": {"schema": {"type": "null"}}},
+            # FunctionGraph documents a null body; the Node.js SDK throws on null, while {}
+            # parses in every SDK.
+            "description": "Canceled; the body is an empty object",
+            "content": {"application/json": {"schema": {"type": "object"}}},
         }
     },
     summary="CancelAsyncInvocation",
@@ -135,4 +137,4 @@ async def cancel_async_invocation(
     body: CancelBody, function: FunctionDep, services: ServicesDep
 ) -> Response:
     await services.invocations.cancel(function, body.request_id)
-    return Response(b"null", 200, media_type="application/json")
+    return Response(b"{}", 200, media_type="application/json")

@@ -1,0 +1,44 @@
+"""ListQuotas: the limits openfgs enforces, with a project's usage where it is cheap to count.
+
+FunctionGraph's own quota types come first (``fgs_func_num``, ``fgs_func_code_size`` in MB,
+``fgs_on_demand_instance_limit``); the per-function limits FunctionGraph documents but does not
+list as quotas follow under names of the same form. A per-function limit has no project-wide
+usage: its ``used`` is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openfgs.functions import MAX_INSTANCES, FunctionRegistry
+from openfgs.tags import MAX_TAGS
+
+MIB = 1024 * 1024
+# FunctionGraph's per-function limits (notes and constraints of its user guide).
+VERSIONS_PER_FUNCTION = 20
+ALIASES_PER_FUNCTION = 10
+DEPENDENCIES_PER_FUNCTION = 20
+TRIGGERS_PER_QUALIFIER = 10
+
+
+@dataclass(frozen=True)
+class Quota:
+    type: str
+    quota: int
+    used: int = 0
+    unit: str | None = None
+
+
+async def list_quotas(registry: FunctionRegistry, project_id: str) -> list[Quota]:
+    """The quotas of ``project_id``; the project-wide ones with what it uses of them."""
+    code_bytes = await registry.total_code_size(project_id)
+    return [
+        Quota("fgs_func_num", registry.function_quota, await registry.count(project_id)),
+        Quota("fgs_func_code_size", registry.code_quota_bytes // MIB, -(-code_bytes // MIB), "MB"),
+        Quota("fgs_on_demand_instance_limit", MAX_INSTANCES),
+        Quota("fgs_func_version_num", VERSIONS_PER_FUNCTION),
+        Quota("fgs_func_alias_num", ALIASES_PER_FUNCTION),
+        Quota("fgs_func_dependency_num", DEPENDENCIES_PER_FUNCTION),
+        Quota("fgs_func_trigger_num", TRIGGERS_PER_QUALIFIER),
+        Quota("fgs_func_tag_num", MAX_TAGS),
+    ]
