@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -411,12 +411,12 @@ class FunctionRegistry:
     async def remove_tags(self, function: Function, keys: Sequence[str]) -> None:
         await self._store.delete_function_tags(function.id, check_keys(keys))
 
-    async def project_tags(self, project_id: str) -> dict[str, Sequence[str]]:
+    async def project_tags(self, project_id: str) -> Mapping[str, Sequence[str]]:
         """Every tag key of a project's functions with the values it has, sorted."""
         found: dict[str, list[str]] = {}
         for key, value in await self._store.list_project_tags(project_id):
             found.setdefault(key, []).append(value)
-        return dict(found)
+        return found
 
     @property
     def code_quota_bytes(self) -> int:
