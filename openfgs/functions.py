@@ -11,7 +11,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -45,6 +45,7 @@ from openfgs.schemas import (
     UpdateFunctionConfigBody,
 )
 from openfgs.store.base import Store
+from openfgs.tags import MAX_TAGS, check_keys, check_tags, parse_tags_text
 
 INLINE_LIMIT = 10 * 1024
 ZIP_LIMIT = 50 * 1024 * 1024
@@ -53,6 +54,9 @@ USER_DATA_KEYS = 20
 DEFAULT_CONCURRENCY = 400
 # FunctionGraph's quota on the total code size of an account (FSS.1042).
 DEFAULT_CODE_QUOTA = 20 * 1024**3
+# FunctionGraph's quota on the functions of an account (FSS.1041).
+DEFAULT_FUNCTION_QUOTA = 400
+MAX_INSTANCES = 1000  # strategy_config.concurrency and max_instance_num: -1, 0 or 1..1000
 CACHE_ENTRIES = 10_000  # functions remembered by name and by id, each
 VERSION_LIMIT = 20  # versions of a function, its latest included (FunctionGraph's quota)
 ALIAS_LIMIT = 10  # aliases of a function
@@ -214,11 +218,13 @@ class FunctionRegistry:
         cache_seconds: float = 2.0,
         *,
         code_quota_bytes: int = DEFAULT_CODE_QUOTA,
+        function_quota: int = DEFAULT_FUNCTION_QUOTA,
     ) -> None:
         self._store = store
         self.region = region
         self._cache_seconds = cache_seconds
         self._code_quota_bytes = code_quota_bytes
+        self.function_quota = function_quota
         # Misses are remembered too, so URNs a caller makes up are bounded like the rest.
         self._cache: TtlCache[tuple[str, str, str, str], Function | None] = TtlCache(CACHE_ENTRIES)
         self._by_id: TtlCache[int, Function | None] = TtlCache(CACHE_ENTRIES)
@@ -238,6 +244,8 @@ class FunctionRegistry:
         self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
         check_initializer(body.initializer_handler, body.initializer_timeout)
         concurrency, concurrent_num = _concurrency(body.strategy_config, None)
+        tags = parse_tags_text(body.tags)
+        await self._check_function_quota(project_id)
         # Decoding and reading a package through takes a while for 50 MB: not on the loop.
         code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
         await self._check_quota(project_id, len(code))
@@ -272,6 +280,8 @@ class FunctionRegistry:
                 f"The function already exists: {body.func_name}", error_code="FSS.1061"
             ) from None
         self._forget(created)
+        if tags:
+            await self._store.put_function_tags(created.id, tags, MAX_TAGS)
         return created
 
     @staticmethod
@@ -280,6 +290,15 @@ class FunctionRegistry:
         check_handler(handler)
         check_memory(memory)
         check_user_data(user_data)
+
+    async def _check_function_quota(self, project_id: str) -> None:
+        count = await self._store.count_functions(project_id)
+        if count >= self.function_quota:
+            raise Forbidden(
+                f"Function count limit exceeded: the project has {count} functions, its "
+                f"quota is {self.function_quota}",
+                error_code="FSS.1041",
+            )
 
     async def _check_quota(self, project_id: str, added: int) -> None:
         """Refuse code that would take the project's total code size over the quota."""
@@ -593,6 +612,59 @@ class FunctionRegistry:
         if data is None:
             raise NotFound(f"code package {digest[:16]}… not found")
         return data
+
+    # -- max instances and tags ----------------------------------------------------------
+
+    async def set_max_instances(self, function: Function, max_instance_num: int) -> Function:
+        """UpdateFunctionMaxInstanceConfig: the same setting as ``strategy_config.concurrency``
+        (``-1``: the default, ``0``: disabled, else at most MAX_INSTANCES)."""
+        if not -1 <= max_instance_num <= MAX_INSTANCES:
+            raise _bad(
+                "FSS.1026",
+                f"Invalid max_instance_num: {max_instance_num}; expected -1, 0 or 1 to "
+                f"{MAX_INSTANCES}",
+            )
+        config = StrategyConfig(concurrency=max_instance_num)
+        concurrency, _ = _concurrency(config, function)
+        updated = replace(function, concurrency=concurrency, last_modified=now_ms())
+        await self._store.update_function(updated, None)
+        self._forget(function)
+        return updated
+
+    async def tags(self, function: Function) -> Sequence[tuple[str, str]]:
+        return await self._store.list_function_tags(function.id)
+
+    async def add_tags(self, function: Function, tags: Sequence[tuple[str, str]]) -> None:
+        """CreateTags: a key the function has takes the new value; at most MAX_TAGS in all."""
+        checked = check_tags(tags)
+        count = await self._store.put_function_tags(function.id, checked, MAX_TAGS)
+        if count is None:
+            raise NotFound(f"can not find function: {function.name}")
+        if count > MAX_TAGS:
+            raise _bad(
+                "FSS.0400",
+                f"Invalid tags: a function has at most {MAX_TAGS} tags; these would make {count}",
+            )
+
+    async def remove_tags(self, function: Function, keys: Sequence[str]) -> None:
+        await self._store.delete_function_tags(function.id, check_keys(keys))
+
+    async def project_tags(self, project_id: str) -> Mapping[str, Sequence[str]]:
+        """Every tag key of a project's functions with the values it has, sorted."""
+        found: dict[str, list[str]] = {}
+        for key, value in await self._store.list_project_tags(project_id):
+            found.setdefault(key, []).append(value)
+        return found
+
+    @property
+    def code_quota_bytes(self) -> int:
+        return self._code_quota_bytes
+
+    async def count(self, project_id: str) -> int:
+        return await self._store.count_functions(project_id)
+
+    async def total_code_size(self, project_id: str) -> int:
+        return await self._store.total_code_size(project_id)
 
     def spec(self, function: Function, version: str = LATEST) -> FunctionSpec:
         """What the runtime needs to run ``function``."""

@@ -54,6 +54,8 @@ class CreateFunctionBody(_Input):
     initializer_handler: str | None = None
     initializer_timeout: int | None = None
     strategy_config: StrategyConfig | None = None
+    # FunctionGraph's string field: openfgs reads a JSON object or a JSON array of {key, value}.
+    tags: str | None = None
 
 
 class UpdateFunctionConfigBody(_Input):
@@ -469,3 +471,58 @@ class EventListOut(_Output):
     events: list[EventSummaryOut]
     count: int
     next_marker: int
+
+
+# -- max instances, tags and quotas ----------------------------------------------------------
+
+
+class MaxInstanceBody(_Input):
+    max_instance_num: int = Field(description="-1 (the default), 0 (disabled) or 1 to 1000")
+
+
+class KvItem(_Input):
+    key: str = Field(max_length=1024)
+    value: str | None = Field(default=None, max_length=1024)
+
+
+class TagsBody(_Input):
+    """CreateTags and DeleteTags; ``sys_tags`` are accepted and not stored."""
+
+    action: str | None = Field(default=None, max_length=16)
+    tags: list[KvItem] = Field(default_factory=list, max_length=100)
+    sys_tags: list[KvItem] | None = Field(default=None, max_length=100)
+
+
+class KvItemOut(_Output):
+    key: str
+    value: str
+
+
+class FunctionTagsOut(_Output):
+    tags: list[KvItemOut]
+    sys_tags: list[KvItemOut]
+
+
+class TagItemOut(_Output):
+    key: str
+    values: list[str]
+
+
+class ProjectTagsOut(_Output):
+    tags: list[TagItemOut]
+    sys_tags: list[TagItemOut]
+
+
+class QuotaOut(_Output):
+    type: str
+    quota: int
+    used: int
+    unit: str | None = None  # "MB" for fgs_func_code_size, absent elsewhere
+
+
+class QuotaListOut(_Output):
+    resources: list[QuotaOut]
+
+
+class QuotasOut(_Output):
+    quotas: QuotaListOut

@@ -113,7 +113,10 @@ class Services:
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
         store = store or create_store(settings)
         registry = FunctionRegistry(
-            store, settings.region, code_quota_bytes=settings.max_code_bytes_per_project
+            store,
+            settings.region,
+            code_quota_bytes=settings.max_code_bytes_per_project,
+            function_quota=settings.max_functions_per_project,
         )
         invocations = InvocationService(
             store,

@@ -77,6 +77,8 @@ class Settings:
     # Code storage.
     # The summed code_size of a project's functions (FunctionGraph's quota, 20 GB).
     max_code_bytes_per_project: int = 20 * 1024**3
+    # The functions of a project (FunctionGraph's quota, FSS.1041).
+    max_functions_per_project: int = 400
     # Sandbox.
     # "strict", "relaxed", or empty: strict when the service runs as root, else relaxed.
     isolation: str = ""

@@ -19,6 +19,8 @@ from openfgs.api import (
     health,
     iam,
     invocations,
+    quotas,
+    tags,
     test_events,
     triggers,
     versions,
@@ -26,6 +28,7 @@ from openfgs.api import (
 from openfgs.api.errors import install_error_handlers
 from openfgs.api.fast import FastRoutes
 from openfgs.api.guard import Guard
+from openfgs.api.operations import install_not_implemented
 from openfgs.services import Services
 
 # Every router, in the order routes are tried: static paths under /fgs/functions/ come before
@@ -42,6 +45,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     triggers.router,
     test_events.router,
     extensions.router,
+    tags.router,
+    quotas.router,
     apig.router,
 )
 
@@ -87,6 +92,8 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Last: every SDK operation no router above answers gets a 404 saying so, not a 405.
+    install_not_implemented(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     wrapped: ASGIApp = Guard(FastRoutes(app, services), services, declared_routes())
     for layer in outer:

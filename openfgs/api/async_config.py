@@ -131,8 +131,10 @@ async def list_async_configs(
     response_class=Response,
     responses={
         200: {
-            "description": "Canceled; the body is null",
-            "content": {"application/json": {"schema": {"type": "null"}}},
+            # FunctionGraph documents a null body; the Node.js SDK throws on null, while {}
+            # parses in every SDK.
+            "description": "Canceled; the body is an empty object",
+            "content": {"application/json": {"schema": {"type": "object"}}},
         }
     },
     summary="CancelAsyncInvocation",
@@ -141,4 +143,4 @@ async def cancel_async_invocation(
     body: CancelBody, functions: FunctionsDep, services: ServicesDep
 ) -> Response:
     await services.invocations.cancel(functions, body.request_id)
-    return Response(b"null", 200, media_type="application/json")
+    return Response(b"{}", 200, media_type="application/json")

@@ -17,6 +17,7 @@ from openfgs.schemas import (
     FunctionCodeOut,
     FunctionListOut,
     FunctionOut,
+    MaxInstanceBody,
     UpdateFunctionCodeBody,
     UpdateFunctionConfigBody,
 )
@@ -136,6 +137,19 @@ async def update_function_config(
 ) -> dict[str, Any]:
     function = await services.registry.resolve(project_id, function_urn, missing_code="FSS.1051")
     updated = await services.registry.update_config(function, body)
+    return describe(updated, services.settings.region)
+
+
+@router.put(
+    "/{function_urn}/config-max-instance",
+    response_model=FunctionOut,
+    summary="UpdateFunctionMaxInstanceConfig",
+)
+async def update_max_instance_config(
+    function_urn: str, body: MaxInstanceBody, project_id: ProjectDep, services: ServicesDep
+) -> dict[str, Any]:
+    function = await services.registry.resolve(project_id, function_urn, missing_code="FSS.1051")
+    updated = await services.registry.set_max_instances(function, body.max_instance_num)
     return describe(updated, services.settings.region)
 
 

@@ -609,3 +609,46 @@ class SqlStore(abc.ABC):
     async def delete_test_event(self, function_id: int, event_id: str) -> bool:
         params = {"function_id": function_id, "id": event_id}
         return bool(await self._write(execute("delete_test_event", params)))
+
+    # -- function tags --------------------------------------------------------------------
+
+    async def list_function_tags(self, function_id: int) -> list[tuple[str, str]]:
+        rows = await self._read(fetch_all("list_function_tags", {"function_id": function_id}))
+        return [(str(row["key"]), str(row["value"])) for row in rows]
+
+    async def put_function_tags(
+        self, function_id: int, tags: list[tuple[str, str]], limit: int
+    ) -> int | None:
+        """Set ``tags`` (a key already there takes the new value) unless the function would
+        then have more than ``limit``: the count it would have, which is written only when
+        it is within the limit (None when the function is gone)."""
+
+        def script() -> Script[int | None]:
+            # The function's row is locked first, so two requests cannot both pass the limit.
+            if (yield fetch_one("lock_function", {"id": function_id})) is None:
+                return None
+            rows = yield fetch_all("list_function_tags", {"function_id": function_id})
+            count = len({str(row["key"]) for row in rows} | {key for key, _ in tags})
+            if count <= limit:
+                for key, value in tags:
+                    params = {"function_id": function_id, "key": key, "value": value}
+                    yield execute("upsert_function_tag", params)
+            return count
+
+        return await self._write(script())
+
+    async def delete_function_tags(self, function_id: int, keys: list[str]) -> None:
+        def script() -> Script[None]:
+            for key in keys:
+                yield execute("delete_function_tag", {"function_id": function_id, "key": key})
+
+        await self._write(script())
+
+    async def list_project_tags(self, project_id: str) -> list[tuple[str, str]]:
+        rows = await self._read(fetch_all("list_project_tags", {"project_id": project_id}))
+        return [(str(row["key"]), str(row["value"])) for row in rows]
+
+    async def count_functions(self, project_id: str) -> int:
+        params = {"project_id": project_id, "package": None, "name_like": None}
+        row = await self._read(fetch_one("count_functions", params))
+        return int(row["count"])

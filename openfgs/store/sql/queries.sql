@@ -344,3 +344,18 @@ DELETE FROM test_events WHERE function_id = :function_id AND id = :id;
 
 -- name: delete_function_test_events
 DELETE FROM test_events WHERE function_id = :function_id;
+-- Function tags: at most a few dozen rows per function.
+
+-- name: list_function_tags
+SELECT key, value FROM function_tags WHERE function_id = :function_id ORDER BY key;
+
+-- name: upsert_function_tag
+INSERT INTO function_tags (function_id, key, value) VALUES (:function_id, :key, :value)
+ON CONFLICT (function_id, key) DO UPDATE SET value = excluded.value;
+
+-- name: delete_function_tag
+DELETE FROM function_tags WHERE function_id = :function_id AND key = :key;
+
+-- name: list_project_tags
+SELECT DISTINCT t.key, t.value FROM function_tags t JOIN functions f ON f.id = t.function_id
+WHERE f.project_id = :project_id ORDER BY t.key, t.value;
