@@ -23,7 +23,6 @@ PARAMETERS = {
     "alias_name": "prod",
     "trigger_type_code": "TIMER",
     "trigger_id": "t-1",
-    "path": "hello",
     "event_id": "3b659dc0-12fc-40dc-aa05-a321d9424cb3",
 }
 
