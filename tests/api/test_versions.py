@@ -52,8 +52,6 @@ from .conftest import (
     wait_for_terminal,
 )
 
-pytestmark = pytest.mark.usefixtures("server")
-
 
 def code_returning(value: Any, *, fail: bool = False) -> str:
     body = f"raise RuntimeError({json.dumps(value)!r})" if fail else f"return {value!r}"
@@ -435,3 +433,21 @@ def test_latest_cannot_be_deleted_alone_and_the_function_takes_its_versions(sdk:
     create_function(sdk, "whole", code_returning("again"))
     assert fss_error(lambda: invoke(sdk, urn("whole", qualifier="v1"))) == (404, "FSS.1052")
     assert wait_for(lambda: invoke(sdk, urn("whole")) == "again")
+
+
+def test_versions_aliases_and_their_records_on_every_backend(any_server: LiveServer) -> None:
+    sdk = sdk_client(any_server.url)
+    two_versions(sdk, "both")
+    new_alias(sdk, "both", "prod", "v1", {"v2": 100})
+    ids = {q: invoke_async(sdk, urn("both", qualifier=q)) for q in ("latest", "v1", "!prod")}
+    for qualifier, request_id in ids.items():
+        record = wait_for_terminal(sdk, urn("both", qualifier=qualifier), request_id)
+        assert record.status == "SUCCESS", record
+    assert listed_ids(sdk, urn("both", qualifier="!prod")) == {ids["!prod"]}
+    assert listed_ids(sdk, urn("both", qualifier=None)) == set(ids.values())
+    assert invoke(sdk, urn("both", qualifier="!prod")) == 2
+    sdk.delete_version_alias(
+        DeleteVersionAliasRequest(function_urn=urn("both", qualifier=None), alias_name="prod")
+    )
+    sdk.delete_function(DeleteFunctionRequest(function_urn=urn("both", qualifier="v1")))
+    assert listed_ids(sdk, urn("both", qualifier=None)) == {ids["latest"]}
