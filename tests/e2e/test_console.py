@@ -1,0 +1,301 @@
+"""The web console in a real headless Chromium, against a live server on loopback.
+
+Functions and records are made through the official SDK (and WAIT rows the worker never
+claims, inserted into the store); the browser only uses the console. Chromium is Debian's
+(``/usr/bin/chromium``), driven by Playwright; under CI (``CI=true``) a missing browser fails
+these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from huaweicloudsdkfunctiongraph.v2 import AsyncInvokeFunctionRequest
+
+from tests.api.conftest import (
+    REPORTER_CODE,
+    create_function,
+    insert_records,
+    wait_for_terminal,
+)
+from tests.support import (
+    CREDENTIAL,
+    LiveServer,
+    make_settings,
+    sdk_client,
+    start_server,
+    token_body,
+    urn,
+)
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAITING = 25  # WAIT records of the function "waiter": more than one page of 20
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+HOSTILE = "<img src=x onerror=alert(1)>"
+# Chromium reports every non-2xx answer to fetch() on the console; those are the API's
+# answers the page shows (a wrong key, statistics not there yet), not script errors.
+NETWORK_NOTE = re.compile(r"^Failed to load resource: the server responded with a status of")
+
+sync_api: Any = None
+try:
+    from playwright import sync_api
+except ImportError:  # pragma: no cover - the test extra installs it
+    pass
+
+
+def _require_browser() -> None:
+    missing = []
+    if sync_api is None:
+        missing.append("playwright")
+    if not Path(CHROMIUM).exists():
+        missing.append(CHROMIUM)
+    if missing:
+        message = "the console tests need " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _require_browser()
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the module, with the functions and records the tests look at."""
+    _require_browser()
+    started = start_server(make_settings(tmp_path_factory.mktemp("console") / "data"))
+    server = next(started)
+    sdk = sdk_client(server.url)
+    create_function(sdk, "waiter")
+    now_ms = int(time.time() * 1000)
+    server.waiting = insert_records(  # type: ignore[attr-defined]
+        server, "waiter", [now_ms - i * 120_000 for i in range(WAITING)]
+    )
+    create_function(sdk, "reporter", REPORTER_CODE)
+    answer = sdk.async_invoke_function(
+        AsyncInvokeFunctionRequest(function_urn=urn("reporter"), body={"html": HOSTILE})
+    )
+    wait_for_terminal(sdk, urn("reporter"), answer.request_id)
+    server.failed = answer.request_id  # type: ignore[attr-defined]
+    yield server
+    next(started, None)
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context; fails the test on any script error or console error."""
+    context = browser.new_context(viewport=DESKTOP)
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
+    opened.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error" and not NETWORK_NOTE.match(message.text)
+            else None
+        ),
+    )
+    opened.set_default_timeout(15_000)
+    yield opened
+    context.close()
+    assert not problems, problems
+
+
+def screenshot(page: Any, name: str, tmp_path: Path) -> None:
+    """Save a screenshot; into ``$CONSOLE_SCREENSHOTS`` too when set (docs/console/)."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    target = os.environ.get("CONSOLE_SCREENSHOTS")
+    if target:
+        shutil.copy(path, Path(target) / name)
+
+
+def sign_in(page: Any, secret_key: str = CREDENTIAL.secret_key) -> None:
+    page.get_by_label("Project ID").fill(CREDENTIAL.project_id)
+    page.get_by_label("Access key").fill(CREDENTIAL.access_key)
+    page.get_by_label("Secret key").fill(secret_key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def records_url(live: LiveServer, name: str, query: str = "") -> str:
+    return f"{live.url}/console/functions/{name}/async-invocations{query}"
+
+
+def rows(page: Any) -> Any:
+    return page.locator("tr[data-request-id]")
+
+
+def expect(target: Any) -> Any:
+    return sync_api.expect(target)
+
+
+def test_the_console_is_served_with_a_strict_policy(live: LiveServer) -> None:
+    for path in ("/console", "/console/", "/console/functions/waiter/async-invocations"):
+        answer = httpx.get(live.url + path, timeout=10)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"].startswith("text/html")
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy
+        assert answer.headers["cache-control"] == "no-cache"
+        assert "<script" in answer.text and "<script>" not in answer.text  # no inline script
+    script = httpx.get(live.url + "/console/assets/app.js", timeout=10)
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "innerHTML" not in script.text
+    again = httpx.get(
+        live.url + "/console/assets/app.js",
+        headers={"If-None-Match": script.headers["etag"]},
+        timeout=10,
+    )
+    assert again.status_code == 304
+    css = httpx.get(live.url + "/console/assets/app.css", timeout=10)
+    assert css.headers["content-type"].startswith("text/css")
+    missing = httpx.get(live.url + "/console/assets/index.py", timeout=10)
+    assert missing.status_code == 404
+    assert missing.json()["error_code"] == "FSS.0404"
+
+
+def test_a_wrong_secret_key_shows_the_fss_message(page: Any, live: LiveServer) -> None:
+    wrong = "not-the-secret-key-0000000000"
+    answer = httpx.post(
+        f"{live.url}/v3/auth/tokens", json=token_body(secret_key=wrong), timeout=10
+    ).json()
+    page.goto(f"{live.url}/console")
+    sign_in(page, secret_key=wrong)
+    expect(page.locator("#error")).to_have_text(f"{answer['error_code']}: {answer['error_msg']}")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_functions_and_a_function_page(page: Any, live: LiveServer, tmp_path: Path) -> None:
+    page.goto(f"{live.url}/console")
+    sign_in(page)
+    row = page.locator("tr", has_text="waiter")
+    expect(row).to_contain_text("Python3.9")
+    expect(row).to_contain_text("128 MB")
+    row.get_by_role("link", name="waiter").click()
+    expect(page).to_have_url(re.compile(r"/console/functions/waiter$"))
+    for title in ("Configuration", "Async invoke config", "Versions", "Aliases", "Triggers"):
+        expect(page.get_by_role("heading", name=title)).to_be_visible()
+    expect(page.locator("section", has_text="Versions")).to_contain_text("latest")
+    expect(page.locator("section", has_text="Configuration")).to_contain_text("index.handler")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('openfgs.console.session')") is None
+
+
+def test_async_invocations_find_filter_page_stop_and_detail(
+    page: Any, live: LiveServer, tmp_path: Path
+) -> None:
+    waiting: list[str] = live.waiting  # type: ignore[attr-defined]
+    page.goto(records_url(live, "waiter"))
+    sign_in(page)
+    # The deep link opens its view after sign-in: newest first, 20 a page, the total count.
+    expect(rows(page)).to_have_count(20)
+    expect(page.get_by_test_id("count")).to_have_text(f"1–20 of {WAITING}")
+    expect(rows(page).first).to_have_attribute("data-request-id", waiting[0])
+    chart = page.locator('figure[data-chart="Invocations per status"] svg rect')
+    expect(chart.first).to_be_visible()
+    assert chart.count() > 0
+    screenshot(page, "async-invocations-desktop.png", tmp_path)
+
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_test_id("count")).to_have_text(f"21–{WAITING} of {WAITING}")
+    expect(rows(page)).to_have_count(WAITING - 20)
+    expect(rows(page).last).to_have_attribute("data-request-id", waiting[-1])
+
+    # Find one record by its request id and stop it.
+    target = waiting[3]
+    page.get_by_label("Request ID", exact=True).fill(target)
+    page.get_by_role("button", name="Apply").click()
+    expect(rows(page)).to_have_count(1)
+    expect(page.get_by_test_id("count")).to_have_text("1–1 of 1")
+    row = rows(page).first
+    expect(row).to_contain_text("WAIT")
+    row.get_by_role("button", name="Stop").click()
+    expect(page.locator("#notice")).to_contain_text(f"Stopped {target}")
+    expect(row).to_contain_text("DISCARD")
+    expect(row).to_contain_text("4208")
+    expect(row.get_by_role("button", name="Re-run")).to_be_visible()
+
+    # Filter by status: the stopped record alone is DISCARD; the rest still wait.
+    page.get_by_label("Request ID", exact=True).fill("")
+    page.get_by_label("Status", exact=True).select_option("DISCARD")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows(page)).to_have_count(1)
+    expect(rows(page).first).to_have_attribute("data-request-id", target)
+    page.get_by_label("Status", exact=True).select_option("WAIT")
+    page.get_by_label("Time range", exact=True).select_option("1d")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("count")).to_have_text(f"1–20 of {WAITING - 1}")
+    page.go_back()
+    expect(rows(page)).to_have_count(1)
+
+    # The detail: every attempt, with its outcome and error.
+    rows(page).first.get_by_role("link", name=target).click()
+    expect(page).to_have_url(re.compile(f"/async-invocations/{target}$"))
+    attempts = page.locator("section", has_text="Attempts").locator("tbody tr")
+    expect(attempts).to_have_count(1)
+    expect(attempts.first).to_contain_text("DISCARD")
+    expect(attempts.first).to_contain_text("function invocation canceled")
+
+
+def test_an_attacker_written_message_is_shown_as_text_and_rerun(
+    page: Any, live: LiveServer, tmp_path: Path
+) -> None:
+    failed: str = live.failed  # type: ignore[attr-defined]
+    page.goto(records_url(live, "reporter", "?status=FAIL&range=1d"))
+    sign_in(page)
+    row = page.locator(f'tr[data-request-id="{failed}"]')
+    expect(row).to_contain_text(HOSTILE)
+    assert page.locator("main img").count() == 0
+    row.get_by_role("link", name=failed).click()
+    expect(page.locator("pre.text")).to_contain_text(HOSTILE)
+    assert page.locator("main img").count() == 0
+    page.get_by_role("button", name="Re-run").click()
+    expect(page.locator("#notice")).to_contain_text(f"Re-run of {failed} queued as")
+
+
+def test_phone_width(browser: Any, live: LiveServer, tmp_path: Path) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    phone = context.new_page()
+    errors: list[str] = []
+    phone.on("pageerror", lambda error: errors.append(str(error)))
+    phone.goto(records_url(live, "waiter", "?status=WAIT"))
+    sign_in(phone)
+    expect(rows(phone).first).to_be_visible()
+    expect(
+        phone.locator('figure[data-chart="Invocations per status"] svg rect').first
+    ).to_be_attached()
+    # The page itself never scrolls sideways; only a wide table scrolls inside its frame.
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], width
+    screenshot(phone, "async-invocations-phone.png", tmp_path)
+    context.close()
+    assert not errors, errors
