@@ -575,7 +575,7 @@ async function invocationsView(name) {
     h(
       "section",
       { class: "card" },
-      h("div", { class: "actions" }, h("label", { class: "check filters" }, refresh, ` Auto-refresh every ${REFRESH_MS / 1000} s`)),
+      h("div", { class: "actions" }, h("label", { class: "check" }, refresh, ` Auto-refresh every ${REFRESH_MS / 1000} s`)),
       list,
     ),
     h("section", { class: "card" }, h("h2", {}, "Charts"), charts),
@@ -753,7 +753,7 @@ function statisticsSeries(data, wanted) {
 
 const CHART_W = 600;
 const CHART_H = 220;
-const PAD = { left: 40, right: 8, top: 10, bottom: 22 };
+const PAD = { left: 44, right: 8, top: 12, bottom: 26 };
 
 function axes(maxValue, fromTime, toTime) {
   const plotH = CHART_H - PAD.top - PAD.bottom;

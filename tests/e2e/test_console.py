@@ -205,6 +205,7 @@ def test_functions_and_a_function_page(page: Any, live: LiveServer, tmp_path: Pa
         expect(page.get_by_role("heading", name=title)).to_be_visible()
     expect(page.locator("section", has_text="Versions")).to_contain_text("latest")
     expect(page.locator("section", has_text="Configuration")).to_contain_text("index.handler")
+    screenshot(page, "function-desktop.png", tmp_path)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('openfgs.console.session')") is None
@@ -264,6 +265,7 @@ def test_async_invocations_find_filter_page_stop_and_detail(
     expect(attempts).to_have_count(1)
     expect(attempts.first).to_contain_text("DISCARD")
     expect(attempts.first).to_contain_text("function invocation canceled")
+    screenshot(page, "detail-desktop.png", tmp_path)
 
 
 def test_an_attacker_written_message_is_shown_as_text_and_rerun(
