@@ -284,8 +284,8 @@ async function route() {
       try {
         await view(match);
       } catch (error) {
+        if (!session()) await route(); // the token was refused: sign in again, then say why
         showError(error);
-        if (!session()) route();
       }
       return;
     }

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+WAIT_MS = 15_000
 WAITING = 25  # WAIT records of the function "waiter": more than one page of 20
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
+STATUS_CHART = 'figure[data-chart="Invocations per status"]'
 HOSTILE = "<img src=x onerror=alert(1)>"
 # Chromium reports every non-2xx answer to fetch() on the console; those are the API's
 # answers the page shows (a wrong key, statistics not there yet), not script errors.
@@ -78,6 +80,8 @@ def _require_browser() -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     _require_browser()
+    # Auto-refresh runs every 5 s: waits are longer than that, and end as soon as they hold.
+    sync_api.expect.set_options(timeout=WAIT_MS)
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
@@ -93,9 +97,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     sdk = sdk_client(server.url)
     create_function(sdk, "waiter")
     now_ms = int(time.time() * 1000)
-    server.waiting = insert_records(  # type: ignore[attr-defined]
-        server, "waiter", [now_ms - i * 120_000 for i in range(WAITING)]
-    )
+    server.starts = [now_ms - i * 120_000 for i in range(WAITING)]  # type: ignore[attr-defined]
+    server.waiting = insert_records(server, "waiter", server.starts)  # type: ignore[attr-defined]
+    create_function(sdk, "refreshed")
     create_function(sdk, "reporter", REPORTER_CODE)
     answer = sdk.async_invoke_function(
         AsyncInvokeFunctionRequest(function_urn=urn("reporter"), body={"html": HOSTILE})
@@ -107,24 +111,36 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh browser context; fails the test on any script error or console error."""
-    context = browser.new_context(viewport=DESKTOP)
-    opened = context.new_page()
+def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Opens pages in fresh browser contexts; fails the test on any script or console error."""
+    contexts: list[Any] = []
     problems: list[str] = []
-    opened.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
-    opened.on(
-        "console",
-        lambda message: (
-            problems.append(f"console {message.type}: {message.text}")
-            if message.type == "error" and not NETWORK_NOTE.match(message.text)
-            else None
-        ),
-    )
-    opened.set_default_timeout(15_000)
+
+    def opened(**options: Any) -> Any:
+        context = browser.new_context(**{"viewport": DESKTOP, **options})
+        contexts.append(context)
+        tab = context.new_page()
+        tab.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
+        tab.on(
+            "console",
+            lambda message: (
+                problems.append(f"console {message.type}: {message.text}")
+                if message.type == "error" and not NETWORK_NOTE.match(message.text)
+                else None
+            ),
+        )
+        tab.set_default_timeout(WAIT_MS)
+        return tab
+
     yield opened
-    context.close()
+    for context in contexts:
+        context.close()
     assert not problems, problems
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Any]) -> Any:
+    return new_page()
 
 
 def screenshot(page: Any, name: str, tmp_path: Path) -> None:
@@ -221,7 +237,7 @@ def test_async_invocations_find_filter_page_stop_and_detail(
     expect(rows(page)).to_have_count(20)
     expect(page.get_by_test_id("count")).to_have_text(f"1–20 of {WAITING}")
     expect(rows(page).first).to_have_attribute("data-request-id", waiting[0])
-    chart = page.locator('figure[data-chart="Invocations per status"] svg rect')
+    chart = page.locator(f"{STATUS_CHART} svg rect")
     expect(chart.first).to_be_visible()
     assert chart.count() > 0
     screenshot(page, "async-invocations-desktop.png", tmp_path)
@@ -284,20 +300,74 @@ def test_an_attacker_written_message_is_shown_as_text_and_rerun(
     expect(page.locator("#notice")).to_contain_text(f"Re-run of {failed} queued as")
 
 
-def test_phone_width(browser: Any, live: LiveServer, tmp_path: Path) -> None:
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-    phone = context.new_page()
-    errors: list[str] = []
-    phone.on("pageerror", lambda error: errors.append(str(error)))
+def test_phone_width(new_page: Callable[..., Any], live: LiveServer, tmp_path: Path) -> None:
+    phone = new_page(viewport=PHONE, is_mobile=True, has_touch=True)
     phone.goto(records_url(live, "waiter", "?status=WAIT"))
     sign_in(phone)
     expect(rows(phone).first).to_be_visible()
-    expect(
-        phone.locator('figure[data-chart="Invocations per status"] svg rect').first
-    ).to_be_attached()
+    expect(phone.locator(f"{STATUS_CHART} svg rect").first).to_be_attached()
     # The page itself never scrolls sideways; only a wide table scrolls inside its frame.
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], width
     screenshot(phone, "async-invocations-phone.png", tmp_path)
-    context.close()
-    assert not errors, errors
+
+
+def test_a_custom_window(page: Any, live: LiveServer) -> None:
+    waiting: list[str] = live.waiting  # type: ignore[attr-defined]
+    starts: list[int] = live.starts  # type: ignore[attr-defined]
+    page.goto(records_url(live, "waiter"))
+    sign_in(page)
+    expect(rows(page).first).to_be_visible()
+    page.get_by_label("Time range", exact=True).select_option("custom")
+    seconds = [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) for ms in starts]
+    page.get_by_label("From (UTC)", exact=True).fill(seconds[9])
+    page.get_by_label("To (UTC)", exact=True).fill(seconds[5])
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("count")).to_have_text("1–5 of 5")
+    expect(rows(page).first).to_have_attribute("data-request-id", waiting[5])
+    expect(rows(page).last).to_have_attribute("data-request-id", waiting[9])
+
+
+def test_auto_refresh_shows_new_records(page: Any, live: LiveServer) -> None:
+    page.goto(records_url(live, "refreshed"))
+    sign_in(page)
+    expect(page.get_by_text("No invocations match.")).to_be_visible()
+    page.get_by_label(re.compile("Auto-refresh")).check()
+    [request_id] = insert_records(live, "refreshed", [int(time.time() * 1000)])
+    expect(page.locator(f'tr[data-request-id="{request_id}"]')).to_be_visible()
+    expect(page.locator(f'tr[data-request-id="{request_id}"]')).to_be_visible()
+
+
+def test_statistics_panels_draw_listfunctionstatistics(page: Any, live: LiveServer) -> None:
+    """FunctionGraph's statistics shape, answered in the browser: the panels draw its series."""
+    now = int(time.time())
+    points = [{"timestamp": now - 600 + 60 * i, "value": float(10 + i)} for i in range(10)]
+    body = {"count": points, "duration": points, "max_duration": points, "min_duration": points}
+    page.route(
+        re.compile(r".*/statistics/\d+$"),
+        lambda route: route.fulfill(status=200, json=body),
+    )
+    page.goto(records_url(live, "waiter"))
+    sign_in(page)
+    run_time = page.locator('figure[data-chart="Run time (ms)"]')
+    expect(run_time.locator("svg polyline")).to_have_count(3)
+    expect(run_time).to_contain_text("max_duration")
+    expect(page.locator('figure[data-chart="Waiting depth"]')).to_contain_text(
+        "statistics not available"
+    )
+
+
+def test_a_refused_token_signs_out_with_the_reason(page: Any, live: LiveServer) -> None:
+    page.goto(records_url(live, "waiter"))
+    sign_in(page)
+    expect(rows(page).first).to_be_visible()
+    page.evaluate(
+        """() => {
+            const key = "openfgs.console.session";
+            const saved = JSON.parse(sessionStorage.getItem(key));
+            sessionStorage.setItem(key, JSON.stringify({...saved, token: "revoked"}));
+        }"""
+    )
+    page.reload()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.locator("#error")).to_contain_text("FSS.0403")
