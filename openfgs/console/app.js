@@ -580,10 +580,14 @@ async function invocationsView(name) {
     ),
     h("section", { class: "card" }, h("h2", {}, "Charts"), charts),
   );
-  let busy = false;
+  // Each load supersedes the ones before it (a Stop's reload may overlap the timer's): only
+  // the newest one draws.
+  let newest = 0;
+  let inFlight = 0;
   const load = async () => {
-    if (busy || !view.alive()) return;
-    busy = true;
+    const mine = ++newest;
+    const current = { alive: () => view.alive() && mine === newest };
+    inFlight += 1;
     try {
       const [begin, end] = timeWindow(filters);
       const query = {
@@ -593,18 +597,18 @@ async function invocationsView(name) {
         query_end_time: apiTime(end),
       };
       const page = await get(functionPath(urn, "/async-invocations"), { ...query, marker: filters.marker, limit: filters.limit });
-      if (!view.alive()) return;
+      if (!current.alive()) return;
       list.replaceChildren(recordsTable(name, urn, page, filters, load));
-      await drawCharts(charts, { urn, query, begin, end, view });
+      await drawCharts(charts, { urn, query, begin, end, view: current });
     } catch (error) {
-      if (view.alive()) showError(error);
+      if (current.alive()) showError(error);
     } finally {
-      busy = false;
+      inFlight -= 1;
     }
   };
   const setTimer = () => {
     stopTimers();
-    if (refresh.checked) timers.push(setInterval(load, REFRESH_MS));
+    if (refresh.checked) timers.push(setInterval(() => inFlight || load(), REFRESH_MS));
   };
   refresh.addEventListener("change", () => {
     sessionStorage.setItem(REFRESH_KEY, refresh.checked ? "on" : "off");

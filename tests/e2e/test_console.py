@@ -171,7 +171,9 @@ def expect(target: Any) -> Any:
     return sync_api.expect(target)
 
 
-def test_the_console_is_served_with_a_strict_policy(live: LiveServer) -> None:
+def test_the_console_is_served_with_a_strict_policy(server: LiveServer) -> None:
+    """Served by every API node without a browser or a credential; no browser needed here."""
+    live = server
     for path in ("/console", "/console/", "/console/functions/waiter/async-invocations"):
         answer = httpx.get(live.url + path, timeout=10)
         assert answer.status_code == 200, path
