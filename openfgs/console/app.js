@@ -713,25 +713,36 @@ async function loadStatistics(urn, begin, end) {
   }
 }
 
-// Which statistics arrays each panel draws: FunctionGraph's own names and any the server adds.
+// Which statistics arrays each panel draws: FunctionGraph's names (duration, max_duration,
+// min_duration: run time in ms) and any a server adds for dispatch time or waiting depth.
 const STATISTICS_PANELS = [
-  ["Dispatch time (ms)", (key) => /dispatch|queue_time|wait_time|delay/i.test(key)],
-  ["Run time (ms)", (key) => /duration|run_time|percentile|^p\d+/i.test(key) && !/dispatch|queue_time|wait_time|delay/i.test(key)],
-  ["Waiting depth", (key) => /waiting|depth|backlog|wait_count|queue_len/i.test(key)],
+  ["Dispatch time (ms)", (key) => /dispatch/i.test(key)],
+  ["Run time (ms)", (key) => /^(duration|max_duration|min_duration)$|percentile|^p\d+_duration$/i.test(key)],
+  ["Waiting depth", (key) => /waiting|depth|backlog/i.test(key)],
 ];
 
 async function drawCharts(container, { urn, query, begin, end, view }) {
-  const [statuses, statistics] = await Promise.allSettled([loadStatusSeries({ urn, query, begin, end }), loadStatistics(urn, begin, end)]);
+  const [statuses, statistics, counts] = await Promise.allSettled([
+    loadStatusSeries({ urn, query, begin, end }),
+    loadStatistics(urn, begin, end),
+    get(projectPath(`/openfgs/functions/${enc(urn)}/stats`)),
+  ]);
   if (!view.alive()) return;
   const panels = [chartPanel("Invocations per status", statuses, (data) => [stackedBars(data.times, data.series), legend(STATUSES), h("p", { class: "muted" }, data.note)])];
   for (const [title, wanted] of STATISTICS_PANELS) {
     panels.push(
       chartPanel(title, statistics, (data) => {
         const series = statisticsSeries(data, wanted);
-        if (!series.length) return h("p", { class: "unavailable" }, "statistics not available");
-        return [lines(series, begin.getTime(), end.getTime()), legend(series.map((x) => x.name), true)];
+        if (series.length) return [lines(series, begin.getTime(), end.getTime()), legend(series.map((x) => x.name), true)];
+        return h("p", { class: "unavailable" }, "not in the statistics of this server");
       }),
     );
+  }
+  // Until the statistics carry a waiting series, say how many wait now (InvocationStats).
+  const waiting = panels[panels.length - 1];
+  if (counts.status === "fulfilled" && !waiting.querySelector("svg")) {
+    const now = counts.value ?? {};
+    waiting.append(h("p", { class: "muted", "data-testid": "waiting-now" }, `Now: ${now.WAIT ?? 0} waiting, ${now.RUNNING ?? 0} running.`));
   }
   container.replaceChildren(...panels);
 }
@@ -750,7 +761,7 @@ function statisticsSeries(data, wanted) {
     .filter(([key, value]) => wanted(key) && Array.isArray(value) && value.length)
     .map(([key, value]) => ({
       name: key,
-      points: value.map((p) => [Number(p.timestamp) < 1e12 ? Number(p.timestamp) * 1000 : Number(p.timestamp), Number(p.value)]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v)),
+      points: value.map((p) => [Number(p.timestamp) < 1e12 ? Number(p.timestamp) * 1000 : Number(p.timestamp), Number(p.value)]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v) && v >= 0), // -1: no data
     }))
     .filter((x) => x.points.length);
 }
