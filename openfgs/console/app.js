@@ -399,8 +399,8 @@ async function functionView(name) {
     ),
     section("Versions", versions, (data) =>
       table(
-        ["Version", "Description", "Last modified (UTC)"],
-        (data?.versions ?? []).map((v) => h("tr", {}, h("td", {}, v.version), h("td", {}, clip(v.version_description ?? v.description ?? "", 512)), h("td", { class: "nowrap" }, shownTime(v.last_modified)))),
+        ["Version", "Version description", "Last modified (UTC)"],
+        (data?.versions ?? []).map((v) => h("tr", {}, h("td", {}, v.version), h("td", {}, clip(v.version_description ?? "", 512)), h("td", { class: "nowrap" }, shownTime(v.last_modified)))),
       ),
     ),
     section("Aliases", aliases, (data) =>

@@ -18,7 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-from huaweicloudsdkfunctiongraph.v2 import AsyncInvokeFunctionRequest
+from huaweicloudsdkfunctiongraph.v2 import (
+    AsyncInvokeFunctionRequest,
+    CreateFunctionTriggerRequest,
+    CreateFunctionTriggerRequestBody,
+    CreateFunctionVersionRequest,
+    CreateFunctionVersionRequestBody,
+    CreateVersionAliasRequest,
+    CreateVersionAliasRequestBody,
+    TriggerEventDataRequestBody,
+)
 
 from tests.api.conftest import (
     REPORTER_CODE,
@@ -100,6 +109,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server.starts = [now_ms - i * 120_000 for i in range(WAITING)]  # type: ignore[attr-defined]
     server.waiting = insert_records(server, "waiter", server.starts)  # type: ignore[attr-defined]
     create_function(sdk, "refreshed")
+    publish(sdk, "published")
     create_function(sdk, "reporter", REPORTER_CODE)
     answer = sdk.async_invoke_function(
         AsyncInvokeFunctionRequest(function_urn=urn("reporter"), body={"html": HOSTILE})
@@ -108,6 +118,22 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server.failed = answer.request_id  # type: ignore[attr-defined]
     yield server
     next(started, None)
+
+
+def publish(sdk: Any, name: str) -> None:
+    """A function with a version v1, an alias prod on it and a (disabled) daily timer."""
+    create_function(sdk, name)
+    body = CreateFunctionVersionRequestBody(version="v1", description="first release")
+    sdk.create_function_version(CreateFunctionVersionRequest(function_urn=urn(name), body=body))
+    alias = CreateVersionAliasRequestBody(name="prod", version="v1")
+    sdk.create_version_alias(
+        CreateVersionAliasRequest(function_urn=urn(name, qualifier=None), body=alias)
+    )
+    data = TriggerEventDataRequestBody(name="daily", schedule_type="Cron", schedule="0 0 12 * * *")
+    trigger = CreateFunctionTriggerRequestBody(
+        trigger_type_code="TIMER", trigger_status="DISABLED", event_data=data
+    )
+    sdk.create_function_trigger(CreateFunctionTriggerRequest(function_urn=urn(name), body=trigger))
 
 
 @pytest.fixture
@@ -167,6 +193,12 @@ def rows(page: Any) -> Any:
     return page.locator("tr[data-request-id]")
 
 
+def card(page: Any, title: str) -> Any:
+    """The section of a page under the heading ``title``."""
+    heading = page.get_by_role("heading", name=title, exact=True)
+    return page.locator("section").filter(has=heading)
+
+
 def expect(target: Any) -> Any:
     return sync_api.expect(target)
 
@@ -217,12 +249,21 @@ def test_functions_and_a_function_page(page: Any, live: LiveServer, tmp_path: Pa
     row = page.locator("tr", has_text="waiter")
     expect(row).to_contain_text("Python3.9")
     expect(row).to_contain_text("128 MB")
-    row.get_by_role("link", name="waiter").click()
-    expect(page).to_have_url(re.compile(r"/console/functions/waiter$"))
+    page.locator("tr", has_text="published").get_by_role("link", name="published").click()
+    expect(page).to_have_url(re.compile(r"/console/functions/published$"))
     for title in ("Configuration", "Async invoke config", "Versions", "Aliases", "Triggers"):
         expect(page.get_by_role("heading", name=title)).to_be_visible()
-    expect(page.locator("section", has_text="Versions")).to_contain_text("latest")
-    expect(page.locator("section", has_text="Configuration")).to_contain_text("index.handler")
+    expect(card(page, "Configuration")).to_contain_text("index.handler")
+    versions = card(page, "Versions").locator("tbody tr")
+    expect(versions).to_have_count(2)
+    expect(versions).to_contain_text(["latest", "v1"])
+    aliases = card(page, "Aliases").locator("tbody tr")
+    expect(aliases).to_contain_text(["prod"])
+    triggers = card(page, "Triggers").locator("tbody tr")
+    expect(triggers).to_have_count(1)
+    expect(triggers.first).to_contain_text("TIMER")
+    expect(triggers.first).to_contain_text("DISABLED")
+    expect(triggers.first).to_contain_text("0 0 12 * * *")
     screenshot(page, "function-desktop.png", tmp_path)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
@@ -279,7 +320,7 @@ def test_async_invocations_find_filter_page_stop_and_detail(
     # The detail: every attempt, with its outcome and error.
     rows(page).first.get_by_role("link", name=target).click()
     expect(page).to_have_url(re.compile(f"/async-invocations/{target}$"))
-    attempts = page.locator("section", has_text="Attempts").locator("tbody tr")
+    attempts = card(page, "Attempts").locator("tbody tr")
     expect(attempts).to_have_count(1)
     expect(attempts.first).to_contain_text("DISCARD")
     expect(attempts.first).to_contain_text("function invocation canceled")
