@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,22 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@dataclass
+class Seeded:
+    """The module's server and what was made on it before the tests."""
+
+    server: LiveServer
+    starts: list[int]  # of the waiter's WAIT records, newest first (ms)
+    waiting: list[str]  # their request ids
+    failed: str  # the reporter's FAIL record, its message holding HOSTILE
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     """One server for the module, with the functions and records the tests look at."""
     _require_browser()
     started = start_server(make_settings(tmp_path_factory.mktemp("console") / "data"))
@@ -106,8 +121,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     sdk = sdk_client(server.url)
     create_function(sdk, "waiter")
     now_ms = int(time.time() * 1000)
-    server.starts = [now_ms - i * 120_000 for i in range(WAITING)]  # type: ignore[attr-defined]
-    server.waiting = insert_records(server, "waiter", server.starts)  # type: ignore[attr-defined]
+    starts = [now_ms - i * 120_000 for i in range(WAITING)]
+    waiting = insert_records(server, "waiter", starts)
     create_function(sdk, "refreshed")
     publish(sdk, "published")
     create_function(sdk, "reporter", REPORTER_CODE)
@@ -115,8 +130,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         AsyncInvokeFunctionRequest(function_urn=urn("reporter"), body={"html": HOSTILE})
     )
     wait_for_terminal(sdk, urn("reporter"), answer.request_id)
-    server.failed = answer.request_id  # type: ignore[attr-defined]
-    yield server
+    yield Seeded(server, starts, waiting, answer.request_id)
     next(started, None)
 
 
@@ -185,7 +199,7 @@ def sign_in(page: Any, secret_key: str = CREDENTIAL.secret_key) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def records_url(live: LiveServer, name: str, query: str = "") -> str:
+def records_url(live: Seeded, name: str, query: str = "") -> str:
     return f"{live.url}/console/functions/{name}/async-invocations{query}"
 
 
@@ -204,7 +218,7 @@ def expect(target: Any) -> Any:
 
 
 def test_the_console_is_served_with_a_strict_policy(server: LiveServer) -> None:
-    """Served by every API node without a browser or a credential; no browser needed here."""
+    """Served by every API node without a credential; no browser needed here."""
     live = server
     for path in ("/console", "/console/", "/console/functions/waiter/async-invocations"):
         answer = httpx.get(live.url + path, timeout=10)
@@ -231,7 +245,7 @@ def test_the_console_is_served_with_a_strict_policy(server: LiveServer) -> None:
     assert missing.json()["error_code"] == "FSS.0404"
 
 
-def test_a_wrong_secret_key_shows_the_fss_message(page: Any, live: LiveServer) -> None:
+def test_a_wrong_secret_key_shows_the_fss_message(page: Any, live: Seeded) -> None:
     wrong = "not-the-secret-key-0000000000"
     answer = httpx.post(
         f"{live.url}/v3/auth/tokens", json=token_body(secret_key=wrong), timeout=10
@@ -243,7 +257,7 @@ def test_a_wrong_secret_key_shows_the_fss_message(page: Any, live: LiveServer) -
     assert page.evaluate("sessionStorage.length") == 0
 
 
-def test_functions_and_a_function_page(page: Any, live: LiveServer, tmp_path: Path) -> None:
+def test_functions_and_a_function_page(page: Any, live: Seeded, tmp_path: Path) -> None:
     page.goto(f"{live.url}/console")
     sign_in(page)
     row = page.locator("tr", has_text="waiter")
@@ -271,9 +285,9 @@ def test_functions_and_a_function_page(page: Any, live: LiveServer, tmp_path: Pa
 
 
 def test_async_invocations_find_filter_page_stop_and_detail(
-    page: Any, live: LiveServer, tmp_path: Path
+    page: Any, live: Seeded, tmp_path: Path
 ) -> None:
-    waiting: list[str] = live.waiting  # type: ignore[attr-defined]
+    waiting = live.waiting
     page.goto(records_url(live, "waiter"))
     sign_in(page)
     # The deep link opens its view after sign-in: newest first, 20 a page, the total count.
@@ -328,9 +342,9 @@ def test_async_invocations_find_filter_page_stop_and_detail(
 
 
 def test_an_attacker_written_message_is_shown_as_text_and_rerun(
-    page: Any, live: LiveServer, tmp_path: Path
+    page: Any, live: Seeded, tmp_path: Path
 ) -> None:
-    failed: str = live.failed  # type: ignore[attr-defined]
+    failed = live.failed
     page.goto(records_url(live, "reporter", "?status=FAIL&range=1d"))
     sign_in(page)
     row = page.locator(f'tr[data-request-id="{failed}"]')
@@ -343,7 +357,7 @@ def test_an_attacker_written_message_is_shown_as_text_and_rerun(
     expect(page.locator("#notice")).to_contain_text(f"Re-run of {failed} queued as")
 
 
-def test_phone_width(new_page: Callable[..., Any], live: LiveServer, tmp_path: Path) -> None:
+def test_phone_width(new_page: Callable[..., Any], live: Seeded, tmp_path: Path) -> None:
     phone = new_page(viewport=PHONE, is_mobile=True, has_touch=True)
     phone.goto(records_url(live, "waiter", "?status=WAIT"))
     sign_in(phone)
@@ -355,9 +369,8 @@ def test_phone_width(new_page: Callable[..., Any], live: LiveServer, tmp_path: P
     screenshot(phone, "async-invocations-phone.png", tmp_path)
 
 
-def test_a_custom_window(page: Any, live: LiveServer) -> None:
-    waiting: list[str] = live.waiting  # type: ignore[attr-defined]
-    starts: list[int] = live.starts  # type: ignore[attr-defined]
+def test_a_custom_window(page: Any, live: Seeded) -> None:
+    waiting, starts = live.waiting, live.starts
     page.goto(records_url(live, "waiter"))
     sign_in(page)
     expect(rows(page).first).to_be_visible()
@@ -371,17 +384,17 @@ def test_a_custom_window(page: Any, live: LiveServer) -> None:
     expect(rows(page).last).to_have_attribute("data-request-id", waiting[9])
 
 
-def test_auto_refresh_shows_new_records(page: Any, live: LiveServer) -> None:
+def test_auto_refresh_shows_new_records(page: Any, live: Seeded) -> None:
     page.goto(records_url(live, "refreshed"))
     sign_in(page)
     expect(page.get_by_text("No invocations match.")).to_be_visible()
     page.get_by_label(re.compile("Auto-refresh")).check()
-    [request_id] = insert_records(live, "refreshed", [int(time.time() * 1000)])
+    [request_id] = insert_records(live.server, "refreshed", [int(time.time() * 1000)])
     expect(page.locator(f'tr[data-request-id="{request_id}"]')).to_be_visible()
     expect(page.locator(f'tr[data-request-id="{request_id}"]')).to_be_visible()
 
 
-def test_statistics_panels_draw_listfunctionstatistics(page: Any, live: LiveServer) -> None:
+def test_statistics_panels_draw_listfunctionstatistics(page: Any, live: Seeded) -> None:
     """FunctionGraph's statistics shape, answered in the browser: the panels draw its series."""
     now = int(time.time()) * 1000
     points = [{"timestamp": now - 600_000 + 60_000 * i, "value": float(10 + i)} for i in range(10)]
@@ -410,7 +423,7 @@ def test_statistics_panels_draw_listfunctionstatistics(page: Any, live: LiveServ
     )
 
 
-def test_a_refused_token_signs_out_with_the_reason(page: Any, live: LiveServer) -> None:
+def test_a_refused_token_signs_out_with_the_reason(page: Any, live: Seeded) -> None:
     page.goto(records_url(live, "waiter"))
     sign_in(page)
     expect(rows(page).first).to_be_visible()
