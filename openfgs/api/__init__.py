@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from openfgs.api import (
     apig,
     async_config,
+    console,
     extensions,
     functions,
     health,
@@ -48,6 +49,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     tags.router,
     quotas.router,
     apig.router,
+    console.router,
 )
 
 
