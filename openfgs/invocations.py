@@ -605,14 +605,18 @@ class InvocationService:
         end: int,
         status: Status | None,
         limit: int,
+        request_id: str | None = None,
     ) -> list[tuple[str, str]]:
-        """Queue FAIL/DISCARD records of a window again; ``(new id, old id)`` pairs.
+        """Queue FAIL/DISCARD records of a window (or the one ``request_id`` names) again;
+        ``(new id, old id)`` pairs.
 
         A record that cannot be queued again is left out of the pairs (and logged); the error
         is raised only when no record could be, so a failing store still answers as one.
         """
         statuses = (status,) if status else (Status.FAIL, Status.DISCARD)
-        rows = await self._store.list_rerunnable(function.id, statuses, begin, end, limit)
+        rows = await self._store.list_rerunnable(
+            function.id, statuses, begin, end, limit, request_id
+        )
         pairs = []
         failure: Exception | None = None
         for old_id, payload, depth in rows:

@@ -335,6 +335,7 @@ class InvocationDetailOut(_Output):
 
 
 class RerunBody(_Input):
+    request_id: str | None = Field(default=None, max_length=64)
     query_begin_time: str | None = None
     query_end_time: str | None = None
     status: Literal["FAIL", "DISCARD"] | None = None

@@ -59,10 +59,14 @@ async def show_async_invocation(
 async def rerun(
     function_urn: str, body: RerunBody, project_id: ProjectDep, services: ServicesDep
 ) -> dict[str, Any]:
-    function = await services.registry.resolve(project_id, function_urn)
     begin, end = time_window(body.model_dump())
     status = Status(body.status) if body.status else None
-    pairs = await services.invocations.rerun(function, begin, end, status, body.limit)
+    pairs: list[tuple[str, str]] = []
+    for function in await services.registry.resolve_all(project_id, function_urn):
+        if len(pairs) < body.limit:
+            pairs += await services.invocations.rerun(
+                function, begin, end, status, body.limit - len(pairs), body.request_id
+            )
     return {
         "reruns": [{"request_id": new, "rerun_of": old} for new, old in pairs],
         "count": len(pairs),

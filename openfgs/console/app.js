@@ -669,11 +669,16 @@ async function stopInvocation(urn, record) {
   showNotice(`Stopped ${record.request_id}.`);
 }
 
-// The rerun extension selects by window and status: a window of the record's own second, one
-// record, re-runs it (or, rarely, another record of that second with the same status).
+// The rerun extension, narrowed to this one record by its request id (and its own second).
 async function rerunInvocation(urn, record) {
   const answer = await request("POST", projectPath(`/openfgs/functions/${enc(urn)}/rerun`), {
-    body: { query_begin_time: record.start_time, query_end_time: record.start_time, status: record.status, limit: 1 },
+    body: {
+      request_id: record.request_id,
+      query_begin_time: record.start_time,
+      query_end_time: record.start_time,
+      status: record.status,
+      limit: 1,
+    },
   });
   const rerun = answer.data?.reruns?.[0];
   if (!rerun) throw new ApiError(404, "FSS.0404", `nothing to re-run for ${record.request_id}`);

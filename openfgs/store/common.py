@@ -438,9 +438,16 @@ class SqlStore(abc.ABC):
         return bool(await self._write(execute("delete_async_config", params)))
 
     async def list_rerunnable(
-        self, function_id: int, statuses: tuple[Status, ...], begin: int, end: int, limit: int
+        self,
+        function_id: int,
+        statuses: tuple[Status, ...],
+        begin: int,
+        end: int,
+        limit: int,
+        request_id: str | None = None,
     ) -> list[tuple[str, bytes, int]]:
         params = {
+            "request_id": request_id,
             "function_id": function_id,
             "status_a": statuses[0].value,
             "status_b": statuses[1].value if len(statuses) > 1 else statuses[0].value,

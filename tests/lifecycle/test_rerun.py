@@ -124,6 +124,15 @@ def test_rerun_filters_by_status(window: Window, status: str) -> None:
     assert {item["rerun_of"] for item in result["reruns"]} == set(expected)
 
 
+def test_rerun_of_one_record_by_its_request_id(window: Window) -> None:
+    for old_id in (window.failed[1], window.discarded[0]):
+        result = window.rerun(request_id=old_id)
+        assert [item["rerun_of"] for item in result["reruns"]] == [old_id]
+    assert window.rerun(request_id=window.succeeded)["count"] == 0
+    assert window.rerun(request_id="no-such-record")["count"] == 0
+    assert stats(window.api, window.urn)["WAIT"] == 2
+
+
 def test_rerun_honours_the_limit(window: Window) -> None:
     result = window.rerun(limit=1)
 

@@ -245,6 +245,7 @@ SELECT request_id FROM idempotency_keys WHERE function_id = :function_id AND key
 SELECT request_id, payload, depth FROM invocations
 WHERE function_id = :function_id AND status IN (:status_a, :status_b)
   AND start_time >= :begin AND start_time <= :end
+  AND (CAST(:request_id AS TEXT) IS NULL OR request_id = :request_id)
 ORDER BY start_time, request_id
 LIMIT :limit;
 
