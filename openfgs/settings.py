@@ -72,6 +72,8 @@ class Settings:
     # Code storage.
     # The summed code_size of a project's functions (FunctionGraph's quota, 20 GB).
     max_code_bytes_per_project: int = 20 * 1024**3
+    # The versions of all dependencies of a project (openfgs.dependencies, FSS.1045).
+    max_dependency_versions_per_project: int = 1000
     # Sandbox.
     # "strict", "relaxed", or empty: strict when the service runs as root, else relaxed.
     isolation: str = ""

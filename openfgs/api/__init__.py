@@ -10,7 +10,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
-from openfgs.api import async_config, extensions, functions, health, iam, invocations
+from openfgs.api import (
+    async_config,
+    dependencies,
+    extensions,
+    functions,
+    health,
+    iam,
+    invocations,
+)
 from openfgs.api.errors import install_error_handlers
 from openfgs.api.fast import FastRoutes
 from openfgs.api.guard import Guard
@@ -59,6 +67,7 @@ def create_app(
     app.include_router(async_config.router)
     app.include_router(functions.router)
     app.include_router(extensions.router)
+    app.include_router(dependencies.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     wrapped: ASGIApp = Guard(FastRoutes(app, services), services)
     for layer in outer:

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openfgs.api import functions, invocations
+from openfgs.api import dependencies, functions, invocations
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
+from openfgs.dependencies import DEPENDENCY_ZIP_LIMIT
 from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge
 from openfgs.functions import ZIP_LIMIT
 from openfgs.services import Services
@@ -46,6 +47,11 @@ def code_body_bytes(_: Settings) -> int:
     return (ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
 
 
+def dependency_body_bytes(_: Settings) -> int:
+    """A dependency version carries a zip of up to DEPENDENCY_ZIP_LIMIT in base64."""
+    return (DEPENDENCY_ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
+
+
 # Routes (by their declared name) that take more than ``max_body_bytes``; every other route,
 # known or not, is held to that.
 BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
@@ -53,6 +59,7 @@ BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
     "invoke": lambda s: s.max_sync_body_bytes,
     "create_function": code_body_bytes,
     "update_function_code": code_body_bytes,
+    "create_dependency_version": dependency_body_bytes,
 }
 
 
@@ -60,7 +67,7 @@ def _body_limits(settings: Settings) -> list[tuple[set[str], re.Pattern[str], in
     """(methods, path pattern, limit) of each route in :data:`BODY_LIMITS`, as declared."""
     found = [
         (route.methods or set(), route.path_regex, BODY_LIMITS[route.name](settings))
-        for router in (invocations.router, functions.router)
+        for router in (invocations.router, functions.router, dependencies.router)
         for route in router.routes
         if isinstance(route, APIRoute) and route.name in BODY_LIMITS
     ]

@@ -16,7 +16,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openfgs.api import create_app
 from tests.api.conftest import PROJECT, LiveServer, urn
 
-PARAMETERS = {"project_id": PROJECT, "function_urn": urn("echo"), "request_id": "r-1"}
+PARAMETERS = {
+    "project_id": PROJECT,
+    "function_urn": urn("echo"),
+    "request_id": "r-1",
+    "depend_id": "d-1",
+    "version": "1",
+}
 
 
 class Recorder:
