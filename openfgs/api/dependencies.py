@@ -56,6 +56,13 @@ def describe_version(version: DependencyVersion) -> dict[str, Any]:
     }
 
 
+def describe_dependency(latest: DependencyVersion) -> dict[str, Any]:
+    """A ListDependencies item: ``id`` is the dependency id, the rest its latest version's."""
+    model = describe_version(latest)
+    del model["dep_id"]
+    return {**model, "id": latest.dep_id}
+
+
 async def dependency_fields(services: ServicesDep, function: Function) -> dict[str, Any]:
     """The dependency fields of a function's model and code model."""
     versions = await services.dependencies.of_function(function)
@@ -109,9 +116,7 @@ async def list_dependencies(
         offset=offset,
         limit=size,
     )
-    items = [{**describe_version(v), "id": v.dep_id} for v in found]
-    for item in items:
-        del item["dep_id"]
+    items = [describe_dependency(v) for v in found]
     return {"dependencies": items, "next_marker": offset + len(items), "count": count}
 
 

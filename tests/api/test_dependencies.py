@@ -236,6 +236,20 @@ def test_hostile_zips_are_refused(sdk: Any, case: str) -> None:
     assert "Invalid dependency zip" in error.error_msg
 
 
+def test_a_zip_bomb_is_refused(sdk: Any) -> None:
+    chunk = bytes(64 << 20)  # zeros: 64 MiB deflate to about 64 KB
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
+        for n in range(17):  # 1088 MiB unpacked, past the 1 GiB bound, from about 1 MB
+            out.writestr(f"zeros/{n}", chunk)
+    assert len(buffer.getvalue()) < 2 << 20
+
+    error = client_error(lambda: create_dependency(sdk, data=buffer.getvalue()))
+
+    assert (error.status_code, error.error_code) == (400, "FSS.1024")
+    assert "unpacks to more than" in error.error_msg
+
+
 def test_a_name_ending_in_a_tilde_is_refused(sdk: Any) -> None:
     error = client_error(lambda: create_dependency(sdk, files={"lib/mod.py~": "x = 1\n"}))
 
