@@ -22,6 +22,7 @@ from openfgs.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, 
 from openfgs.models import DependencyVersion, Function, now_ms, valid_runtime
 from openfgs.runtime.code import DEPENDENCY_MAX_ENTRIES, CodePackageError, check_zip
 from openfgs.schemas import CreateDependencyBody
+from openfgs.settings import Settings
 from openfgs.store.base import Store
 
 log = logging.getLogger("openfgs")
@@ -29,7 +30,6 @@ log = logging.getLogger("openfgs")
 # The SDK's documented limit for an inline (base64) dependency zip; the console's is 10 MB.
 DEPENDENCY_ZIP_LIMIT = 40 * 1024 * 1024
 MAX_PER_FUNCTION = 20
-DEFAULT_MAX_VERSIONS = 1000  # versions of all dependencies of one project
 DESCRIPTION_LIMIT = 512
 ID_LIMIT = 64
 _NAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?")
@@ -105,7 +105,7 @@ class DependencyService:
         store: Store,
         *,
         code_quota_bytes: int,
-        max_versions: int = DEFAULT_MAX_VERSIONS,
+        max_versions: int = Settings.max_dependency_versions_per_project,
     ) -> None:
         self._store = store
         self._code_quota_bytes = code_quota_bytes

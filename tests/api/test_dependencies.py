@@ -154,9 +154,10 @@ def test_the_same_name_adds_the_next_version(sdk: Any) -> None:
 
 
 def test_the_same_zip_and_runtime_as_the_latest_version_is_a_conflict(sdk: Any) -> None:
-    create_dependency(sdk)
+    data = zip_of(LIBRARY)  # made once: an entry's time is part of a zip's bytes
+    create_dependency(sdk, data=data)
 
-    error = client_error(lambda: create_dependency(sdk, description="another description"))
+    error = client_error(lambda: create_dependency(sdk, data=data, description="another"))
 
     assert (error.status_code, error.error_code) == (409, "FSS.1065")
 
@@ -446,19 +447,19 @@ def test_delete_removes_a_version_and_the_last_one_its_dependency(sdk: Any) -> N
 
 
 def test_delete_is_refused_while_a_function_lists_the_version(sdk: Any, server: LiveServer) -> None:
-    version = create_dependency(sdk)
+    data = zip_of(LIBRARY)
+    digest = hashlib.sha512(data).hexdigest()
+    version = create_dependency(sdk, data=data)
     create_function(sdk, "user", [version.id])
 
     error = client_error(lambda: delete(sdk, version.dep_id, 1))
     assert (error.status_code, error.error_code) == (412, "FSS.1033")
     assert "in use" in error.error_msg
+    assert server.run(server.services.store.get_code(digest)) == data
 
     set_dependencies(sdk, "user", [])
     delete(sdk, version.dep_id, 1)
-    assert (
-        server.run(server.services.store.get_code(hashlib.sha512(zip_of(LIBRARY)).hexdigest()))
-        is None
-    )
+    assert server.run(server.services.store.get_code(digest)) is None
 
 
 # -- functions that list dependency versions --------------------------------------------------
