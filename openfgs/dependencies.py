@@ -55,6 +55,16 @@ def too_many(message: str) -> Forbidden:
     return Forbidden(message, error_code="FSS.1045")
 
 
+def storable(text: str) -> bool:
+    """Text every store can keep and compare (PostgreSQL refuses NUL in text)."""
+    return "\x00" not in text
+
+
+def possible_id(text: str) -> bool:
+    """Whether ``text`` could be an id openfgs made; others are not looked up at all."""
+    return len(text) <= ID_LIMIT and storable(text)
+
+
 def check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
         raise invalid(
@@ -130,6 +140,8 @@ class DependencyService:
         description = body.description or ""
         if len(description) > DESCRIPTION_LIMIT:
             raise invalid(f"Invalid description: longer than {DESCRIPTION_LIMIT} characters")
+        if not storable(description):
+            raise invalid("Invalid description: it contains a NUL character")
         data = await asyncio.to_thread(decode_dependency_zip, body.depend_file)
         digest = hashlib.sha512(data).hexdigest()
         await self._check_room(project_id, len(data))
@@ -188,6 +200,8 @@ class DependencyService:
         kind = dependency_type or "all"
         if kind not in ("all", "private", "public"):
             raise invalid(f"Invalid dependency_type {kind[:32]!r}: use public, private or all")
+        if not all(storable(text) for text in (name or "", runtime or "")):
+            raise invalid("Invalid query parameter: name and runtime cannot contain NUL")
         if kind == "public":
             return [], 0
         return await self._store.list_dependencies(project_id, name, runtime, offset, limit)
@@ -195,15 +209,18 @@ class DependencyService:
     async def list_versions(
         self, project_id: str, dep_id: str, offset: int, limit: int
     ) -> tuple[list[DependencyVersion], int]:
-        versions, count = await self._store.list_dependency_versions(
-            project_id, dep_id[:ID_LIMIT], offset, limit
-        )
+        page: tuple[list[DependencyVersion], int] = ([], 0)
+        if possible_id(dep_id):
+            page = await self._store.list_dependency_versions(project_id, dep_id, offset, limit)
+        versions, count = page
         if count == 0:  # a dependency has a version for as long as it exists
             raise not_found(f"The dependency does not exist: {dep_id[:ID_LIMIT]}")
         return versions, count
 
     async def show(self, project_id: str, dep_id: str, version: int) -> DependencyVersion:
-        found = await self._store.get_dependency_version(project_id, dep_id[:ID_LIMIT], version)
+        found = None
+        if possible_id(dep_id):
+            found = await self._store.get_dependency_version(project_id, dep_id, version)
         if found is None:
             raise not_found(
                 f"The dependency version does not exist: {dep_id[:ID_LIMIT]} version {version}"
@@ -244,7 +261,7 @@ class DependencyService:
 
     async def versions(self, project_id: str, ids: Sequence[str]) -> dict[str, DependencyVersion]:
         """The versions of ``project_id`` among ``ids``, by id (others are left out)."""
-        wanted = [i for i in dict.fromkeys(ids) if len(i) <= ID_LIMIT]
+        wanted = [i for i in dict.fromkeys(ids) if possible_id(i)]
         found = await self._store.get_dependency_versions(project_id, wanted)
         for version in found:
             self._digests[version.id] = version.digest

@@ -624,3 +624,29 @@ def test_dependency_zips_count_toward_the_code_quota(small_server: LiveServer) -
     )
     error = client_error(lambda: sdk.create_function(CreateFunctionRequest(body=body)))
     assert (error.status_code, error.error_code) == (403, "FSS.1042")
+
+
+# -- text no store keeps ----------------------------------------------------------------------
+
+
+def test_nul_characters_are_refused_or_not_found_on_every_backend(any_server: LiveServer) -> None:
+    sdk = sdk_client(any_server.url)
+    raw = RawApi(any_server.url)
+    base = f"/v2/{PROJECT}/fgs/dependencies"
+    try:
+        for params in ({"name": "a\x00b"}, {"runtime": "Python3.9\x00"}):
+            response = raw.call("GET", base, params=params)
+            assert (response.status_code, response.json()["error_code"]) == (400, "FSS.1024")
+        for path in (f"{base}/a%00b/version", f"{base}/a%00b/version/1"):
+            for method in ("GET", "DELETE") if path.endswith("/1") else ("GET",):
+                response = raw.call(method, path)
+                assert (response.status_code, response.json()["error_code"]) == (
+                    404,
+                    "FSS.1056",
+                ), (method, path)
+    finally:
+        raw.close()
+    error = client_error(lambda: create_function(sdk, "user", ["a\x00b"]))
+    assert (error.status_code, error.error_code) == (404, "FSS.1056")
+    error = client_error(lambda: create_dependency(sdk, description="a\x00b"))
+    assert (error.status_code, error.error_code) == (400, "FSS.1024")
