@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from openfgs.cache import TtlCache
-from openfgs.dependencies import DependencyService
+from openfgs.dependencies import DependencyService, not_found
 from openfgs.errors import (
     BadRequest,
     Conflict,
@@ -43,7 +43,7 @@ from openfgs.schemas import (
     UpdateFunctionCodeBody,
     UpdateFunctionConfigBody,
 )
-from openfgs.store.base import Store
+from openfgs.store.base import DependencyGone, Store
 
 INLINE_LIMIT = 10 * 1024
 ZIP_LIMIT = 50 * 1024 * 1024
@@ -248,6 +248,8 @@ class FunctionRegistry:
             raise Conflict(
                 f"The function already exists: {body.func_name}", error_code="FSS.1061"
             ) from None
+        except DependencyGone as exc:
+            raise not_found(f"The dependency version does not exist: {exc}") from None
         self._forget(created)
         return created
 
@@ -333,7 +335,7 @@ class FunctionRegistry:
             concurrent_num=concurrent_num,
             last_modified=now_ms(),
         )
-        await self._store.update_function(updated, None)
+        await self._write(updated, None)
         self._forget(function)
         return updated
 
@@ -354,7 +356,7 @@ class FunctionRegistry:
             code_filename=body.code_filename if code_type == "zip" else None,
             last_modified=now_ms(),
         )
-        await self._store.update_function(updated, code)
+        await self._write(updated, code)
         self._forget(function)
         if (updated.code_digest, updated.depend_versions) != (
             function.code_digest,
@@ -362,6 +364,12 @@ class FunctionRegistry:
         ):
             await self._released(function.code_digest)
         return updated
+
+    async def _write(self, function: Function, code: bytes | None) -> None:
+        try:
+            await self._store.update_function(function, code)
+        except DependencyGone as exc:
+            raise not_found(f"The dependency version does not exist: {exc}") from None
 
     async def delete(self, function: Function) -> None:
         await self._store.delete_function(function)

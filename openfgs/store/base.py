@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from openfgs.errors import StoreError
 from openfgs.models import (
     AsyncConfig,
     ClaimedInvocation,
@@ -18,6 +19,11 @@ from openfgs.models import (
     Outcome,
     Status,
 )
+
+
+class DependencyGone(StoreError):
+    """A function was to list a dependency version that no longer exists (deleted while the
+    function was being written)."""
 
 
 class Store(Protocol):

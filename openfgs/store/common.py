@@ -33,6 +33,7 @@ from openfgs.models import (
     now_ms,
     parse_depend_versions,
 )
+from openfgs.store.base import DependencyGone
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -210,12 +211,24 @@ class SqlStore(abc.ABC):
         def script() -> Script[int]:
             code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
             yield execute("insert_code", code_params)
+            yield from self._hold_dependencies(function)
             row = yield fetch_one("insert_function", params)
             if function.depend_versions:
                 yield execute("set_function_dependencies", depend_params(int(row["id"]), function))
             return int(row["id"])
 
         return Function(**{**function_params(function), "id": await self._write(script())})
+
+    def _hold_dependencies(self, function: Function) -> Script[None]:
+        """Keep the versions ``function`` lists from being deleted until this transaction
+        ends; DependencyGone when one is gone already."""
+        wanted = set(function.depend_versions)
+        if wanted:
+            params = {"ids": self._array(sorted(wanted))}
+            rows = yield fetch_all("lock_dependency_versions", params)
+            missing = wanted - {str(row["id"]) for row in rows}
+            if missing:
+                raise DependencyGone(sorted(missing)[0])
 
     async def get_function(self, project_id: str, package: str, name: str) -> Function | None:
         params = {"project_id": project_id, "package": package, "name": name}
@@ -249,6 +262,7 @@ class SqlStore(abc.ABC):
             if code is not None:
                 code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
                 yield execute("insert_code", code_params)
+            yield from self._hold_dependencies(function)
             yield execute("update_function", params)
             yield execute("set_function_dependencies", depend_params(function.id, function))
             if old is not None and old["code_digest"] != function.code_digest:
@@ -356,6 +370,9 @@ class SqlStore(abc.ABC):
         nothing else uses it); False, deleting nothing, while a function lists it."""
 
         def script() -> Script[bool]:
+            # Locked first: a function listing it either committed before the check below
+            # or finds it gone (_hold_dependencies).
+            yield fetch_one("lock_dependency_version", {"id": version.id})
             if (yield fetch_one("dependency_version_in_use", {"id": version.id})) is not None:
                 return False
             yield execute("delete_dependency_version", {"id": version.id})

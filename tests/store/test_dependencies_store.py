@@ -3,8 +3,10 @@ list them, their zips among the code packages, and the migration that added them
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 
 from openfgs.models import DependencyVersion, Function
-from openfgs.store.base import Store
+from openfgs.store.base import DependencyGone, Store
 from openfgs.store.postgres import PostgresStore
 from openfgs.store.queries import migration_files
 from openfgs.store.sqlite import SqliteStore
@@ -158,6 +160,20 @@ async def test_a_version_in_use_is_not_deleted(store: Store) -> None:
     assert await store.get_code(version.digest) is None
 
 
+async def test_a_function_cannot_list_a_version_that_is_gone(store: Store) -> None:
+    version = await store.insert_dependency_version(new_version("a", b"zip"), b"zip")
+    function = await store.insert_function(new_function("f", b"code"), b"code")
+    assert await store.delete_dependency_version(version)
+
+    with pytest.raises(DependencyGone):
+        await store.insert_function(new_function("g", b"code", (version.id,)), b"code")
+    with pytest.raises(DependencyGone):
+        await store.update_function(replace(function, depend_versions=(version.id,)), None)
+    assert await store.get_function(PROJECT, "default", "g") is None
+    read = await store.get_function_by_id(function.id)
+    assert read is not None and read.depend_versions == ()
+
+
 async def test_the_last_version_takes_its_dependency_and_numbering_starts_again(
     store: Store,
 ) -> None:
@@ -267,3 +283,53 @@ async def test_postgres_upgrade_keeps_the_records() -> None:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.postgres
+async def test_postgres_delete_waits_for_a_function_listing_the_version_to_commit() -> None:
+    """A function written while a version is deleted either commits first (the delete then
+    refuses) or finds the version gone: never a function listing a deleted version."""
+    schema = "store_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    store = PostgresStore(url, pool_size=2)
+    await store.open()
+    try:
+        version = await store.insert_dependency_version(new_version("a", b"zip"), b"zip")
+        function = await store.insert_function(new_function("f", b"code"), b"code")
+        async with await psycopg.AsyncConnection.connect(url) as writer:
+            # A function update in flight: it holds the version, as update_function does.
+            await writer.execute(
+                "SELECT id FROM dependency_versions WHERE id = %s FOR SHARE", (version.id,)
+            )
+            await writer.execute(
+                "UPDATE functions SET depend_versions = %s WHERE id = %s",
+                (f'["{version.id}"]', function.id),
+            )
+            deleting = asyncio.create_task(store.delete_dependency_version(version))
+            await _until_a_backend_waits_for_a_lock(url)
+            assert not deleting.done()
+            await writer.commit()
+        assert await deleting is False
+        read = await store.get_function_by_id(function.id)
+        assert read is not None and read.depend_versions == (version.id,)
+    finally:
+        await store.close()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _until_a_backend_waits_for_a_lock(url: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%dependency_versions%FOR UPDATE%'"
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"no backend waited for a lock within {timeout} s")

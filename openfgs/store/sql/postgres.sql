@@ -111,6 +111,15 @@ SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description
 FROM dependency_versions v JOIN dependencies d ON d.id = v.dep_id
 WHERE v.project_id = :project_id AND v.id = ANY(:ids);
 
+-- name: lock_dependency_versions
+-- The versions of :ids that exist, kept from being deleted until the function's row commits.
+SELECT id FROM dependency_versions WHERE id = ANY(:ids) FOR SHARE;
+
+-- name: lock_dependency_version
+-- A version about to be deleted, locked first: a function listing it concurrently either
+-- commits before the in-use check sees it, or finds the version gone.
+SELECT id FROM dependency_versions WHERE id = :id FOR UPDATE;
+
 -- name: dependency_version_in_use
 SELECT 1 AS used FROM functions
 WHERE CAST(depend_versions AS jsonb) @> jsonb_build_array(CAST(:id AS TEXT))

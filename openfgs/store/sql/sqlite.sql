@@ -115,6 +115,13 @@ SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description
 FROM dependency_versions v JOIN dependencies d ON d.id = v.dep_id
 WHERE v.project_id = :project_id AND v.id IN (SELECT value FROM json_each(:ids));
 
+-- name: lock_dependency_versions
+-- The versions of :ids (a JSON array) that exist (the writer thread serialises writes).
+SELECT id FROM dependency_versions WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: lock_dependency_version
+SELECT id FROM dependency_versions WHERE id = :id;
+
 -- name: dependency_version_in_use
 SELECT 1 AS used FROM functions, json_each(functions.depend_versions)
 WHERE json_each.value = :id
