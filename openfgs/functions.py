@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from openfgs.cache import TtlCache
+from openfgs.dependencies import DependencyService, not_found
 from openfgs.errors import (
     BadRequest,
     Conflict,
@@ -31,8 +32,9 @@ from openfgs.models import (
     now_ms,
     valid_function_name,
     valid_package_name,
+    valid_runtime,
 )
-from openfgs.runtime.code import CodePackageError, check_zip
+from openfgs.runtime.code import CodePackageError, bundle_digest, check_zip
 from openfgs.runtime.environment import env_name_problem
 from openfgs.runtime.types import FunctionSpec
 from openfgs.schemas import (
@@ -44,7 +46,7 @@ from openfgs.schemas import (
     UpdateFunctionCodeBody,
     UpdateFunctionConfigBody,
 )
-from openfgs.store.base import Store
+from openfgs.store.base import DependencyGone, Store
 from openfgs.tags import MAX_TAGS, check_keys, check_tags, parse_tags_text
 
 INLINE_LIMIT = 10 * 1024
@@ -75,8 +77,8 @@ PUBLISHED_FIELDS = (
     "initializer_timeout",
     "concurrency",
     "concurrent_num",
+    "depend_versions",
 )
-_RUNTIME = re.compile(r"Python3\.\d{1,2}")
 _HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 DEFAULT_CODE = b"""# -*- coding:utf-8 -*-
 import json
@@ -97,7 +99,7 @@ def _bad(code: str, message: str) -> BadRequest:
 
 
 def check_runtime(runtime: str) -> None:
-    if not _RUNTIME.fullmatch(runtime):
+    if not valid_runtime(runtime):
         raise _bad("FSS.1005", f"Invalid runtime: {runtime!r}; openfgs runs Python3.x functions")
 
 
@@ -219,8 +221,12 @@ class FunctionRegistry:
         *,
         code_quota_bytes: int = DEFAULT_CODE_QUOTA,
         function_quota: int = DEFAULT_FUNCTION_QUOTA,
+        dependencies: DependencyService | None = None,
     ) -> None:
         self._store = store
+        self.dependencies = dependencies or DependencyService(
+            store, code_quota_bytes=code_quota_bytes
+        )
         self.region = region
         self._cache_seconds = cache_seconds
         self._code_quota_bytes = code_quota_bytes
@@ -246,6 +252,9 @@ class FunctionRegistry:
         concurrency, concurrent_num = _concurrency(body.strategy_config, None)
         tags = parse_tags_text(body.tags)
         await self._check_function_quota(project_id)
+        depend_versions = await self.dependencies.attachable(
+            project_id, body.depend_version_list or [], body.runtime
+        )
         # Decoding and reading a package through takes a while for 50 MB: not on the loop.
         code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
         await self._check_quota(project_id, len(code))
@@ -272,6 +281,7 @@ class FunctionRegistry:
             concurrent_num=concurrent_num,
             created_at=now,
             last_modified=now,
+            depend_versions=depend_versions,
         )
         try:
             created = await self._store.insert_function(function, code)
@@ -279,6 +289,8 @@ class FunctionRegistry:
             raise Conflict(
                 f"The function already exists: {body.func_name}", error_code="FSS.1061"
             ) from None
+        except DependencyGone as exc:
+            raise not_found(f"The dependency version does not exist: {exc}") from None
         self._forget(created)
         if tags:
             await self._store.put_function_tags(created.id, tags, MAX_TAGS)
@@ -304,7 +316,7 @@ class FunctionRegistry:
         """Refuse code that would take the project's total code size over the quota."""
         if added <= 0:
             return
-        total = await self._store.total_code_size(project_id)
+        total = await self.dependencies.project_code_bytes(project_id)
         if total + added > self._code_quota_bytes:
             raise Forbidden(
                 f"Total code size exceeded: the project's code would take {total + added} "
@@ -348,6 +360,8 @@ class FunctionRegistry:
         if cached is not None:
             return cached.value
         function = await self._store.get_function(*key)
+        if function is not None:
+            await self.dependencies.remember(function)
         self._cache.put(key, function, self._cache_seconds)
         return function
 
@@ -394,6 +408,8 @@ class FunctionRegistry:
         if cached is not None:
             return cached.value
         function = await self._store.get_function_by_id(function_id)
+        if function is not None:
+            await self.dependencies.remember(function)
         self._by_id.put(function_id, function, self._cache_seconds)
         return function
 
@@ -411,6 +427,10 @@ class FunctionRegistry:
         self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
         check_initializer(body.initializer_handler, body.initializer_timeout)
         concurrency, concurrent_num = _concurrency(body.strategy_config, function)
+        if body.runtime != function.runtime:  # what the function lists must still fit
+            await self.dependencies.attachable(
+                function.project_id, function.depend_versions, body.runtime
+            )
         updated = replace(
             function,
             runtime=body.runtime,
@@ -425,27 +445,42 @@ class FunctionRegistry:
             concurrent_num=concurrent_num,
             last_modified=now_ms(),
         )
-        await self._store.update_function(updated, None)
+        await self._write(updated, None)
         self._forget(function)
         return updated
 
     async def update_code(self, function: Function, body: UpdateFunctionCodeBody) -> Function:
         _check_mutable(function)
+        depend_versions = function.depend_versions
+        if body.depend_version_list is not None:  # the list replaces the previous one
+            depend_versions = await self.dependencies.attachable(
+                function.project_id, body.depend_version_list, function.runtime
+            )
         code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
         await self._check_quota(function.project_id, len(code) - function.code_size)
         updated = replace(
             function,
+            depend_versions=depend_versions,
             code_type=code_type,
             code_digest=hashlib.sha512(code).hexdigest(),
             code_size=len(code),
             code_filename=body.code_filename if code_type == "zip" else None,
             last_modified=now_ms(),
         )
-        await self._store.update_function(updated, code)
+        await self._write(updated, code)
         self._forget(function)
-        if updated.code_digest != function.code_digest:
+        if (updated.code_digest, updated.depend_versions) != (
+            function.code_digest,
+            function.depend_versions,
+        ):
             await self._released(function.code_digest)
         return updated
+
+    async def _write(self, function: Function, code: bytes | None) -> None:
+        try:
+            await self._store.update_function(function, code)
+        except DependencyGone as exc:
+            raise not_found(f"The dependency version does not exist: {exc}") from None
 
     async def delete(self, function: Function) -> None:
         """Delete a function with its versions and aliases (given its latest), or one version
@@ -604,8 +639,14 @@ class FunctionRegistry:
             await hook(digest)
 
     async def referenced_digests(self) -> set[str]:
-        """The code digests some function of any project uses."""
-        return await self._store.referenced_code_digests()
+        """The code digests some function of any project uses: code packages, dependency
+        zips and the bundles of the two."""
+        digests = await self._store.referenced_code_digests()
+        for package, layers in await self._store.function_dependency_digests():
+            digests.update(layers)
+            if layers:
+                digests.add(bundle_digest(package, layers))
+        return digests
 
     async def code(self, digest: str) -> bytes:
         data = await self._store.get_code(digest)
@@ -667,7 +708,9 @@ class FunctionRegistry:
         return await self._store.total_code_size(project_id)
 
     def spec(self, function: Function, version: str = LATEST) -> FunctionSpec:
-        """What the runtime needs to run ``function``."""
+        """What the runtime needs to run ``function`` (its dependencies known: the registry
+        learns them when it reads the function)."""
+        layers = self.dependencies.layers(function)
         return FunctionSpec(
             urn=function.urn(self.region).qualified(version),
             project_id=function.project_id,
@@ -677,11 +720,15 @@ class FunctionRegistry:
             runtime=function.runtime,
             handler=function.handler,
             code_type=function.code_type,
-            code_digest=function.code_digest,
+            code_digest=bundle_digest(function.code_digest, layers)
+            if layers
+            else function.code_digest,
             memory_size=function.memory_size,
             timeout=function.timeout,
             user_data=parse_user_data(function.user_data),
             initializer_handler=function.initializer_handler,
             initializer_timeout=function.initializer_timeout,
             max_instances=max(function.concurrency, 1),
+            dependencies=layers,
+            package_digest=function.code_digest if layers else "",
         )

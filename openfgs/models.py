@@ -169,6 +169,14 @@ class Urn:
         return self.unqualified if self.qualifier is None else self.qualified(self.qualifier)
 
 
+_RUNTIME = re.compile(r"Python3\.\d{1,2}")
+
+
+def valid_runtime(runtime: str) -> bool:
+    """A runtime openfgs runs (Python 3): of functions and of dependencies."""
+    return bool(_RUNTIME.fullmatch(runtime))
+
+
 def valid_function_name(name: str) -> bool:
     return bool(_NAME.fullmatch(name))
 
@@ -221,6 +229,9 @@ class Function:
     version: str = LATEST
     version_description: str = ""
     alias_weights: str = ""  # JSON {version: percent}, aliases only
+    # Dependency version ids, in the order they are merged over the code (column
+    # ``depend_versions``, a JSON array).
+    depend_versions: tuple[str, ...] = ()
 
     def urn(self, region: str) -> Urn:
         return Urn(region, self.project_id, self.package, self.name)
@@ -249,6 +260,40 @@ class Function:
     @classmethod
     def from_row(cls, row: Row) -> Function:
         """A ``functions`` row: its columns are the fields, by name."""
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["depend_versions"] = parse_depend_versions(values["depend_versions"])
+        return cls(**values)
+
+
+def parse_depend_versions(text: str | None) -> tuple[str, ...]:
+    """The ``depend_versions`` column: a JSON array of version ids (anything else: none)."""
+    try:
+        ids = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    return tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
+
+
+@dataclass(frozen=True)
+class DependencyVersion:
+    """One immutable version of a dependency: a zip merged over the code of functions that
+    list it. ``digest`` (sha512) names its zip among the code packages; ``etag`` is its MD5."""
+
+    id: str
+    dep_id: str
+    project_id: str
+    name: str
+    version: int
+    runtime: str
+    description: str
+    file_name: str
+    digest: str
+    etag: str
+    size: int
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> DependencyVersion:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 

@@ -56,6 +56,7 @@ class CreateFunctionBody(_Input):
     strategy_config: StrategyConfig | None = None
     # FunctionGraph's string field: openfgs reads a JSON object or a JSON array of {key, value}.
     tags: str | None = None
+    depend_version_list: list[str] | None = None
 
 
 class UpdateFunctionConfigBody(_Input):
@@ -77,11 +78,29 @@ class UpdateFunctionCodeBody(_Input):
     code_url: str | None = None
     code_filename: str | None = None
     func_code: FuncCode | None = None
+    depend_version_list: list[str] | None = None
 
 
 class StrategyConfigOut(_Output):
     concurrency: int
     concurrent_num: int
+
+
+class DependencyOut(_Output):
+    """A dependency version (FunctionGraph's ``Dependency``): ``id`` is the version id."""
+
+    id: str
+    dep_id: str
+    owner: str
+    link: str
+    runtime: str
+    etag: str
+    size: int
+    name: str
+    description: str
+    file_name: str
+    version: int
+    last_modified: int = Field(description="epoch seconds")
 
 
 class FunctionOut(_Output):
@@ -116,6 +135,9 @@ class FunctionOut(_Output):
     initializer_timeout: int
     type: str
     strategy_config: StrategyConfigOut
+    depend_list: list[str] = Field(default_factory=list)
+    depend_version_list: list[str] = Field(default_factory=list)
+    dependencies: list[DependencyOut] = Field(default_factory=list)
 
 
 class FuncCodeOut(_Output):
@@ -138,6 +160,7 @@ class FunctionCodeOut(_Output):
     depend_list: list[str]
     depend_version_list: list[str]
     strategy_config: StrategyConfigOut
+    dependencies: list[DependencyOut] = Field(default_factory=list)
 
 
 class FunctionListOut(_Output):
@@ -436,6 +459,53 @@ class TriggerWithUrnOut(TriggerOut):
 
 class TriggerListOut(_Output):
     triggers: list[TriggerWithUrnOut]
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+
+class CreateDependencyBody(_Input):
+    """``CreateDependencyVersion``; lengths and values are checked by openfgs.dependencies."""
+
+    depend_type: str = Field(max_length=64, examples=["zip"])
+    depend_file: str | None = Field(default=None, description="base64 of the zip")
+    depend_link: str | None = None
+    runtime: str = Field(max_length=1024, examples=["Python3.9"])
+    name: str = Field(max_length=1024)
+    description: str | None = Field(default=None, max_length=4096)
+
+
+class DependencyVersionOut(DependencyOut):
+    """An item of ``ListDependencyVersion``."""
+
+    is_shared: bool = False
+
+
+class DependencyVersionDetailOut(DependencyVersionOut):
+    """``ShowDependencyVersion``: a version plus ``download_link`` (empty: not served)."""
+
+    download_link: str
+
+
+class DependencyItemOut(_Output):
+    """An item of ``ListDependencies``: ``id`` is the dependency id, the rest its latest
+    version's."""
+
+    id: str
+    owner: str
+    link: str
+    runtime: str
+    etag: str
+    size: int
+    name: str
+    description: str
+    file_name: str
+    version: int
+    last_modified: int
+
+
+class DependencyListOut(_Output):
+    dependencies: list[DependencyItemOut]
     next_marker: int
     count: int
 
@@ -527,3 +597,9 @@ class QuotaListOut(_Output):
 
 class QuotasOut(_Output):
     quotas: QuotaListOut
+
+
+class DependencyVersionListOut(_Output):
+    dependencies: list[DependencyVersionOut]
+    next_marker: int
+    count: int

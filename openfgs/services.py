@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from openfgs.auth.limits import AuthLimits
 from openfgs.auth.service import Authenticator
+from openfgs.dependencies import DependencyService
 from openfgs.errors import ConfigError, OpenFgsError
 from openfgs.execution import Executor
 from openfgs.functions import FunctionRegistry
@@ -112,11 +113,17 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
         store = store or create_store(settings)
+        dependencies = DependencyService(
+            store,
+            code_quota_bytes=settings.max_code_bytes_per_project,
+            max_versions=settings.max_dependency_versions_per_project,
+        )
         registry = FunctionRegistry(
             store,
             settings.region,
             code_quota_bytes=settings.max_code_bytes_per_project,
             function_quota=settings.max_functions_per_project,
+            dependencies=dependencies,
         )
         invocations = InvocationService(
             store,
@@ -140,6 +147,7 @@ class Services:
             run_as=instance_user(settings.instance_user),
             function_ids=function_ids(settings.function_ids),
             sandbox=sandbox_policy(settings),
+            load_dependency=registry.code,
         )
         worker = None
         if settings.worker:
@@ -170,6 +178,10 @@ class Services:
         )
         registry.release_hooks.append(services.release_code)
         return services
+
+    @property
+    def dependencies(self) -> DependencyService:
+        return self.registry.dependencies
 
     async def start(self) -> None:
         """Open the store, recover what a crash left running, ensure credentials, start work."""

@@ -79,6 +79,8 @@ class Settings:
     max_code_bytes_per_project: int = 20 * 1024**3
     # The functions of a project (FunctionGraph's quota, FSS.1041).
     max_functions_per_project: int = 400
+    # The versions of all dependencies of a project (openfgs.dependencies, FSS.1045).
+    max_dependency_versions_per_project: int = 1000
     # Sandbox.
     # "strict", "relaxed", or empty: strict when the service runs as root, else relaxed.
     isolation: str = ""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from openfgs.api.dependencies import dependency_fields
 from openfgs.api.deps import ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.api.params import parse_int
@@ -84,8 +85,7 @@ async def describe_code(services: ServicesDep, function: Function) -> dict[str, 
     return {
         **{k: model[k] for k in keys},
         "func_code": {"file": base64.b64encode(code).decode(), "link": ""},
-        "depend_list": [],
-        "depend_version_list": [],
+        **await dependency_fields(services, function),
     }
 
 
@@ -94,7 +94,10 @@ async def create_function(
     body: CreateFunctionBody, project_id: ProjectDep, services: ServicesDep
 ) -> dict[str, Any]:
     function = await services.registry.create(project_id, body)
-    return describe(function, services.settings.region)
+    return {
+        **describe(function, services.settings.region),
+        **await dependency_fields(services, function),
+    }
 
 
 @router.get("", response_model=FunctionListOut, summary="ListFunctions")
@@ -114,7 +117,10 @@ async def list_functions(
     )
     region = services.settings.region
     return {
-        "functions": [describe(f, region, qualified=False) for f in functions],
+        "functions": [
+            {**describe(f, region, qualified=False), **await dependency_fields(services, f)}
+            for f in functions
+        ],
         "next_marker": offset + len(functions),
         "count": count,
     }
@@ -125,7 +131,10 @@ async def show_function_config(
     function_urn: str, project_id: ProjectDep, services: ServicesDep
 ) -> dict[str, Any]:
     function = await services.registry.resolve(project_id, function_urn, missing_code="FSS.1051")
-    return describe(function, services.settings.region)
+    return {
+        **describe(function, services.settings.region),
+        **await dependency_fields(services, function),
+    }
 
 
 @router.put("/{function_urn}/config", response_model=FunctionOut, summary="UpdateFunctionConfig")
@@ -137,7 +146,10 @@ async def update_function_config(
 ) -> dict[str, Any]:
     function = await services.registry.resolve(project_id, function_urn, missing_code="FSS.1051")
     updated = await services.registry.update_config(function, body)
-    return describe(updated, services.settings.region)
+    return {
+        **describe(updated, services.settings.region),
+        **await dependency_fields(services, updated),
+    }
 
 
 @router.put(

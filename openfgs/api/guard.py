@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openfgs.api.deps import authenticate_scope, check_before_body
 from openfgs.api.errors import error_response
+from openfgs.dependencies import DEPENDENCY_ZIP_LIMIT
 from openfgs.errors import ApiError, BadRequest, OpenFgsError, PayloadTooLarge
 from openfgs.functions import ZIP_LIMIT
 from openfgs.services import Services
@@ -51,6 +52,11 @@ def test_event_body_bytes(settings: Settings) -> int:
     return (settings.max_sync_body_bytes + 2) // 3 * 4 + _JSON_OVERHEAD
 
 
+def dependency_body_bytes(_: Settings) -> int:
+    """A dependency version carries a zip of up to DEPENDENCY_ZIP_LIMIT in base64."""
+    return (DEPENDENCY_ZIP_LIMIT + 2) // 3 * 4 + _JSON_OVERHEAD
+
+
 # Routes (by their declared name) that take more than ``max_body_bytes``; every other route,
 # known or not, is held to that.
 BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
@@ -61,6 +67,7 @@ BODY_LIMITS: dict[str, Callable[[Settings], int]] = {
     "http_trigger": lambda s: s.max_sync_body_bytes,
     "create_event": test_event_body_bytes,
     "update_event": test_event_body_bytes,
+    "create_dependency_version": dependency_body_bytes,
 }
 
 

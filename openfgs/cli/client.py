@@ -1,4 +1,5 @@
-"""The client commands: functions and async invocations, through the signed HTTP API."""
+"""The client commands: functions, dependencies and async invocations, through the signed
+HTTP API."""
 
 from __future__ import annotations
 
@@ -119,6 +120,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tdelete.add_argument("name")
     tdelete.add_argument("trigger_id")
     tdelete.set_defaults(func=cmd_triggers_delete)
+    deps = sub.add_parser("deps", help="dependencies").add_subparsers(dest="action", required=True)
+    create = deps.add_parser(
+        "create", parents=[client], help="add a version of a dependency from a zip file"
+    )
+    create.add_argument("name", help="the dependency; a new name starts at version 1")
+    create.add_argument("zipfile", help="the zip, e.g. the contents of a site-packages folder")
+    create.add_argument("--runtime", required=True, help="e.g. Python3.9")
+    create.add_argument("--description", default=None)
+    create.set_defaults(func=cmd_deps_create)
+    deps.add_parser("list", parents=[client], help="list dependencies").set_defaults(
+        func=cmd_deps_list
+    )
 
     inv = sub.add_parser("invocations", help="async invocation records").add_subparsers(
         dest="action", required=True
@@ -414,6 +427,44 @@ def cmd_fn_events_delete(args: argparse.Namespace) -> int:
     urn = _urn(client, settings, args.name, args.package)
     event = _test_event(client, urn, args.event)
     client.json("DELETE", f"/functions/{urn}/events/{event['id']}")
+    return 0
+
+
+def cmd_deps_create(args: argparse.Namespace) -> int:
+    client, _ = _client(args)
+    try:
+        data = Path(args.zipfile).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.zipfile}: {exc.strerror or exc}") from None
+    body = {
+        "depend_type": "zip",
+        "depend_file": base64.b64encode(data).decode(),
+        "runtime": args.runtime,
+        "name": args.name,
+    }
+    if args.description is not None:
+        body["description"] = args.description
+    made = client.json("POST", "/dependencies/version", body=body)
+    print(
+        f"created {made['name']} version {made['version']} (version id {made['id']}, "
+        f"dependency id {made['dep_id']}, {made['size']} bytes)"
+    )
+    return 0
+
+
+def cmd_deps_list(args: argparse.Namespace) -> int:
+    client, _ = _client(args)
+    rows, marker = [], 0
+    while True:
+        page = client.json("GET", "/dependencies", query={"marker": str(marker)})
+        rows += [
+            (d["name"], d["version"], d["runtime"], d["size"], d["id"])
+            for d in page["dependencies"]
+        ]
+        if not page["dependencies"] or page["next_marker"] >= page["count"]:
+            break
+        marker = page["next_marker"]
+    print(_table(rows, ("NAME", "LATEST", "RUNTIME", "SIZE", "DEPENDENCY ID")))
     return 0
 
 

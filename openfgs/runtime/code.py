@@ -8,7 +8,9 @@ created atomically and removed (:meth:`CodeStore.detach`) once no function uses 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import json
 import os
 import re
 import secrets
@@ -16,7 +18,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,13 @@ _COMPRESSIONS = frozenset(
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 _CHUNK = 1 << 20
+
+# Dependencies (openfgs.dependencies): a dependency's zip may hold more files than a code
+# package. A function with dependencies runs from a *bundle*: its code package with each
+# dependency merged over it in order, built from their unpacked directories.
+DEPENDENCY = "dependency"
+DEPENDENCY_MAX_ENTRIES = 30_000
+BUNDLE = "bundle"
 
 # The digest names a directory, so it must not be able to name anything else.
 _DIGEST = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -55,10 +64,10 @@ class Entry:
     executable: bool
 
 
-def check_zip(data: bytes, *, verify: bool = False) -> list[Entry]:
+def check_zip(data: bytes, *, verify: bool = False, max_entries: int = MAX_ENTRIES) -> list[Entry]:
     """Every entry of a zip archive, checked; raises CodePackageError naming the first fault.
 
-    Refused: archives zipfile cannot read, more than ``MAX_ENTRIES`` entries, more than
+    Refused: archives zipfile cannot read, more than ``max_entries`` entries, more than
     ``MAX_UNPACKED_BYTES`` declared, encrypted entries or unknown compression, symlinks and
     other special files, and names that are absolute, climb with ``..``, carry a drive letter,
     a backslash, NUL or another control character, are too long, or name one path twice (or
@@ -68,7 +77,7 @@ def check_zip(data: bytes, *, verify: bool = False) -> list[Entry]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-            entries = _check_entries(infos)
+            entries = _check_entries(infos, max_entries)
             if verify:
                 for entry in entries:
                     if not entry.is_dir:
@@ -82,9 +91,9 @@ def check_zip(data: bytes, *, verify: bool = False) -> list[Entry]:
     return entries
 
 
-def _check_entries(infos: list[zipfile.ZipInfo]) -> list[Entry]:
-    if len(infos) > MAX_ENTRIES:
-        raise CodePackageError(f"code package has more than {MAX_ENTRIES} entries")
+def _check_entries(infos: list[zipfile.ZipInfo], max_entries: int) -> list[Entry]:
+    if len(infos) > max_entries:
+        raise CodePackageError(f"code package has more than {max_entries} entries")
     entries: list[Entry] = []
     total = 0
     seen: dict[tuple[str, ...], bool] = {}  # path → is a directory
@@ -243,6 +252,10 @@ def unpack(data: bytes, code_type: str, target: Path) -> None:
             (staging / "index.py").write_bytes(data)
         elif code_type == "zip":
             extract_zip(data, staging)
+        elif code_type == DEPENDENCY:
+            extract_zip(data, staging, max_entries=DEPENDENCY_MAX_ENTRIES)
+        elif code_type == BUNDLE:
+            merge_trees([Path(source) for source in json.loads(data)], staging)
         else:
             raise CodePackageError(f"unsupported code_type {code_type!r}")
         open_to_readers(staging)
@@ -273,13 +286,13 @@ def open_to_readers(root: Path) -> None:
                 os.chmod(path, 0o644)
 
 
-def extract_zip(data: bytes, dest: Path) -> None:
+def extract_zip(data: bytes, dest: Path, *, max_entries: int = MAX_ENTRIES) -> None:
     """Extract a zip archive into ``dest``: exactly the entries :func:`check_zip` accepts.
 
     Each entry is written to the path the check computed, as a new regular file (never
     through a link), so nothing lands outside ``dest``.
     """
-    entries = check_zip(data)
+    entries = check_zip(data, max_entries=max_entries)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for entry in entries:
@@ -296,3 +309,47 @@ def extract_zip(data: bytes, dest: Path) -> None:
         raise  # the node's trouble (a full disk), not the package's
     except Exception as exc:  # damaged data surfaces only while reading
         raise CodePackageError(f"code package is not a valid zip archive: {exc}") from exc
+
+
+def bundle_digest(package_digest: str, layers: Sequence[str]) -> str:
+    """The name of the directory a code package with dependency zips ``layers`` (digests, in
+    order) runs from. Code digests are 128 hex digits computed by the service; the prefix
+    keeps a bundle's name from ever being one, whatever bytes a client uploads."""
+    text = "\n".join([package_digest, *layers])
+    return "bundle-" + hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+
+
+def merge_trees(sources: list[Path], dest: Path) -> None:
+    """Lay ``sources`` (unpacked directories) over each other into ``dest``, in order: a later
+    source's file replaces an earlier one's at the same path (a dependency wins over the
+    code). Files are hard links to the unpacked copies, which never change while they exist,
+    so a dependency's files are on disk once however many functions use it; a copy is made
+    where a link cannot be."""
+    for source in sources:
+        for directory, subdirs, files in os.walk(source):
+            relative = Path(directory).relative_to(source)
+            target_dir = dest / relative
+            for name in subdirs:
+                _make_directory(target_dir / name)
+            for name in files:
+                target = target_dir / name
+                _clear(target)
+                try:
+                    os.link(Path(directory) / name, target, follow_symlinks=False)
+                except OSError:
+                    shutil.copy2(Path(directory) / name, target, follow_symlinks=False)
+
+
+def _make_directory(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        return
+    _clear(path)
+    path.mkdir()
+
+
+def _clear(path: Path) -> None:
+    """Remove what is at ``path`` (a file, or a directory a later source has a file for)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import os
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from openfgs.models import CANCELED_MESSAGE, ErrorCode
 from openfgs.runtime import cgroups
-from openfgs.runtime.code import CodePackageError
+from openfgs.runtime.code import BUNDLE, DEPENDENCY, CodePackageError
 from openfgs.runtime.instance import Instance, fingerprint
 from openfgs.runtime.isolation import CODE_GROUPS, FUNCTION_IDS, Workspace
 from openfgs.runtime.sandbox import Sandbox, SandboxPolicy, pool_tag, resolve
 from openfgs.runtime.template import Forker, fork_supported
-from openfgs.runtime.types import CodeLoader, FunctionSpec, RunResult
+from openfgs.runtime.types import CodeLoader, DependencyLoader, FunctionSpec, RunResult
 
 log = logging.getLogger("openfgs.runtime")
 
@@ -48,6 +50,7 @@ class _Call:
     request_id: str
     fingerprint: str  # of the spec it runs with
     code_digest: str
+    layers: tuple[str, ...] = ()  # a bundle's code package and dependency digests
     instance: Instance | None = None
     canceled: bool = False
     done: bool = False
@@ -86,6 +89,7 @@ class InstancePool:
         code_groups: range = CODE_GROUPS,
         function_ids: range = FUNCTION_IDS,
         sandbox: SandboxPolicy | None = None,
+        load_dependency: DependencyLoader | None = None,
     ) -> None:
         per_function = run_as == "auto" and os.geteuid() == 0
         self._workspace = Workspace(
@@ -108,6 +112,7 @@ class InstancePool:
         self._stopping: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self._load_dependency = load_dependency
 
     async def invoke(
         self,
@@ -127,6 +132,8 @@ class InstancePool:
             raise RuntimeError("the instance pool is closed")
         self._start_reaper()
         call = _Call(spec.urn, request_id, fingerprint(spec), spec.code_digest)
+        if spec.dependencies:
+            call.layers = (spec.package_digest, *spec.dependencies)
         self._calls[request_id] = call
         group = self._groups.get(spec.urn)
         if group is None:
@@ -206,6 +213,7 @@ class InstancePool:
         stopped, as their files are gone.
         """
         in_use = {call.code_digest for call in self._calls.values()}
+        in_use.update(digest for call in self._calls.values() for digest in call.layers)
         removed = set(self._workspace.detach_code(set(keep) | in_use))
         for group in self._groups.values():
             for instance in [i for i in group.idle if i.spec.code_digest in removed]:
@@ -244,7 +252,7 @@ class InstancePool:
         if sandbox.refusal:
             return _failure(ErrorCode.FUNCTION_ERROR, sandbox.refusal)
         try:
-            code_dir = await self._workspace.code_dir(spec, load_code)
+            code_dir = await self._code_dir(spec, load_code)
         except CodePackageError as exc:
             return _failure(ErrorCode.FUNCTION_ERROR, str(exc))
         acquired = await self._acquire(spec, group, call, code_dir)
@@ -259,6 +267,27 @@ class InstancePool:
             call.instance = None  # from here on cancel() must not kill it
             await self._release(group, acquired, reusable)
         return result
+
+    async def _code_dir(self, spec: FunctionSpec, load_code: CodeLoader) -> Path:
+        """The directory ``spec``'s instances run in: its code package, or with dependencies
+        the bundle of it and of each dependency (each unpacked once per node, by digest)."""
+        if not spec.dependencies:
+            return await self._workspace.code_dir(spec, load_code)
+        load_dependency = self._load_dependency
+        if load_dependency is None:
+            raise CodePackageError("this runtime was given no way to load dependencies")
+        package = replace(spec, code_digest=spec.package_digest, dependencies=())
+        sources = [await self._workspace.code_dir(package, load_code)]
+        for digest in spec.dependencies:
+            layer = replace(package, code_digest=digest, code_type=DEPENDENCY)
+            loader = functools.partial(load_dependency, digest)
+            sources.append(await self._workspace.code_dir(layer, loader))
+        manifest = json.dumps([str(source) for source in sources]).encode()
+
+        async def load_manifest() -> bytes:
+            return manifest
+
+        return await self._workspace.code_dir(replace(spec, code_type=BUNDLE), load_manifest)
 
     async def prepared(self) -> Sandbox:
         """``prepare()``, off the event loop; once."""

@@ -9,6 +9,8 @@ from openfgs.models import ErrorCode
 
 # Called only when the code package of a digest is not yet unpacked on this node.
 CodeLoader = Callable[[], Awaitable[bytes]]
+# The same for the zip of a dependency, by its digest.
+DependencyLoader = Callable[[str], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class FunctionSpec:
     initializer_handler: str | None = None
     initializer_timeout: int | None = None
     max_instances: int = 400
+    # Dependencies: the digests of their zips, merged over the code in this order. With any,
+    # ``code_digest`` names the bundle (code.bundle_digest) and ``package_digest`` the code.
+    dependencies: tuple[str, ...] = ()
+    package_digest: str = ""
 
 
 @dataclass(frozen=True)

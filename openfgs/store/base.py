@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from openfgs.errors import StoreError
 from openfgs.models import (
     AsyncConfig,
     ClaimedInvocation,
     Credential,
+    DependencyVersion,
     Function,
     InvocationDetail,
     InvocationPage,
@@ -19,6 +21,11 @@ from openfgs.models import (
     TestEvent,
     Trigger,
 )
+
+
+class DependencyGone(StoreError):
+    """A function was to list a dependency version that no longer exists (deleted while the
+    function was being written)."""
 
 
 class Store(Protocol):
@@ -61,6 +68,30 @@ class Store(Protocol):
     async def get_code(self, digest: str) -> bytes | None: ...
     async def total_code_size(self, project_id: str) -> int: ...
     async def referenced_code_digests(self) -> set[str]: ...
+
+    # Dependencies: versions and their zips (stored as code packages, by digest).
+    async def insert_dependency_version(
+        self, version: DependencyVersion, data: bytes
+    ) -> DependencyVersion: ...
+    async def get_dependency_version(
+        self, project_id: str, dep_id: str, version: int
+    ) -> DependencyVersion | None: ...
+    async def get_dependency_versions(
+        self, project_id: str, ids: list[str]
+    ) -> list[DependencyVersion]: ...
+    async def latest_dependency_version(
+        self, project_id: str, name: str
+    ) -> DependencyVersion | None: ...
+    async def list_dependencies(
+        self, project_id: str, name_like: str | None, runtime: str | None, offset: int, limit: int
+    ) -> tuple[list[DependencyVersion], int]: ...
+    async def list_dependency_versions(
+        self, project_id: str, dep_id: str, offset: int, limit: int
+    ) -> tuple[list[DependencyVersion], int]: ...
+    async def delete_dependency_version(self, version: DependencyVersion) -> bool: ...
+    async def count_dependency_versions(self, project_id: str) -> int: ...
+    async def total_dependency_size(self, project_id: str) -> int: ...
+    async def function_dependency_digests(self) -> list[tuple[str, tuple[str, ...]]]: ...
 
     async def insert_invocation(self, invocation: NewInvocation) -> None: ...
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage: ...

@@ -23,6 +23,7 @@ from openfgs.models import (
     AsyncConfig,
     ClaimedInvocation,
     Credential,
+    DependencyVersion,
     Function,
     Invocation,
     InvocationDetail,
@@ -34,7 +35,9 @@ from openfgs.models import (
     TestEvent,
     Trigger,
     now_ms,
+    parse_depend_versions,
 )
+from openfgs.store.base import DependencyGone
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -108,6 +111,10 @@ def config_params(config: AsyncConfig, function_id: int | None = None) -> Params
         "enable_async_status_log": config.enable_async_status_log,
         "now": config.last_modified,
     }
+
+
+def depend_params(function_id: int, function: Function) -> Params:
+    return {"id": function_id, "depend_versions": json.dumps(list(function.depend_versions))}
 
 
 def outcome_params(request_id: str, attempt: int, outcome: Outcome, end_time: int) -> Params:
@@ -225,12 +232,26 @@ class SqlStore(abc.ABC):
             if code is not None:
                 code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
                 yield execute("insert_code", code_params)
+            yield from self._hold_dependencies(function)
             row = yield fetch_one("insert_function", params)
+            if function.depend_versions:
+                yield execute("set_function_dependencies", depend_params(int(row["id"]), function))
             if config is not None:
                 yield execute("upsert_async_config", config_params(config, int(row["id"])))
             return int(row["id"])
 
         return Function(**{**function_params(function), "id": await self._write(script())})
+
+    def _hold_dependencies(self, function: Function) -> Script[None]:
+        """Keep the versions ``function`` lists from being deleted until this transaction
+        ends; DependencyGone when one is gone already."""
+        wanted = set(function.depend_versions)
+        if wanted:
+            params = {"ids": self._array(sorted(wanted))}
+            rows = yield fetch_all("lock_dependency_versions", params)
+            missing = wanted - {str(row["id"]) for row in rows}
+            if missing:
+                raise DependencyGone(sorted(missing)[0])
 
     async def get_function(
         self, project_id: str, package: str, name: str, qualifier: str = LATEST
@@ -273,7 +294,9 @@ class SqlStore(abc.ABC):
             if code is not None:
                 code_params = {"digest": function.code_digest, "data": code, "size": len(code)}
                 yield execute("insert_code", code_params)
+            yield from self._hold_dependencies(function)
             yield execute("update_function", params)
+            yield execute("set_function_dependencies", depend_params(function.id, function))
             if old is not None and old["code_digest"] != function.code_digest:
                 yield execute("delete_unused_code", {"digest": old["code_digest"]})
 
@@ -307,6 +330,125 @@ class SqlStore(abc.ABC):
     async def referenced_code_digests(self) -> set[str]:
         rows = await self._read(fetch_all("referenced_code_digests", {}))
         return {str(row["code_digest"]) for row in rows}
+
+    # -- dependencies ---------------------------------------------------------------------
+
+    async def insert_dependency_version(
+        self, version: DependencyVersion, data: bytes
+    ) -> DependencyVersion:
+        """Store ``version`` as the next version of its project's dependency of that name
+        (made, with version 1, when there is none); its ``dep_id`` and ``version`` are
+        assigned here."""
+        params: Params = {k: getattr(version, k) for k in DependencyVersion.__dataclass_fields__}
+
+        def script() -> Script[DependencyVersion]:
+            code_params = {"digest": version.digest, "data": data, "size": len(data)}
+            yield execute("insert_code", code_params)
+            row = yield fetch_one("upsert_dependency", params)
+            stored = {**params, "dep_id": str(row["id"]), "version": int(row["last_version"])}
+            yield execute("insert_dependency_version", stored)
+            return DependencyVersion(**stored)
+
+        return await self._write(script())
+
+    async def get_dependency_version(
+        self, project_id: str, dep_id: str, version: int
+    ) -> DependencyVersion | None:
+        params = {"project_id": project_id, "dep_id": dep_id, "version": version}
+        row = await self._read(fetch_one("get_dependency_version", params))
+        return None if row is None else DependencyVersion.from_row(row)
+
+    async def get_dependency_versions(
+        self, project_id: str, ids: list[str]
+    ) -> list[DependencyVersion]:
+        """The versions of ``project_id`` among ``ids`` (in no particular order)."""
+        if not ids:
+            return []
+        params = {"project_id": project_id, "ids": self._array(ids)}
+        rows = await self._read(fetch_all("get_dependency_versions_by_ids", params))
+        return [DependencyVersion.from_row(row) for row in rows]
+
+    async def latest_dependency_version(
+        self, project_id: str, name: str
+    ) -> DependencyVersion | None:
+        params = {"project_id": project_id, "name": name}
+        row = await self._read(fetch_one("latest_dependency_version", params))
+        return None if row is None else DependencyVersion.from_row(row)
+
+    async def list_dependencies(
+        self, project_id: str, name_like: str | None, runtime: str | None, offset: int, limit: int
+    ) -> tuple[list[DependencyVersion], int]:
+        """The latest version of each matching dependency, by name, and how many match."""
+        params = {"project_id": project_id, "name_like": name_like, "runtime": runtime}
+
+        def script() -> Script[tuple[list[DependencyVersion], int]]:
+            rows = yield fetch_all(
+                "list_dependencies", {**params, "offset": offset, "limit": limit}
+            )
+            count = yield fetch_one("count_dependencies", params)
+            return [DependencyVersion.from_row(row) for row in rows], int(count["count"])
+
+        return await self._read(script(), snapshot=True)
+
+    async def list_dependency_versions(
+        self, project_id: str, dep_id: str, offset: int, limit: int
+    ) -> tuple[list[DependencyVersion], int]:
+        params = {"project_id": project_id, "dep_id": dep_id}
+
+        def script() -> Script[tuple[list[DependencyVersion], int]]:
+            paged = {**params, "offset": offset, "limit": limit}
+            rows = yield fetch_all("list_dependency_versions", paged)
+            count = yield fetch_one("count_versions_of_dependency", params)
+            return [DependencyVersion.from_row(row) for row in rows], int(count["count"])
+
+        return await self._read(script(), snapshot=True)
+
+    async def delete_dependency_version(self, version: DependencyVersion) -> bool:
+        """Delete ``version`` (its dependency too when it was the last one, and its zip when
+        nothing else uses it); False, deleting nothing, while a function lists it."""
+
+        def script() -> Script[bool]:
+            # Locked first: a function listing it either committed before the check below
+            # or finds it gone (_hold_dependencies).
+            yield fetch_one("lock_dependency_version", {"id": version.id})
+            if (yield fetch_one("dependency_version_in_use", {"id": version.id})) is not None:
+                return False
+            yield execute("delete_dependency_version", {"id": version.id})
+            yield execute("delete_dependency_if_empty", {"dep_id": version.dep_id})
+            yield execute("delete_unused_code", {"digest": version.digest})
+            return True
+
+        return bool(await self._write(script()))
+
+    async def count_dependency_versions(self, project_id: str) -> int:
+        row = await self._read(fetch_one("count_dependency_versions", {"project_id": project_id}))
+        return int(row["count"])
+
+    async def total_dependency_size(self, project_id: str) -> int:
+        row = await self._read(fetch_one("total_dependency_size", {"project_id": project_id}))
+        return int(row["total"])
+
+    async def function_dependency_digests(self) -> list[tuple[str, tuple[str, ...]]]:
+        """For every function that lists dependencies: its code digest and the zip digests of
+        its dependency versions, in order (a version no longer stored is left out)."""
+
+        def script() -> Script[list[tuple[str, tuple[str, ...]]]]:
+            functions = yield fetch_all("functions_with_dependencies", {})
+            versions = yield fetch_all("referenced_dependency_versions", {})
+            digests = {str(row["id"]): str(row["digest"]) for row in versions}
+            return [
+                (
+                    str(row["code_digest"]),
+                    tuple(
+                        digests[i]
+                        for i in parse_depend_versions(row["depend_versions"])
+                        if i in digests
+                    ),
+                )
+                for row in functions
+            ]
+
+        return await self._read(script(), snapshot=True)
 
     # -- invocations ----------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ PARAMETERS = {
     "trigger_type_code": "TIMER",
     "trigger_id": "t-1",
     "event_id": "3b659dc0-12fc-40dc-aa05-a321d9424cb3",
+    "depend_id": "d-1",
+    "version": "1",
 }
 
 

@@ -23,13 +23,7 @@ from tests.api.conftest import PROJECT, RawApi
 # triggers): until such a module is part of the app, its operations answer 404 FSS.0404 like
 # any operation without a route, so either answer passes here. When a module lands, its
 # operations are marked IMPLEMENTED in openfgs.api.operations and leave this set.
-ROUTED_WHEN_PRESENT = {
-    "create_dependency_version",
-    "list_dependencies",
-    "list_dependency_version",
-    "show_dependency_version",
-    "delete_dependency_version",
-}
+ROUTED_WHEN_PRESENT = {}
 NOT_IMPLEMENTED = "is not implemented by openfgs"
 _PARAMETER = re.compile(r"\{(\w+)\}")
 

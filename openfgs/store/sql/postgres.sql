@@ -80,3 +80,54 @@ WHERE invocations.id = due.id
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message AS last_error;
 
+
+-- Dependencies (migration 0005) -------------------------------------------------------------
+
+-- name: list_dependencies
+-- Each dependency with its latest version; name: a part of the name.
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependencies d JOIN dependency_versions v ON v.dep_id = d.id AND v.version = (
+    SELECT max(version) FROM dependency_versions WHERE dep_id = d.id
+)
+WHERE d.project_id = :project_id
+  AND (CAST(:name_like AS TEXT) IS NULL OR strpos(d.name, :name_like) > 0)
+  AND (CAST(:runtime AS TEXT) IS NULL OR v.runtime = :runtime)
+ORDER BY d.name, d.id
+LIMIT :limit OFFSET :offset;
+
+-- name: count_dependencies
+SELECT count(*) AS count
+FROM dependencies d JOIN dependency_versions v ON v.dep_id = d.id AND v.version = (
+    SELECT max(version) FROM dependency_versions WHERE dep_id = d.id
+)
+WHERE d.project_id = :project_id
+  AND (CAST(:name_like AS TEXT) IS NULL OR strpos(d.name, :name_like) > 0)
+  AND (CAST(:runtime AS TEXT) IS NULL OR v.runtime = :runtime);
+
+-- name: get_dependency_versions_by_ids
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependency_versions v JOIN dependencies d ON d.id = v.dep_id
+WHERE v.project_id = :project_id AND v.id = ANY(:ids);
+
+-- name: lock_dependency_versions
+-- The versions of :ids that exist, kept from being deleted until the function's row commits.
+SELECT id FROM dependency_versions WHERE id = ANY(:ids) FOR SHARE;
+
+-- name: lock_dependency_version
+-- A version about to be deleted, locked first: a function listing it concurrently either
+-- commits before the in-use check sees it, or finds the version gone.
+SELECT id FROM dependency_versions WHERE id = :id FOR UPDATE;
+
+-- name: dependency_version_in_use
+SELECT 1 AS used FROM functions
+WHERE CAST(depend_versions AS jsonb) @> jsonb_build_array(CAST(:id AS TEXT))
+LIMIT 1;
+
+-- name: referenced_dependency_versions
+-- The digest of every dependency version some function lists.
+SELECT DISTINCT v.id, v.digest
+FROM functions f
+CROSS JOIN LATERAL jsonb_array_elements_text(CAST(f.depend_versions AS jsonb)) AS j(value)
+JOIN dependency_versions v ON v.id = j.value;

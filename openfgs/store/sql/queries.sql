@@ -45,7 +45,8 @@ SELECT DISTINCT code_digest FROM functions;
 
 -- name: delete_unused_code
 DELETE FROM code_packages
-WHERE digest = :digest AND NOT EXISTS (SELECT 1 FROM functions WHERE code_digest = :digest);
+WHERE digest = :digest AND NOT EXISTS (SELECT 1 FROM functions WHERE code_digest = :digest)
+  AND NOT EXISTS (SELECT 1 FROM dependency_versions WHERE digest = :digest);
 
 -- name: insert_function
 INSERT INTO functions (project_id, package, name, qualifier, version, version_description,
@@ -360,3 +361,62 @@ DELETE FROM function_tags WHERE function_id = :function_id AND key = :key;
 -- name: list_project_tags
 SELECT DISTINCT t.key, t.value FROM function_tags t JOIN functions f ON f.id = t.function_id
 WHERE f.project_id = :project_id ORDER BY t.key, t.value;
+-- Dependencies (migration 0005) -------------------------------------------------------------
+
+-- name: set_function_dependencies
+UPDATE functions SET depend_versions = :depend_versions WHERE id = :id;
+
+-- name: upsert_dependency
+-- The dependency of that name, made with version 1 or given its next version number.
+INSERT INTO dependencies (id, project_id, name, last_version, created_at)
+VALUES (:dep_id, :project_id, :name, 1, :created_at)
+ON CONFLICT (project_id, name) DO UPDATE SET last_version = dependencies.last_version + 1
+RETURNING id, last_version;
+
+-- name: insert_dependency_version
+INSERT INTO dependency_versions (id, dep_id, project_id, version, runtime, description,
+    file_name, digest, etag, size, created_at)
+VALUES (:id, :dep_id, :project_id, :version, :runtime, :description, :file_name, :digest,
+    :etag, :size, :created_at);
+
+-- name: count_dependency_versions
+SELECT count(*) AS count FROM dependency_versions WHERE project_id = :project_id;
+
+-- name: total_dependency_size
+SELECT coalesce(sum(size), 0) AS total FROM dependency_versions WHERE project_id = :project_id;
+
+-- name: latest_dependency_version
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependencies d JOIN dependency_versions v ON v.dep_id = d.id
+WHERE d.project_id = :project_id AND d.name = :name
+ORDER BY v.version DESC
+LIMIT 1;
+
+-- name: get_dependency_version
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependency_versions v JOIN dependencies d ON d.id = v.dep_id
+WHERE v.project_id = :project_id AND v.dep_id = :dep_id AND v.version = :version;
+
+-- name: list_dependency_versions
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependency_versions v JOIN dependencies d ON d.id = v.dep_id
+WHERE v.project_id = :project_id AND v.dep_id = :dep_id
+ORDER BY v.version
+LIMIT :limit OFFSET :offset;
+
+-- name: count_versions_of_dependency
+SELECT count(*) AS count FROM dependency_versions
+WHERE project_id = :project_id AND dep_id = :dep_id;
+
+-- name: delete_dependency_version
+DELETE FROM dependency_versions WHERE id = :id;
+
+-- name: delete_dependency_if_empty
+DELETE FROM dependencies
+WHERE id = :dep_id AND NOT EXISTS (SELECT 1 FROM dependency_versions WHERE dep_id = :dep_id);
+
+-- name: functions_with_dependencies
+SELECT code_digest, depend_versions FROM functions WHERE depend_versions <> '[]';

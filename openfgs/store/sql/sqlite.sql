@@ -84,3 +84,51 @@ WHERE id IN (
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message AS last_error;
 
+
+-- Dependencies (migration 0005) -------------------------------------------------------------
+
+-- name: list_dependencies
+-- Each dependency with its latest version; name: a part of the name.
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependencies d JOIN dependency_versions v ON v.dep_id = d.id AND v.version = (
+    SELECT max(version) FROM dependency_versions WHERE dep_id = d.id
+)
+WHERE d.project_id = :project_id
+  AND (:name_like IS NULL OR instr(d.name, :name_like) > 0)
+  AND (:runtime IS NULL OR v.runtime = :runtime)
+ORDER BY d.name, d.id
+LIMIT :limit OFFSET :offset;
+
+-- name: count_dependencies
+SELECT count(*) AS count
+FROM dependencies d JOIN dependency_versions v ON v.dep_id = d.id AND v.version = (
+    SELECT max(version) FROM dependency_versions WHERE dep_id = d.id
+)
+WHERE d.project_id = :project_id
+  AND (:name_like IS NULL OR instr(d.name, :name_like) > 0)
+  AND (:runtime IS NULL OR v.runtime = :runtime);
+
+-- name: get_dependency_versions_by_ids
+SELECT v.id, v.dep_id, v.project_id, d.name, v.version, v.runtime, v.description, v.file_name,
+    v.digest, v.etag, v.size, v.created_at
+FROM dependency_versions v JOIN dependencies d ON d.id = v.dep_id
+WHERE v.project_id = :project_id AND v.id IN (SELECT value FROM json_each(:ids));
+
+-- name: lock_dependency_versions
+-- The versions of :ids (a JSON array) that exist (the writer thread serialises writes).
+SELECT id FROM dependency_versions WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: lock_dependency_version
+SELECT id FROM dependency_versions WHERE id = :id;
+
+-- name: dependency_version_in_use
+SELECT 1 AS used FROM functions, json_each(functions.depend_versions)
+WHERE json_each.value = :id
+LIMIT 1;
+
+-- name: referenced_dependency_versions
+-- The digest of every dependency version some function lists.
+SELECT DISTINCT v.id, v.digest
+FROM functions f, json_each(f.depend_versions) j
+JOIN dependency_versions v ON v.id = j.value;
