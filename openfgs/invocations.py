@@ -37,6 +37,7 @@ from openfgs.models import (
 )
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncConfigBody, FuncDestinationConfig
+from openfgs.statistics import Statistics
 from openfgs.store.base import Store
 
 log = logging.getLogger("openfgs.invocations")
@@ -234,6 +235,8 @@ class InvocationService:
         self._counter = WindowCounter(store, self._settings.retention_seconds * 1000)
         self._waiting: dict[int, tuple[float, int]] = {}
         self.cancel_hooks: list[Callable[[str], Any]] = []
+        # Observability: metric series from the records (ListFunctionStatistics).
+        self.statistics = Statistics(store)
 
     # -- accept -----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from openfgs.api import (
     health,
     iam,
     invocations,
+    statistics,
     triggers,
     versions,
 )
@@ -64,6 +65,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(iam.router)
     # Static paths under /fgs/functions/ first: they would match as a function URN.
+    app.include_router(statistics.project_router)
+    app.include_router(statistics.router)
     app.include_router(async_config.project_router)
     app.include_router(invocations.router)
     app.include_router(async_config.router)

@@ -21,6 +21,7 @@ PARAMETERS = {
     "function_urn": urn("echo"),
     "request_id": "r-1",
     "alias_name": "prod",
+    "period": "5",
 }
 
 

@@ -319,3 +319,36 @@ ORDER BY scheduled_at;
 
 -- name: delete_old_trigger_fires
 DELETE FROM trigger_fires WHERE fired_at < :cutoff;
+
+-- -- statistics and metrics -----------------------------------------------------------------
+
+-- name: invocation_minutes
+-- Records per minute of start_time: counts by outcome and the durations of their last attempts,
+-- read through the (function_id, start_time) index.
+SELECT start_time / 60000 AS minute,
+    count(*) AS count,
+    sum(CASE WHEN status IN ('WAIT', 'RUNNING') THEN 1 ELSE 0 END) AS active,
+    sum(CASE WHEN status = 'FAIL' THEN 1 ELSE 0 END) AS fail_count,
+    sum(CASE WHEN status = 'FAIL' AND error_code < 4208 THEN 1 ELSE 0 END)
+        AS function_error_count,
+    sum(CASE WHEN status = 'FAIL' AND error_code >= 4210 THEN 1 ELSE 0 END)
+        AS system_error_count,
+    sum(CASE WHEN status = 'DISCARD' THEN 1 ELSE 0 END) AS reject_count,
+    count(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN attempt_started_at END) AS timed,
+    sum(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN end_time - attempt_started_at END)
+        AS duration_sum,
+    max(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN end_time - attempt_started_at END)
+        AS max_duration,
+    min(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN end_time - attempt_started_at END)
+        AS min_duration
+FROM invocations
+WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+GROUP BY start_time / 60000;
+
+-- name: waiting_by_function
+-- Waiting records per function and the oldest one's accept time (the metrics' queue depth).
+SELECT f.project_id, f.package, f.name, f.qualifier, w.waiting, w.oldest
+FROM (
+    SELECT function_id, count(*) AS waiting, min(start_time) AS oldest FROM invocations
+    WHERE status = 'WAIT' GROUP BY function_id
+) AS w JOIN functions f ON f.id = w.function_id;
