@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from openfgs.auth.service import new_credential
 from openfgs.cli.options import settings_flags, settings_from
 from openfgs.first_run import first_run
+from openfgs.logs import log_handler
 from openfgs.models import Credential, now_ms
 from openfgs.services import Services
 from openfgs.settings import Settings
@@ -75,12 +76,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from openfgs.api import create_app
+    from openfgs.api.observe import observed
     from openfgs.api.server import server_config
 
     settings = settings_from(args)
     configure_logging(settings)
     services = Services.build(settings)
-    app = create_app(services, after_start=partial(first_run, say=say))
+    # GET /metrics and the HTTP metrics of every request (OPENFGS_METRICS).
+    outer = [observed(services)] if settings.metrics else []
+    app = create_app(services, after_start=partial(first_run, say=say), outer=outer)
     config = server_config(app, settings)
     server = uvicorn.Server(config)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again: let that
@@ -113,7 +117,10 @@ def _exit_zero(signum: int, frame: object) -> None:
 
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        # OPENFGS_LOG_FORMAT: text or JSON lines, with the request id (openfgs.logs).
+        handlers=[log_handler(settings.log_format)],
     )
 
 
