@@ -4,6 +4,8 @@ the bearer token enforced, labels bounded whatever the paths."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ from tests.api.conftest import (
 from tests.support import _Server, database_url, make_settings, wait_for
 
 ACCEPT_ROUTE = "/v2/{project_id}/fgs/functions/{function_urn}/invocations-async"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 LIST_ROUTE = "/v2/{project_id}/fgs/functions/{function_urn}/async-invocations"
 
 
@@ -205,3 +208,14 @@ def test_labels_stay_bounded_for_random_paths(server: LiveServer) -> None:
     assert methods <= {"GET", "OTHER"}
     unmatched = value(samples, "openfgs_http_requests_total", route="unmatched")
     assert unmatched >= 80
+
+
+def test_the_dashboard_uses_exported_series(server: LiveServer) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = set(re.findall(r"openfgs_[a-z_]+", " ".join(exprs)))
+    response = httpx.get(f"{server.url}/metrics", timeout=30)
+    declared = set(re.findall(r"^# TYPE (openfgs_[a-z_]+)", response.text, re.MULTILINE))
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    exported = declared | {name + suffix for name in declared for suffix in suffixes}
+    assert used and used <= exported, used - exported
