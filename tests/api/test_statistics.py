@@ -9,6 +9,8 @@ import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkfunctiongraph.v2 import (
     AsyncInvokeFunctionRequest,
+    CreateFunctionVersionRequest,
+    CreateFunctionVersionRequestBody,
     ListFunctionStatisticsRequest,
     ListStatisticsRequest,
     ShowFunctionMetricsRequest,
@@ -120,6 +122,32 @@ def test_long_periods_have_hour_buckets(any_server: LiveServer) -> None:
         # Waiting records have no duration yet.
         index = answer.count.index(waiting[0])
         assert answer.duration[index].value == -1
+
+
+def test_an_unqualified_urn_covers_every_row(any_server: LiveServer) -> None:
+    sdk = sdk_client(any_server.url)
+    create_function(sdk, "echo")
+    sdk.create_function_version(
+        CreateFunctionVersionRequest(
+            function_urn=urn("echo", qualifier=None),
+            body=CreateFunctionVersionRequestBody(version="v1"),
+        )
+    )
+    v1 = any_server.run(any_server.services.registry.resolve(PROJECT, urn("echo", qualifier="v1")))
+    now = now_ms()
+    insert_records(any_server, "echo", [now - 1000])
+    insert_records(any_server, "echo", [now - 2000, now - 3000], function_id=v1.id)
+
+    def counted(function_urn: str) -> float:
+        return total(
+            sdk.list_function_statistics(
+                ListFunctionStatisticsRequest(func_urn=function_urn, period="3")
+            ).count
+        )
+
+    assert counted(urn("echo")) == 1
+    assert counted(urn("echo", qualifier="v1")) == 2
+    assert counted(urn("echo", qualifier=None)) == 3
 
 
 @pytest.mark.parametrize("period", ["0", "-5", "abc", "10081", "1.5", "9" * 40])
