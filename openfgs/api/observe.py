@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openfgs.api.errors import error_response
-from openfgs.errors import Unauthorized
+from openfgs.errors import ApiError, NotFound, Unauthorized
 from openfgs.logs import REQUEST_ID
 from openfgs.metrics import CONTENT_TYPE, Metrics
 from openfgs.services import Services
@@ -65,10 +65,7 @@ class Observed:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.metrics: Metrics = services.invocations.metrics
-        self.token = services.settings.metrics_token.encode()
-        self.gauges = self.metrics.watch(
-            services.store.waiting_by_function, services.pool.instance_states
-        )
+        self.scrape = Scrape(services)
         self.routes = route_templates(behind(app).routes)
         self._paths: dict[str, str] = {}
         self._children: dict[tuple[str, str, int], Any] = {}
@@ -111,12 +108,13 @@ class Observed:
         return template
 
     def _count(self, route: str, method: str, status: int, started: float) -> None:
+        if method not in METHODS:
+            method = "OTHER"
         key = (route, method, status)
         child = self._children.get(key)
         if child is None:
-            label = method if method in METHODS else "OTHER"
             child = self._children[key] = self.metrics.http_requests.labels(
-                route, label, str(status)
+                route, method, str(status)
             )
         child.inc()
         timer = self._timers.get(route)
@@ -126,19 +124,26 @@ class Observed:
 
     async def _scrape(self, scope: Scope, send: Send) -> None:
         started = time.perf_counter()
+        status = await self.scrape(scope, send)
+        self._count(METRICS_PATH, scope["method"], status, started)
+
+
+class Scrape:
+    """Answers ``GET /metrics``: the bearer token checked (when one is set), the store's
+    gauges refreshed, the registry written out. Returns the status it answered."""
+
+    def __init__(self, services: Services) -> None:
+        self.metrics: Metrics = services.invocations.metrics
+        self.token = services.settings.metrics_token.encode()
+        self.gauges = self.metrics.watch(
+            services.store.waiting_by_function, services.pool.instance_states
+        )
+
+    async def __call__(self, scope: Scope, send: Send) -> int:
         if self.token and not self._authorized(scope):
             exc = Unauthorized("a bearer token is required for /metrics")
-            response = error_response(exc.status, exc.error_code, exc.message, exc.headers)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [*response.raw_headers, (b"www-authenticate", b"Bearer")],
-                }
-            )
-            await send({"type": "http.response.body", "body": response.body})
-            self._count(METRICS_PATH, scope["method"], response.status_code, started)
-            return
+            await _send_error(send, exc, [(b"www-authenticate", b"Bearer")])
+            return exc.status
         await self.gauges.refresh()
         body = self.metrics.exposition()
         headers = [
@@ -146,10 +151,9 @@ class Observed:
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
-        self._count(METRICS_PATH, scope["method"], 200, started)
+        head = scope["method"] == "HEAD"
+        await send({"type": "http.response.body", "body": b"" if head else body})
+        return 200
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -159,3 +163,27 @@ class Observed:
                     given.strip(), self.token
                 )
         return False
+
+
+def metrics_app(services: Services) -> ASGIApp:
+    """An ASGI app serving only ``GET /metrics``: for worker nodes, which serve no API."""
+    scrape = Scrape(services)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == METRICS_PATH and scope["method"] in ("GET", "HEAD"):
+            await scrape(scope, send)
+        else:
+            await _send_error(send, NotFound("only /metrics is served here"))
+
+    return app
+
+
+async def _send_error(
+    send: Send, exc: ApiError, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    response = error_response(exc.status, exc.error_code, exc.message, exc.headers)
+    headers = [*response.raw_headers, *(extra or [])]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

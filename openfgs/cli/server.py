@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from openfgs.auth.service import new_credential
 from openfgs.cli.options import settings_flags, settings_from
@@ -133,10 +135,37 @@ async def run_worker(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("worker %s running", services.worker.worker_id if services.worker else "?")
+    metrics = await serve_worker_metrics(services) if settings.metrics_port else None
     try:
         await stop.wait()
     finally:
+        if metrics is not None:
+            metrics[0].should_exit = True
+            await metrics[1]
         await services.stop()
+
+
+async def serve_worker_metrics(services: Services) -> tuple[Any, asyncio.Task[None]]:
+    """``GET /metrics`` of a worker node, on ``OPENFGS_METRICS_PORT`` (it serves no API)."""
+    import uvicorn
+
+    from openfgs.api.observe import metrics_app
+
+    class MetricsServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the worker's own SIGTERM/SIGINT handlers stay in place
+
+    settings = services.settings
+    config = uvicorn.Config(
+        metrics_app(services),
+        host=settings.host,
+        port=settings.metrics_port,
+        lifespan="off",
+        log_level="warning",
+    )
+    server = MetricsServer(config)
+    return server, asyncio.create_task(server.serve())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from openfgs.api import create_app
-from openfgs.api.observe import observed
+from openfgs.api.observe import metrics_app, observed
 from openfgs.api.server import server_config
 from openfgs.errors import Unauthorized
 from openfgs.models import now_ms
@@ -219,3 +219,20 @@ def test_the_dashboard_uses_exported_series(server: LiveServer) -> None:
     suffixes = ("_total", "_bucket", "_count", "_sum")
     exported = declared | {name + suffix for name in declared for suffix in suffixes}
     assert used and used <= exported, used - exported
+
+
+def test_a_worker_node_serves_only_metrics(guarded: LiveServer) -> None:
+    app = metrics_app(guarded.services)
+
+    async def get(path: str, **headers: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=guarded.url) as client:
+            return await client.get(path, headers=headers)
+
+    answer = guarded.run(get("/metrics", Authorization="Bearer scrape-token-1"))
+    assert answer.status_code == 200
+    assert "openfgs_instances" in answer.text
+    assert guarded.run(get("/metrics")).status_code == 401
+    missing = guarded.run(get("/v2/anything"))
+    assert missing.status_code == 404
+    assert missing.json()["error_code"] == "FSS.0404"
