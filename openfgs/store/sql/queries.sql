@@ -346,9 +346,14 @@ WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
 GROUP BY start_time / 60000;
 
 -- name: waiting_by_function
--- Waiting records per function and the oldest one's accept time (the metrics' queue depth).
-SELECT f.project_id, f.package, f.name, f.qualifier, w.waiting, w.oldest
-FROM (
-    SELECT function_id, count(*) AS waiting, min(start_time) AS oldest FROM invocations
-    WHERE status = 'WAIT' GROUP BY function_id
-) AS w JOIN functions f ON f.id = w.function_id;
+-- Waiting records per function row and the oldest one's accept time (the metrics' queue
+-- depth): two probes of the status index per row, read in the index alone.
+SELECT project_id, package, name, qualifier, waiting, oldest FROM (
+    SELECT f.project_id, f.package, f.name, f.qualifier,
+        (SELECT count(*) FROM invocations i
+         WHERE i.function_id = f.id AND i.status = 'WAIT') AS waiting,
+        (SELECT min(i.start_time) FROM invocations i
+         WHERE i.function_id = f.id AND i.status = 'WAIT') AS oldest
+    FROM functions f
+) AS w
+WHERE oldest IS NOT NULL;
