@@ -185,6 +185,18 @@ class Statistics:
                 out[name].append({"timestamp": start, "value": value})
         return out
 
+    async def total(
+        self, functions: Sequence[Function], begin: int, end: int, now: int | None = None
+    ) -> Tally:
+        """The records of ``functions`` accepted in the minutes ``[begin, end]`` touch."""
+        now = now_ms() if now is None else now
+        minutes = range(begin // MINUTE_MS, end // MINUTE_MS + 1)
+        tally = EMPTY
+        for function in functions:
+            for counted in (await self._minutes(function, minutes, now)).values():
+                tally = tally + counted
+        return tally
+
     async def _minutes(self, function: Function, minutes: range, now: int) -> dict[int, Tally]:
         key = f"{function.id}:{function.func_id}"  # ids of deleted functions may come back
         found: dict[int, Tally] = {}

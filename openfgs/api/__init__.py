@@ -67,6 +67,7 @@ def create_app(
     # Static paths under /fgs/functions/ first: they would match as a function URN.
     app.include_router(statistics.project_router)
     app.include_router(statistics.router)
+    app.include_router(statistics.report_router)
     app.include_router(async_config.project_router)
     app.include_router(invocations.router)
     app.include_router(async_config.router)

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from openfgs.api.deps import FunctionsDep, ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.errors import BadRequest
-from openfgs.models import Function
+from openfgs.models import Function, now_ms
 from openfgs.services import Services
-from openfgs.statistics import NO_DATA, parse_period
+from openfgs.statistics import MAX_PERIOD_MINUTES, NO_DATA, parse_period
 
 # Static segments after /fgs/functions/ (``statistics``) are declared before any
 # ``{function_urn}`` route: create_app includes this router first.
@@ -24,7 +24,20 @@ project_router = APIRouter(prefix="/v2/{project_id}/fgs/functions", responses=ER
 router = APIRouter(
     prefix="/v2/{project_id}/fgs/functions/{function_urn}", responses=ERROR_RESPONSES
 )
+report_router = APIRouter(prefix="/v2/{project_id}/fgs/function", responses=ERROR_RESPONSES)
 FUNCTIONS_PAGE = 400
+# ListFunctionAsMetric's ``type`` → the series ranked.
+RANKED = {
+    "failcount": "fail_count",
+    "count": "count",
+    "rejectcount": "reject_count",
+    "functionerrorcount": "function_error_count",
+    "systemerrorcount": "system_error_count",
+    "duration": "duration",
+    "maxduration": "max_duration",
+}
+DEFAULT_REPORT_MS = 3_600_000
+MAX_REPORT_LIMIT = 500
 
 
 class SlaReportsValue(BaseModel):
@@ -51,6 +64,17 @@ class FunctionMetricsOut(FunctionStatisticsOut):
 
 class StatisticsOut(BaseModel):
     statistics: FunctionStatisticsOut
+
+
+class FunctionMetric(BaseModel):
+    key: str  # the function's unqualified URN
+    value: int
+
+
+class FunctionMetricsReportOut(BaseModel):
+    values: list[FunctionMetric]
+    next_marker: int
+    count: int
 
 
 @project_router.get(
@@ -94,6 +118,52 @@ async def show_function_metrics(
     return {**series, "instance_num": instances}
 
 
+@report_router.get(
+    "/report", response_model=FunctionMetricsReportOut, summary="ListFunctionAsMetric"
+)
+async def list_function_as_metric(
+    project_id: ProjectDep,
+    services: ServicesDep,
+    type: Annotated[str, Query(max_length=32)] = "failcount",
+    start_time: Annotated[str, Query(max_length=20)] = "",
+    end_time: Annotated[str, Query(max_length=20)] = "",
+    limit: Annotated[str, Query(max_length=8)] = "",
+) -> dict[str, Any]:
+    series = RANKED.get(type.lower())
+    if series is None:
+        raise BadRequest(f"Invalid type {type!r}: one of {', '.join(RANKED)}")
+    end = epoch_ms("end_time", end_time, now_ms())
+    begin = epoch_ms("start_time", start_time, end - DEFAULT_REPORT_MS)
+    if not 0 <= end - begin <= MAX_PERIOD_MINUTES * 60_000:
+        raise BadRequest("Invalid time range: start_time ≤ end_time, at most a week apart")
+    top = parse_int("limit", limit, 10, 1, MAX_REPORT_LIMIT)
+    region = services.settings.region
+    ranked: list[tuple[int, str]] = []
+    for rows in await project_function_rows(services, project_id):
+        tally = await services.invocations.statistics.total(rows, begin, end)
+        if tally.count:
+            ranked.append((-int(tally.values()[series]), rows[0].urn(region).unqualified))
+    ranked.sort()
+    values = [{"key": key, "value": -value} for value, key in ranked[:top]]
+    return {"values": values, "next_marker": len(values), "count": len(ranked)}
+
+
+def epoch_ms(name: str, text: str, default: int) -> int:
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 16):
+        raise BadRequest(f"Invalid {name} {text[:20]!r}: epoch milliseconds expected")
+    return int(text)
+
+
+def parse_int(name: str, text: str, default: int, low: int, high: int) -> int:
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not low <= int(text) <= high:
+        raise BadRequest(f"Invalid {name} {text[:20]!r}: from {low} to {high}")
+    return int(text)
+
+
 def live_instances(services: Services, functions: list[Function]) -> int:
     region = services.settings.region
     urns = {f.urn(region).qualified(f.version) for f in functions}
@@ -102,14 +172,19 @@ def live_instances(services: Services, functions: list[Function]) -> int:
 
 async def project_functions(services: Services, project_id: str) -> list[Function]:
     """Every row (latest, versions, aliases) of every function of the project."""
-    rows: list[Function] = []
+    return [row for rows in await project_function_rows(services, project_id) for row in rows]
+
+
+async def project_function_rows(services: Services, project_id: str) -> list[list[Function]]:
+    """The rows (latest, versions, aliases) of each function of the project."""
+    functions: list[list[Function]] = []
     marker = 0
     while True:
         page, total = await services.registry.list_functions(
             project_id, None, None, marker, FUNCTIONS_PAGE
         )
         for function in page:
-            rows += await services.registry.qualifiers(function)
+            functions.append(await services.registry.qualifiers(function))
         marker += len(page)
         if not page or marker >= total:
-            return rows
+            return functions

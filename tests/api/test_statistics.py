@@ -11,6 +11,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
     AsyncInvokeFunctionRequest,
     CreateFunctionVersionRequest,
     CreateFunctionVersionRequestBody,
+    ListFunctionAsMetricRequest,
     ListFunctionStatisticsRequest,
     ListStatisticsRequest,
     ShowFunctionMetricsRequest,
@@ -176,3 +177,41 @@ def test_tenant_statistics_need_monitor_data(raw: RawApi) -> None:
         response = raw.call("GET", path, params=params)
         assert response.status_code == 400, (params, response.text)
         assert response.json()["error_code"] == "FSS.0400"
+
+
+def test_functions_ranked_by_a_metric(any_server: LiveServer) -> None:
+    sdk = sdk_client(any_server.url)
+    create_function(sdk, "echo")
+    create_function(sdk, "reporter", REPORTER_CODE)
+    run_workload(sdk, urn("echo"), 1)
+    run_workload(sdk, urn("reporter"), 2)
+
+    failing = sdk.list_function_as_metric(ListFunctionAsMetricRequest())  # failcount, last hour
+    assert [(v.key, v.value) for v in failing.values] == [
+        (urn("reporter", qualifier=None), 2),
+        (urn("echo", qualifier=None), 0),
+    ]
+    assert failing.count == 2
+    busiest = sdk.list_function_as_metric(
+        ListFunctionAsMetricRequest(
+            type="count", start_time=str(now_ms() - 600_000), end_time=str(now_ms()), limit="1"
+        )
+    )
+    assert [(v.key, v.value) for v in busiest.values] == [(urn("reporter", qualifier=None), 2)]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"type": "nonsense"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"start_time": "yesterday"},
+        {"start_time": "2", "end_time": "1"},
+        {"start_time": "0", "end_time": str(10**12)},
+    ],
+)
+def test_a_bad_report_query_is_400(raw: RawApi, params: dict[str, str]) -> None:
+    response = raw.call("GET", f"/v2/{PROJECT}/fgs/function/report", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "FSS.0400"
