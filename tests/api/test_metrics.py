@@ -17,6 +17,7 @@ import pytest
 from huaweicloudsdkfunctiongraph.v2 import (
     AsyncInvokeFunctionRequest,
     ListAsyncInvocationsRequest,
+    ListFunctionStatisticsRequest,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,7 +25,7 @@ from openfgs.api import create_app
 from openfgs.api.observe import metrics_app, observed
 from openfgs.api.server import server_config
 from openfgs.errors import Unauthorized
-from openfgs.models import now_ms
+from openfgs.models import NewInvocation, now_ms
 from openfgs.services import Services
 from openfgs.settings import Settings
 from tests.api.conftest import (
@@ -236,3 +237,30 @@ def test_a_worker_node_serves_only_metrics(guarded: LiveServer) -> None:
     missing = guarded.run(get("/v2/anything"))
     assert missing.status_code == 404
     assert missing.json()["error_code"] == "FSS.0404"
+
+
+def test_expired_records_count_as_discarded_and_rejected(any_server: LiveServer) -> None:
+    sdk = sdk_client(any_server.url)
+    create_function(sdk, "echo")
+    function = any_server.run(any_server.services.registry.resolve(PROJECT, urn("echo")))
+    now = now_ms()
+    expired = NewInvocation(
+        request_id=str(uuid.uuid4()),
+        function_id=function.id,
+        version="latest",
+        payload=b"{}",
+        start_time=now - 5_000,
+        available_at=now - 5_000,
+        expires_at=now - 1_000,
+    )
+    any_server.run(any_server.services.store.insert_invocation(expired))
+    assert wait_for_terminal(sdk, urn("echo"), expired.request_id).status == "DISCARD"
+
+    samples = scrape(any_server)
+    labels = {"project": PROJECT, "function": "echo:latest", "status": "DISCARD"}
+    assert value(samples, "openfgs_async_finished_total", **labels) == 1
+    statistics = sdk.list_function_statistics(
+        ListFunctionStatisticsRequest(func_urn=urn("echo"), period="2")
+    )
+    assert sum(p.value for p in statistics.reject_count if p.value > 0) == 1
+    assert all(p.value == -1 for p in statistics.duration)  # it never ran
