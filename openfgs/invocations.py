@@ -20,6 +20,7 @@ from openfgs.cache import TtlCache
 from openfgs.counting import WindowCounter
 from openfgs.errors import BadRequest, NotFound, TooManyRequests
 from openfgs.functions import FunctionRegistry
+from openfgs.metrics import Metrics
 from openfgs.models import (
     CANCELED_MESSAGE,
     AsyncConfig,
@@ -37,6 +38,7 @@ from openfgs.models import (
 )
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncConfigBody, FuncDestinationConfig
+from openfgs.statistics import Statistics
 from openfgs.store.base import Store
 
 log = logging.getLogger("openfgs.invocations")
@@ -234,6 +236,9 @@ class InvocationService:
         self._counter = WindowCounter(store, self._settings.retention_seconds * 1000)
         self._waiting: dict[int, tuple[float, int]] = {}
         self.cancel_hooks: list[Callable[[str], Any]] = []
+        # Observability: metric series from the records (ListFunctionStatistics).
+        self.statistics = Statistics(store)
+        self.metrics = Metrics()
 
     # -- accept -----------------------------------------------------------------------------
 
@@ -252,6 +257,7 @@ class InvocationService:
             await self._store.insert_invocation(invocation)
             request_id = invocation.request_id
         self.notifier.notify()
+        self.metrics.accepted(function)
         return request_id
 
     async def new_invocation(
@@ -471,6 +477,7 @@ class InvocationService:
         """
         try:
             await self._persist(claimed, decision, now)
+            await self._count_finished(claimed, decision.status)
             return True
         except Exception as exc:
             log.exception(
@@ -480,6 +487,7 @@ class InvocationService:
         try:
             failed = Decision(Status.FAIL, ErrorCode.NOT_RECORDED, message)
             await self._store.finish_invocation(claimed.request_id, claimed.attempt, failed, now)
+            await self._count_finished(claimed, Status.FAIL)
             return True
         except Exception:
             log.exception("%s could not be ended; lease recovery tries again", claimed.request_id)
@@ -528,6 +536,34 @@ class InvocationService:
             log.exception("destination event of %s could not be built; skipped", claimed.request_id)
             return None
         return await self.new_invocation(destination, event, depth=claimed.depth + 1)
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    async def _count_finished(self, claimed: ClaimedInvocation, status: Status) -> None:
+        """Count a terminal outcome; never raises (the outcome is written already)."""
+        if not status.terminal:
+            return
+        try:
+            function = await self._registry.get_by_id(claimed.function_id)
+        except Exception:
+            log.warning("the outcome of %s was not counted", claimed.request_id, exc_info=True)
+            return
+        if function is not None:
+            self.metrics.finished(function, status)
+
+    async def observe_run(
+        self, claimed: ClaimedInvocation, started_ms: int, seconds: float
+    ) -> None:
+        """Metrics of one attempt that ran: its duration, and for a first attempt how long it
+        waited from accept (``expires_at`` less the max event age) to the handler's start."""
+        function = await self._registry.get_by_id(claimed.function_id)
+        if function is None:
+            return
+        self.metrics.ran(function, seconds)
+        if claimed.attempt == 1:
+            config = await self.config(function)
+            age = config.max_async_event_age_in_seconds if config else DEFAULT_EVENT_AGE_SECONDS
+            self.metrics.dispatched((started_ms - (claimed.expires_at - age * 1000)) / 1000)
 
     # -- cancel, recover, leases ------------------------------------------------------------
 

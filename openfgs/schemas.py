@@ -459,6 +459,8 @@ class TriggerWithUrnOut(TriggerOut):
 
 class TriggerListOut(_Output):
     triggers: list[TriggerWithUrnOut]
+    next_marker: int
+    count: int
 
 
 # -- dependencies ----------------------------------------------------------------------------

@@ -90,6 +90,14 @@ class Settings:
     sandbox_max_processes: int = 512
     # "host", or "loopback": instances get a network of their own with only a loopback device.
     sandbox_network: str = "host"
+    # Observability (docs/observability.md).
+    metrics: bool = True  # GET /metrics and the HTTP request metrics
+    # A worker node (`openfgs worker`, no API) serves GET /metrics on this port; 0: it does not.
+    metrics_port: int = 0
+    # When set, GET /metrics requires "Authorization: Bearer <token>".
+    metrics_token: str = field(default="", repr=False)
+    # "text" or "json": one JSON object per log line, with the request id where there is one.
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         # Instances, the worker and the lock all run from other working directories: a relative

@@ -18,6 +18,7 @@ from typing import Any
 from openfgs.execution import Executor
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService
+from openfgs.logs import REQUEST_ID
 from openfgs.models import ClaimedInvocation, ErrorCode, now_ms
 from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.types import RunResult
@@ -152,8 +153,13 @@ class Worker:
         freed.cancel()
 
     async def _run_one(self, claimed: ClaimedInvocation) -> None:
+        started_ms, started = now_ms(), time.monotonic()
+        REQUEST_ID.set(claimed.request_id)  # on every log line of this attempt
         try:
             outcome: RunResult | None = await self._execute(claimed)
+            # Metrics: never in the way of the outcome.
+            with contextlib.suppress(Exception):
+                await self._service.observe_run(claimed, started_ms, time.monotonic() - started)
             if (
                 self._shutting_down
                 and outcome is not None

@@ -22,6 +22,7 @@ from openfgs.api import (
     iam,
     invocations,
     quotas,
+    statistics,
     tags,
     test_events,
     triggers,
@@ -38,6 +39,9 @@ from openfgs.services import Services
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     iam.router,
+    statistics.project_router,
+    statistics.router,
+    statistics.report_router,
     async_config.project_router,
     invocations.router,
     async_config.router,

@@ -38,7 +38,6 @@ PLANNED = Support.PLANNED
 NOT_APPLICABLE = Support.NOT_APPLICABLE
 
 # Why an operation is planned or not applicable, as docs/api.md and the 404 say it.
-METRICS = "metrics and statistics are planned"
 RESERVED = "reserved instances are planned (instances are kept warm on demand)"
 PACKAGES = "function export and import are planned"
 TAG_FILTER = "filtering resources by tag is planned"
@@ -189,7 +188,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "list_function_applications", "GET", "/fgs/applications", NOT_APPLICABLE, APPLICATIONS
     ),
-    Operation("list_function_as_metric", "GET", "/fgs/function/report", PLANNED, METRICS),
+    Operation("list_function_as_metric", "GET", "/fgs/function/report", IMPLEMENTED),
     Operation(
         "list_function_async_invoke_config",
         "GET",
@@ -207,8 +206,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "list_function_statistics",
         "GET",
         "/fgs/functions/{func_urn}/statistics/{period}",
-        PLANNED,
-        METRICS,
+        IMPLEMENTED,
     ),
     Operation("list_function_tags", "GET", "/{resource_type}/{resource_id}/tags", IMPLEMENTED),
     Operation("list_function_template", "GET", "/fgs/templates", NOT_APPLICABLE, TEMPLATES),
@@ -225,7 +223,7 @@ OPERATIONS: tuple[Operation, ...] = (
         PLANNED,
         RESERVED,
     ),
-    Operation("list_statistics", "GET", "/fgs/functions/statistics", PLANNED, METRICS),
+    Operation("list_statistics", "GET", "/fgs/functions/statistics", IMPLEMENTED),
     Operation("list_version_aliases", "GET", "/fgs/functions/{function_urn}/aliases", IMPLEMENTED),
     Operation("list_workflow", "GET", "/fgs/workflows", NOT_APPLICABLE, FLOWS),
     Operation(
@@ -279,8 +277,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "show_function_metrics",
         "GET",
         "/fgs/functions/{func_urn}/slareports/{period}",
-        PLANNED,
-        METRICS,
+        IMPLEMENTED,
     ),
     Operation(
         "show_function_template", "GET", "/fgs/templates/{template_id}", NOT_APPLICABLE, TEMPLATES

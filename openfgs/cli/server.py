@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from openfgs.auth.service import new_credential
 from openfgs.cli.options import settings_flags, settings_from
 from openfgs.first_run import first_run
+from openfgs.logs import log_handler
 from openfgs.models import Credential, now_ms
 from openfgs.services import Services
 from openfgs.settings import Settings
@@ -75,12 +78,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from openfgs.api import create_app
+    from openfgs.api.observe import observed
     from openfgs.api.server import server_config
 
     settings = settings_from(args)
     configure_logging(settings)
     services = Services.build(settings)
-    app = create_app(services, after_start=partial(first_run, say=say))
+    # GET /metrics and the HTTP metrics of every request (OPENFGS_METRICS).
+    outer = [observed(services)] if settings.metrics else []
+    app = create_app(services, after_start=partial(first_run, say=say), outer=outer)
     config = server_config(app, settings)
     server = uvicorn.Server(config)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again: let that
@@ -113,7 +119,10 @@ def _exit_zero(signum: int, frame: object) -> None:
 
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        # OPENFGS_LOG_FORMAT: text or JSON lines, with the request id (openfgs.logs).
+        handlers=[log_handler(settings.log_format)],
     )
 
 
@@ -126,10 +135,37 @@ async def run_worker(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("worker %s running", services.worker.worker_id if services.worker else "?")
+    metrics = await serve_worker_metrics(services) if settings.metrics_port else None
     try:
         await stop.wait()
     finally:
+        if metrics is not None:
+            metrics[0].should_exit = True
+            await metrics[1]
         await services.stop()
+
+
+async def serve_worker_metrics(services: Services) -> tuple[Any, asyncio.Task[None]]:
+    """``GET /metrics`` of a worker node, on ``OPENFGS_METRICS_PORT`` (it serves no API)."""
+    import uvicorn
+
+    from openfgs.api.observe import metrics_app
+
+    class MetricsServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the worker's own SIGTERM/SIGINT handlers stay in place
+
+    settings = services.settings
+    config = uvicorn.Config(
+        metrics_app(services),
+        host=settings.host,
+        port=settings.metrics_port,
+        lifespan="off",
+        log_level="warning",
+    )
+    server = MetricsServer(config)
+    return server, asyncio.create_task(server.serve())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -239,6 +239,17 @@ class InstancePool:
             i.pid for i in self._instances if i.alive and (urn is None or i.spec.urn == urn)
         )
 
+    def instance_states(self) -> dict[str, int]:
+        """How many instances are starting, busy (running an invocation) and idle (metrics)."""
+        idle = sum(len(group.idle) for group in self._groups.values())
+        slots = sum(group.size for group in self._groups.values())
+        live = len(self._instances)
+        return {
+            "starting": max(slots - live, 0),
+            "busy": max(live - idle, 0),
+            "idle": idle,
+        }
+
     async def _invoke(
         self,
         spec: FunctionSpec,

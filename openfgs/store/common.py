@@ -43,6 +43,21 @@ T = TypeVar("T")
 Params = dict[str, Any]
 
 
+MINUTE_COLUMNS = (
+    "minute",
+    "count",
+    "active",
+    "fail_count",
+    "function_error_count",
+    "system_error_count",
+    "reject_count",
+    "timed",
+    "duration_sum",
+    "max_duration",
+    "min_duration",
+)
+
+
 class Kind(enum.Enum):
     """What a step wants back: one row (or None), every row, or the count of rows changed."""
 
@@ -801,3 +816,30 @@ class SqlStore(abc.ABC):
         params = {"project_id": project_id, "package": None, "name_like": None}
         row = await self._read(fetch_one("count_functions", params))
         return int(row["count"])
+
+    # -- statistics and metrics ----------------------------------------------------------------
+
+    async def invocation_minutes(
+        self, function_id: int, begin: int, end: int
+    ) -> list[dict[str, int | None]]:
+        """Per minute of ``start_time`` in ``[begin, end]``: counts and durations (ms); see
+        the query ``invocation_minutes`` for the columns. Durations are None without any."""
+        params = {"function_id": function_id, "begin": begin, "end": end}
+        rows = await self._read(fetch_all("invocation_minutes", params))
+        return [{k: None if r[k] is None else int(r[k]) for k in MINUTE_COLUMNS} for r in rows]
+
+    async def waiting_by_function(self) -> list[tuple[str, str, str, str, int, int]]:
+        """Function rows with waiting records: (project, package, name, qualifier, how many,
+        the oldest one's ``start_time``)."""
+        rows = await self._read(fetch_all("waiting_by_function", {}))
+        return [
+            (
+                r["project_id"],
+                r["package"],
+                r["name"],
+                r["qualifier"],
+                int(r["waiting"]),
+                int(r["oldest"]),
+            )
+            for r in rows
+        ]

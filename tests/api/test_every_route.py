@@ -26,6 +26,7 @@ PARAMETERS = {
     "event_id": "3b659dc0-12fc-40dc-aa05-a321d9424cb3",
     "depend_id": "d-1",
     "version": "1",
+    "period": "5",
 }
 
 

@@ -115,7 +115,9 @@ def test_static_segments_are_not_taken_for_a_urn(raw: RawApi, method: str, path:
     operation = next(
         (op for op in OPERATIONS if op.full_path == PREFIX + path and op.method == method), None
     )
-    if operation is not None:
+    if operation is not None and operation.support is IMPLEMENTED:
+        assert "FSS.1309" not in response.text, response.text  # answered by its own route
+    elif operation is not None:
         assert response.status_code == 404, response.text
         assert response.json() == {
             "error_code": "FSS.0404",

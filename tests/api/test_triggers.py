@@ -363,3 +363,17 @@ def test_an_http_trigger_is_defined_with_its_invoke_url(server: LiveServer, sdk:
     for path in ("hello", "/a//b", "/a/../b", "/" + "a" * 1100):
         assert fss_error(lambda p=path: http_trigger(sdk, urn("web"), p)) == (400, "FSS.1107")
     assert fss_error(lambda: http_trigger(sdk, urn("web"), "/t", timeout=0)) == (400, "FSS.1107")
+
+
+def test_the_project_wide_list_names_each_triggers_function(raw: RawApi, sdk: Any) -> None:
+    create_function(sdk, "listed", REPORTER_CODE)
+    created = timer(sdk, urn("listed"), schedule="0 0 12 * * *")
+    http_trigger(sdk, urn("listed"), "/listed")
+    answer = raw.call("GET", f"/v2/{PROJECT}/fgs/triggers", params={"maxitems": "1"})
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    assert page["count"] == 2 and page["next_marker"] == 1
+    assert page["triggers"][0]["trigger_id"] == created.trigger_id
+    assert page["triggers"][0]["func_urn"] == urn("listed")
+    second = raw.call("GET", f"/v2/{PROJECT}/fgs/triggers", params={"marker": "1"}).json()
+    assert [t["trigger_type_code"] for t in second["triggers"]] == ["APIG"]

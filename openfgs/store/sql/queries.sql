@@ -420,3 +420,41 @@ WHERE id = :dep_id AND NOT EXISTS (SELECT 1 FROM dependency_versions WHERE dep_i
 
 -- name: functions_with_dependencies
 SELECT code_digest, depend_versions FROM functions WHERE depend_versions <> '[]';
+
+-- -- statistics and metrics -----------------------------------------------------------------
+
+-- name: invocation_minutes
+-- Records per minute of start_time: counts by outcome and the durations of their last attempts,
+-- read through the (function_id, start_time) index.
+SELECT start_time / 60000 AS minute,
+    count(*) AS count,
+    sum(CASE WHEN status IN ('WAIT', 'RUNNING') THEN 1 ELSE 0 END) AS active,
+    sum(CASE WHEN status = 'FAIL' THEN 1 ELSE 0 END) AS fail_count,
+    sum(CASE WHEN status = 'FAIL' AND error_code < 4208 THEN 1 ELSE 0 END)
+        AS function_error_count,
+    sum(CASE WHEN status = 'FAIL' AND error_code >= 4210 THEN 1 ELSE 0 END)
+        AS system_error_count,
+    sum(CASE WHEN status = 'DISCARD' THEN 1 ELSE 0 END) AS reject_count,
+    count(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN attempt_started_at END) AS timed,
+    sum(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN end_time - attempt_started_at END)
+        AS duration_sum,
+    max(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN end_time - attempt_started_at END)
+        AS max_duration,
+    min(CASE WHEN status IN ('SUCCESS', 'FAIL') THEN end_time - attempt_started_at END)
+        AS min_duration
+FROM invocations
+WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+GROUP BY start_time / 60000;
+
+-- name: waiting_by_function
+-- Waiting records per function row and the oldest one's accept time (the metrics' queue
+-- depth): two probes of the status index per row, read in the index alone.
+SELECT project_id, package, name, qualifier, waiting, oldest FROM (
+    SELECT f.project_id, f.package, f.name, f.qualifier,
+        (SELECT count(*) FROM invocations i
+         WHERE i.function_id = f.id AND i.status = 'WAIT') AS waiting,
+        (SELECT min(i.start_time) FROM invocations i
+         WHERE i.function_id = f.id AND i.status = 'WAIT') AS oldest
+    FROM functions f
+) AS w
+WHERE oldest IS NOT NULL;
