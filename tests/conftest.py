@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import LiveServer, database_url, make_settings, sdk_client, start_server
+from tests.support import (
+    LiveServer,
+    ServerFactory,
+    database_url,
+    live_server,
+    make_settings,
+    sdk_client,
+)
 
 
 @pytest.fixture
@@ -32,15 +40,35 @@ def passable_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    yield from start_server(make_settings(tmp_path / "data"))
+def backend() -> str:
+    """The store of the test's live servers. Folders and modules whose tests run on each store
+    override it: ``@pytest.fixture(params=BACKENDS)`` returning ``request.param``."""
+    return "sqlite"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
-    """A live server on each backend: tests that use it run on SQLite and on PostgreSQL."""
-    with database_url(request.param) as url:
-        yield from start_server(make_settings(tmp_path / "data", database_url=url))
+@pytest.fixture
+def make_server(backend: str, tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start live servers with settings over the test defaults (``make_settings``), each with a
+    database (on ``backend``) and a data directory of its own; all stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def make(*, data_dir: Path | None = None, **overrides: Any) -> LiveServer:
+            nonlocal count
+            count += 1
+            url = stack.enter_context(database_url(backend))
+            directory = data_dir or tmp_path / f"data-{count}"
+            settings = make_settings(directory, database_url=url, **overrides)
+            live: LiveServer = stack.enter_context(live_server(settings))
+            return live
+
+        yield make
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> LiveServer:
+    """A live server with the test defaults."""
+    return make_server()
 
 
 @pytest.fixture

@@ -25,5 +25,6 @@ def test_ruff_format_is_clean() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
+    """Strict on the package and on the tests (``[tool.mypy] packages``)."""
     result = run(str(BIN / "mypy"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -26,7 +26,9 @@ from huaweicloudsdkfunctiongraph.v2 import (
     UpdateFunctionConfigRequestBody,
 )
 
-from .conftest import PROJECT, b64, create_function, urn, zip_of
+from tests.support import PROJECT, b64, create_function, urn
+
+from .conftest import zip_of
 
 HELLO = "def handler(event, context):\n    return {'hello': event.get('name', 'world')}\n"
 

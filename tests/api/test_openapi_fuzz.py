@@ -21,9 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support import issue_token
-
-from .conftest import PROJECT, LiveServer, b64, create_function, urn
+from tests.support import PROJECT, LiveServer, b64, create_function, issue_token, urn
 
 MAX_EXAMPLES = 20
 SEED = 20261126  # a fixed seed keeps CI reproducible; change it to explore other inputs

@@ -18,17 +18,9 @@ import pytest
 
 from openfgs.cli import main
 from openfgs.models import Credential
+from tests.support import CREDENTIAL, free_port, wait_for
 
-from .conftest import (
-    CREDENTIAL,
-    SERVE,
-    Serve,
-    ServeProcess,
-    clean_env,
-    free_port,
-    openfgs,
-    wait_for,
-)
+from .conftest import SERVE, Serve, ServeProcess, clean_env, openfgs
 
 pytestmark = pytest.mark.slow
 

@@ -20,20 +20,9 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs import cli
 from openfgs.client import FunctionGraphClient
-from tests.support import sdk_client
+from tests.support import CREDENTIAL, LiveServer, create_function, detail, sdk_client, urn
 
-from .conftest import (
-    CREDENTIAL,
-    LiveServer,
-    api_client,
-    api_error,
-    detail,
-    invoke_async,
-    new_function,
-    outcomes,
-    run_burst,
-    stats,
-)
+from .conftest import api_client, api_error, invoke_async, outcomes, run_burst, stats
 
 MAYBE_FAIL = """\
 def handler(event, context):
@@ -66,7 +55,8 @@ class Window:
 def window(make_server: Callable[..., LiveServer]) -> Iterator[Window]:
     live = make_server(worker=False)
     sdk = sdk_client(live.url)
-    function_urn = new_function(sdk, "mixed", MAYBE_FAIL)
+    create_function(sdk, "mixed", MAYBE_FAIL)
+    function_urn = urn("mixed")
     failed = [invoke_async(sdk, function_urn, {"fail": f"f{i}"}) for i in range(2)]
     succeeded = invoke_async(sdk, function_urn, {})
     discarded = [invoke_async(sdk, function_urn, {"n": i}) for i in range(2)]
