@@ -20,6 +20,16 @@ from tests.support import (
     sdk_client,
 )
 
+SLOW_TIMEOUT = 120  # seconds, for tests with real processes; pyproject's default is for the rest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` start, stop and kill real processes: they get ``SLOW_TIMEOUT``
+    unless they set a timeout of their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
 
 @pytest.fixture
 def anyio_backend() -> str:

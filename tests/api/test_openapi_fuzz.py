@@ -69,6 +69,7 @@ FUNCTIONS = "/v2/{project_id}/fgs/functions"
 DELETE_FUNCTION = FUNCTIONS + "/{function_urn}"
 
 
+@pytest.mark.timeout(120)  # every operation of the document, many examples each
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_the_document(

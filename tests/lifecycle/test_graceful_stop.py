@@ -67,6 +67,7 @@ def start(serve: Serve, data_dir: Path) -> ServeProcess:
     return serve.start(data_dir, shutdown_grace_seconds="1", lease_seconds="30")
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_short_work_requeues_long_work_and_exits_0(
     serve: Serve, tmp_path: Path, scratch: Path
 ) -> None:

@@ -147,6 +147,7 @@ def test_while_waiting_for_its_retry_the_record_shows_wait_and_the_last_error(
     assert "always fails: wait" in listed[0].error_message
 
 
+@pytest.mark.timeout(60)  # two attempts of a 3 s handler timeout, and their restarts
 def test_a_timed_out_attempt_is_retried(fast_sdk: Any, fast_api: FunctionGraphClient) -> None:
     create_function(fast_sdk, "hanging", HANGER, timeout=3)
     function_urn = urn("hanging")
