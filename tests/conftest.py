@@ -15,6 +15,7 @@ from tests.support import (
     LiveServer,
     ServerFactory,
     database_url,
+    empty_projects,
     live_server,
     make_settings,
     sdk_client,
@@ -49,10 +50,11 @@ def passable_dir() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def backend() -> str:
     """The store of the test's live servers. Folders and modules whose tests run on each store
-    override it: ``@pytest.fixture(params=BACKENDS)`` returning ``request.param``."""
+    override it: ``@pytest.fixture(scope="module", params=BACKENDS)`` returning
+    ``request.param``."""
     return "sqlite"
 
 
@@ -79,6 +81,24 @@ def make_server(backend: str, tmp_path: Path) -> Iterator[ServerFactory]:
 def server(make_server: ServerFactory) -> LiveServer:
     """A live server with the test defaults."""
     return make_server()
+
+
+@pytest.fixture(scope="module")
+def module_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One live server with the test defaults for a whole module (per backend), for modules
+    whose tests need only empty projects, not a new service: such a module overrides ``server``
+    with ``shared_server``."""
+    with database_url(backend) as url:
+        data_dir = tmp_path_factory.mktemp("shared") / "data"
+        with live_server(make_settings(data_dir, database_url=url)) as live:
+            yield live
+
+
+@pytest.fixture
+def shared_server(module_server: LiveServer) -> Iterator[LiveServer]:
+    """``module_server``, emptied after each test (``empty_projects``)."""
+    yield module_server
+    empty_projects(module_server)
 
 
 @pytest.fixture

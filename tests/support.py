@@ -42,6 +42,8 @@ from openfgs.api import create_app
 from openfgs.api.server import server_config
 from openfgs.client import FunctionGraphClient
 from openfgs.models import Credential, Status
+from openfgs.schemas import CreateFunctionBody
+from openfgs.schemas import FuncCode as CodeBody
 from openfgs.services import Services
 from openfgs.settings import Settings
 
@@ -178,6 +180,43 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+# Holds the newest function of a shared server between tests (see ``empty_projects``).
+HIGH_WATER_PROJECT = "0000000000000000000000000000ffff"
+
+
+def empty_projects(live: LiveServer) -> None:
+    """Delete every function of both test projects (their records, attempts, keys and configs
+    go with them), so that a server shared by a module's tests is, for the next test, a server
+    with nothing in it.
+
+    A function of another project is made first and kept until the next call, as the newest
+    function: SQLite gives a new row the highest id plus one, so without it the next test's
+    functions would get the ids of this test's, and the service's caches keyed by id (an async
+    config for two seconds) would carry over.
+    """
+
+    async def empty() -> None:
+        registry = live.services.registry
+        high_water = CreateFunctionBody(
+            func_name=f"high-water-{uuid.uuid4().hex[:12]}",
+            package="default",
+            runtime="Python3.9",
+            timeout=3,
+            handler="index.handler",
+            memory_size=128,
+            code_type="inline",
+            func_code=CodeBody(file=b64(ECHO_CODE)),
+        )
+        kept = await registry.create(HIGH_WATER_PROJECT, high_water)
+        for project in (PROJECT, OTHER_PROJECT, HIGH_WATER_PROJECT):
+            listed = (await registry.list(project, None, None, 0, 1000))[0]
+            for function in listed:
+                if function.id != kept.id:
+                    await registry.delete(function)
+
+    live.run(empty())
 
 
 def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:

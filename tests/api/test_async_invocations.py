@@ -32,11 +32,17 @@ from tests.support import (
 from .conftest import RawApi, function_path, insert_records, set_concurrency
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Every test of this module runs on SQLite and on PostgreSQL (the SDK checks, per backend)."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server per backend for the module: each test starts from empty projects."""
+    return shared_server
 
 
 TIME_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")

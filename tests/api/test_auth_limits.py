@@ -385,7 +385,8 @@ def test_serve_refuses_a_short_secret_key_from_the_settings(tmp_path: Path) -> N
             with pytest.raises(ConfigError) as info:
                 await services.start()
             return str(info.value)
-        finally:
+        finally:  # a refused start stops nothing itself: the process that tried it exits
+            await services.pool.close()
             await services.store.close()
 
     assert "at least 16 characters" in asyncio.run(start())

@@ -25,6 +25,13 @@ from tests.support import PROJECT, LiveServer, b64, create_function, sdk_client,
 
 from .conftest import RawApi, function_path, set_concurrency
 
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 ERROR_CODE = re.compile(r"(FSS|APIGW)\.\d{4}")
 FUNCTIONS = f"/v2/{PROJECT}/fgs/functions"
 HELLO = "def handler(event, context):\n    return 'hi'\n"

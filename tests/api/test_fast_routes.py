@@ -20,6 +20,14 @@ from tests.api.conftest import RawApi, function_path, insert_records, set_concur
 from tests.support import OTHER, PROJECT, LiveServer, create_function, urn
 
 pytestmark = pytest.mark.usefixtures("echo_urn")
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 NOW_MS = 1_790_000_000_000
 
 

@@ -95,7 +95,7 @@ def listed_count(sdk: Any, begin: int, end: int, status: Status | None = None) -
     return count
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """The counts are the store's: every test here runs on SQLite and on PostgreSQL."""
     name: str = request.param

@@ -75,7 +75,7 @@ def handler(event, context):
 # -- servers and clients ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Every lifecycle test runs on both stores: the domain must not depend on the backend."""
     name: str = request.param
