@@ -14,6 +14,7 @@ import pytest
 from tests.support import (
     LiveServer,
     ServerFactory,
+    close_sdk_clients,
     database_url,
     empty_projects,
     live_server,
@@ -30,6 +31,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    close_sdk_clients()
 
 
 @pytest.fixture

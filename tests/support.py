@@ -18,6 +18,7 @@ import socket
 import textwrap
 import threading
 import time
+import unittest.mock
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from huaweicloudsdkfunctiongraph.v2 import FunctionGraphClient as SdkClient
 
 from openfgs.api import create_app
 from openfgs.api.server import server_config
+from openfgs.cli import client as cli_client
+from openfgs.cli import main
 from openfgs.client import FunctionGraphClient
 from openfgs.models import Credential, Status
 from openfgs.schemas import CreateFunctionBody
@@ -219,10 +222,15 @@ def empty_projects(live: LiveServer) -> None:
     live.run(empty())
 
 
+# SDK clients made by the running test; ``close_sdk_clients`` closes them when it ends.
+_sdk_clients: list[Any] = []
+
+
 def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:
+    """The official SDK's client for the server at ``url``; closed when the test ends."""
     config = HttpConfig.get_default_config()
     config.timeout = (5, 60)
-    return (
+    client = (
         SdkClient.new_builder()
         .with_http_config(config)
         .with_credentials(
@@ -231,6 +239,35 @@ def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:
         .with_endpoints([url])
         .build()
     )
+    _sdk_clients.append(client)
+    return client
+
+
+def close_sdk_clients() -> None:
+    """Close the SDK clients made so far, and their keep-alive connections."""
+    while _sdk_clients:
+        _sdk_clients.pop().close()
+
+
+def cli_in_process(argv: list[str]) -> int:
+    """``openfgs`` with ``argv`` in this process (``openfgs.cli.main``); its exit status.
+
+    The client commands leave closing their API client to the end of the process; here the
+    process goes on, so the clients they opened are closed when the command returns.
+    """
+    opened: list[FunctionGraphClient] = []
+
+    class Recorded(FunctionGraphClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    try:
+        with unittest.mock.patch.object(cli_client, "FunctionGraphClient", Recorded):
+            return main(argv)
+    finally:
+        for client in opened:
+            client.close()
 
 
 def urn(name: str, project: str = PROJECT, qualifier: str | None = "latest") -> str:

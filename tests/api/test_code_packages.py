@@ -31,6 +31,13 @@ from tests.zips import HANDLER, entry_info, zip_cases, zip_with
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module's tests that need no settings of their own: each starts from
+    empty projects."""
+    return shared_server
+
+
 def create_zip(sdk: Any, name: str, package: bytes, memory_size: int = 128) -> Any:
     body = CreateFunctionRequestBody(
         func_name=name,

@@ -181,6 +181,7 @@ def test_cluster_survives_killed_nodes(cluster: dict[str, Any]) -> None:
     urls, nodes, runs = cluster["urls"], cluster["nodes"], cluster["runs"]
     admin = FunctionGraphClient(urls[0], CRED)
     urn = _deploy(admin, runs)
+    admin.close()
     per_thread, accepted = 600, list[str]()
     senders = [
         threading.Thread(

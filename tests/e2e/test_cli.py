@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from openfgs.cli import main
 from openfgs.models import Credential
-from tests.support import CREDENTIAL, free_port, wait_for
+from tests.support import CREDENTIAL, cli_in_process, free_port, wait_for
 
 from .conftest import SERVE, Serve, ServeProcess, clean_env, openfgs
 
@@ -50,7 +49,7 @@ class Cli:
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
         self._capsys.readouterr()
-        code = main(list(args))
+        code = cli_in_process(list(args))
         out, err = self._capsys.readouterr()
         return code, out, err
 

@@ -203,6 +203,7 @@ def test_every_accepted_request_ends_once_and_never_runs_after(
         if request_id in canceled:
             expected = expected | {"FAIL", "DISCARD"}
         assert listed[request_id] in expected, (request_id, mode, listed[request_id])
+    client.close()
     service.stop()
     assert_no_run_after_terminal(data_dir / "openfgs.db", runs)
 

@@ -18,9 +18,16 @@ from huaweicloudsdkfunctiongraph.v2 import (
     CancelAsyncInvocationRequestBody,
 )
 
-from openfgs import cli
 from openfgs.client import FunctionGraphClient
-from tests.support import CREDENTIAL, LiveServer, create_function, detail, sdk_client, urn
+from tests.support import (
+    CREDENTIAL,
+    LiveServer,
+    cli_in_process,
+    create_function,
+    detail,
+    sdk_client,
+    urn,
+)
 
 from .conftest import api_client, api_error, invoke_async, outcomes, run_burst, stats
 
@@ -159,7 +166,9 @@ def cli_env(window: Window, monkeypatch: pytest.MonkeyPatch) -> Window:
 def test_cli_rerun_queues_and_prints_the_new_records(
     cli_env: Window, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["invocations", "rerun", "mixed", "--status", "fail", "--since", "1h"]) == 0
+    assert (
+        cli_in_process(["invocations", "rerun", "mixed", "--status", "fail", "--since", "1h"]) == 0
+    )
 
     out = capsys.readouterr().out
     assert "2 queued again" in out
@@ -175,7 +184,7 @@ def test_cli_show_prints_the_record_and_its_attempts(
     (item,) = cli_env.rerun(status="FAIL", limit=1)["reruns"]
     run_burst(cli_env.live)
 
-    assert cli.main(["invocations", "show", item["request_id"]]) == 0
+    assert cli_in_process(["invocations", "show", item["request_id"]]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     fields = dict(line.split(None, 1) for line in lines[:10] if line.strip())
@@ -191,6 +200,6 @@ def test_cli_show_prints_the_record_and_its_attempts(
 def test_cli_show_of_an_unknown_request_fails(
     cli_env: Window, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["invocations", "show", "0" * 36]) == 1
+    assert cli_in_process(["invocations", "show", "0" * 36]) == 1
 
     assert "404" in capsys.readouterr().err
