@@ -222,7 +222,8 @@ def empty_projects(live: LiveServer) -> None:
     live.run(empty())
 
 
-# SDK clients made by the running test; ``close_sdk_clients`` closes them when it ends.
+# SDK clients made so far; ``close_sdk_clients`` closes them when a test ends (one a module
+# fixture made reconnects if it is used again).
 _sdk_clients: list[Any] = []
 
 

@@ -66,13 +66,14 @@ class Node:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.args, self.env, self.log = args, env, log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openfgs.cli", *args],
-            env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with log.open("w") as out:  # the child writes to its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "openfgs.cli", *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -75,10 +75,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     serve = Serve(tmp)
     try:
         service = Hostile(serve, tmp / "data")
-        create_function(service.sdk, "victim", "def handler(e, c):\n    return e\n")
-        create_function(service.sdk, "failing", FAILING)
-        create_function(service.sdk, "sink", "def handler(e, c):\n    return 1\n")
-        yield service
+        try:
+            create_function(service.sdk, "victim", "def handler(e, c):\n    return e\n")
+            create_function(service.sdk, "failing", FAILING)
+            create_function(service.sdk, "sink", "def handler(e, c):\n    return 1\n")
+            yield service
+        finally:
+            service.raw.close()
     finally:
         serve.close()
 
