@@ -1,26 +1,52 @@
-"""Helpers shared by the test folders: credentials, a live server on loopback, SDK clients."""
+"""Helpers shared by the test folders, each written once.
+
+Credentials; waiting on a condition (``wait_for``, and ``wait_for_async`` in a coroutine); the
+test databases; a live server on loopback (``live_server``; the fixtures ``make_server`` and
+``server`` in ``tests/conftest.py`` build on it); SDK clients; creating a function; and reading
+an async record until it ends, through the FunctionGraph list or the openfgs detail endpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import inspect
+import json
 import os
 import socket
+import textwrap
 import threading
 import time
+import unittest.mock
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+import pytest
 import uvicorn
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkfunctiongraph.v2 import (
+    CreateFunctionRequest,
+    CreateFunctionRequestBody,
+    FuncCode,
+    ListAsyncInvocationsRequest,
+)
+from huaweicloudsdkfunctiongraph.v2 import FunctionGraphClient as SdkClient
 
 from openfgs.api import create_app
 from openfgs.api.server import server_config
-from openfgs.models import Credential
+from openfgs.cli import client as cli_client
+from openfgs.cli import main
+from openfgs.client import FunctionGraphClient
+from openfgs.models import Credential, Status
+from openfgs.schemas import CreateFunctionBody
+from openfgs.schemas import FuncCode as CodeBody
 from openfgs.services import Services
 from openfgs.settings import Settings
 
@@ -41,16 +67,62 @@ def free_port() -> int:
         return port
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that; fail the test at
+    the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
         time.sleep(interval)
+
+
+async def wait_for_async(
+    predicate: Callable[[], Any | Awaitable[Any]],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str = "",
+) -> Any:
+    """``wait_for`` inside a coroutine: ``predicate`` may be a coroutine function too, and the
+    loop runs on while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+PG_URL = os.environ.get("OPENFGS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The ``params`` of a ``backend`` fixture that runs its tests on each store.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def database_url(backend: str) -> Iterator[str]:
+    """A database for one test: "" (SQLite in the data dir) or a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        yield ""
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -77,12 +149,18 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
+# The fixture ``make_server``: a live server with these settings over the test defaults.
+ServerFactory = Callable[..., LiveServer]
+
+
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # the test process keeps its own
         pass
 
 
-def start_server(settings: Settings) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """The service with ``settings`` in a thread of this process, over loopback; stopped after."""
     services = Services.build(settings)
     app = create_app(services)
     server = _Server(server_config(app, settings, host="127.0.0.1", log_level="warning"))
@@ -96,7 +174,7 @@ def start_server(settings: Settings) -> Iterator[LiveServer]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started or not thread.is_alive())
+    wait_for(lambda: server.started or not thread.is_alive(), what="server started")
     assert server.started, "server did not start"
     live = LiveServer(f"http://127.0.0.1:{settings.port}", services, settings, loops[0])
     live.run(services.auth.ensure_credential(OTHER))
@@ -107,15 +185,54 @@ def start_server(settings: Settings) -> Iterator[LiveServer]:
         thread.join(30)
 
 
-def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:
-    from huaweicloudsdkcore.auth.credentials import BasicCredentials
-    from huaweicloudsdkcore.http.http_config import HttpConfig
-    from huaweicloudsdkfunctiongraph.v2 import FunctionGraphClient
+# Holds the newest function of a shared server between tests (see ``empty_projects``).
+HIGH_WATER_PROJECT = "0000000000000000000000000000ffff"
 
+
+def empty_projects(live: LiveServer) -> None:
+    """Delete every function of both test projects (their records, attempts, keys and configs
+    go with them), so that a server shared by a module's tests is, for the next test, a server
+    with nothing in it.
+
+    A function of another project is made first and kept until the next call, as the newest
+    function: SQLite gives a new row the highest id plus one, so without it the next test's
+    functions would get the ids of this test's, and the service's caches keyed by id (an async
+    config for two seconds) would carry over.
+    """
+
+    async def empty() -> None:
+        registry = live.services.registry
+        high_water = CreateFunctionBody(
+            func_name=f"high-water-{uuid.uuid4().hex[:12]}",
+            package="default",
+            runtime="Python3.9",
+            timeout=3,
+            handler="index.handler",
+            memory_size=128,
+            code_type="inline",
+            func_code=CodeBody(file=b64(ECHO_CODE)),
+        )
+        kept = await registry.create(HIGH_WATER_PROJECT, high_water)
+        for project in (PROJECT, OTHER_PROJECT, HIGH_WATER_PROJECT):
+            listed = (await registry.list(project, None, None, 0, 1000))[0]
+            for function in listed:
+                if function.id != kept.id:
+                    await registry.delete(function)
+
+    live.run(empty())
+
+
+# SDK clients made so far; ``close_sdk_clients`` closes them when a test ends (one a module
+# fixture made reconnects if it is used again).
+_sdk_clients: list[Any] = []
+
+
+def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:
+    """The official SDK's client for the server at ``url``; closed when the test ends."""
     config = HttpConfig.get_default_config()
     config.timeout = (5, 60)
-    return (
-        FunctionGraphClient.new_builder()
+    client = (
+        SdkClient.new_builder()
         .with_http_config(config)
         .with_credentials(
             BasicCredentials(credential.access_key, credential.secret_key, credential.project_id)
@@ -123,30 +240,40 @@ def sdk_client(url: str, credential: Credential = CREDENTIAL) -> Any:
         .with_endpoints([url])
         .build()
     )
+    _sdk_clients.append(client)
+    return client
+
+
+def close_sdk_clients() -> None:
+    """Close the SDK clients made so far, and their keep-alive connections."""
+    while _sdk_clients:
+        _sdk_clients.pop().close()
+
+
+def cli_in_process(argv: list[str]) -> int:
+    """``openfgs`` with ``argv`` in this process (``openfgs.cli.main``); its exit status.
+
+    The client commands leave closing their API client to the end of the process; here the
+    process goes on, so the clients they opened are closed when the command returns.
+    """
+    opened: list[FunctionGraphClient] = []
+
+    class Recorded(FunctionGraphClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    try:
+        with unittest.mock.patch.object(cli_client, "FunctionGraphClient", Recorded):
+            return main(argv)
+    finally:
+        for client in opened:
+            client.close()
 
 
 def urn(name: str, project: str = PROJECT, qualifier: str | None = "latest") -> str:
     base = f"urn:fss:cn-north-4:{project}:function:default:{name}"
     return f"{base}:{qualifier}" if qualifier else base
-
-
-PG_URL = os.environ.get("OPENFGS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@contextlib.contextmanager
-def database_url(backend: str) -> Iterator[str]:
-    """A database for one test: "" (SQLite in the data dir) or a fresh PostgreSQL schema."""
-    if backend == "sqlite":
-        yield ""
-        return
-    schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def token_body(
@@ -178,3 +305,131 @@ def issue_token(url: str, credential: Credential = CREDENTIAL) -> str:
     assert response.status_code == 201, response.text
     token: str = response.headers["X-Subject-Token"]
     return token
+
+
+# -- functions -------------------------------------------------------------------------------
+
+ECHO_CODE = """\
+import json
+
+
+def handler(event, context):
+    print("echo handler saw", json.dumps(event))
+    return {"echo": event}
+"""
+# Async results are not exposed by the API, but error messages are: this handler reports the
+# event it received as its failure message, so tests can see exactly what reached it.
+REPORTER_CODE = """\
+import json
+
+
+class EventReport(Exception):
+    pass
+
+
+def handler(event, context):
+    raise EventReport("EVENT=" + json.dumps(event, sort_keys=True))
+"""
+
+
+def b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode()
+
+
+def create_function(
+    sdk: Any,
+    name: str,
+    code: str = ECHO_CODE,
+    *,
+    timeout: int = 30,
+    user_data: dict[str, str] | None = None,
+    **fields: Any,
+) -> Any:
+    """Create a Python function with inline ``index.py`` through the SDK; return the response.
+
+    Its ``:latest`` URN is ``urn(name)``.
+    """
+    body = CreateFunctionRequestBody(
+        func_name=name,
+        package="default",
+        runtime="Python3.9",
+        timeout=timeout,
+        handler="index.handler",
+        memory_size=128,
+        code_type="inline",
+        func_code=FuncCode(file=b64(textwrap.dedent(code))),
+        user_data=json.dumps(user_data) if user_data is not None else None,
+        **fields,
+    )
+    return sdk.create_function(CreateFunctionRequest(body=body))
+
+
+def reported_event(record: Any) -> Any:
+    """The event a ``REPORTER_CODE`` function received, read from its FAIL record."""
+    assert record.status == "FAIL", record
+    assert "EventReport" in record.error_message, record
+    return json.loads(record.error_message.split("EVENT=", 1)[1])
+
+
+# -- async records, read until they end ------------------------------------------------------
+
+TERMINAL = frozenset(s.value for s in Status if s.terminal)
+
+
+def record_status(sdk: Any, function_urn: str, request_id: str) -> Any:
+    """The one record of ``request_id`` (or None), read through ListAsyncInvocations."""
+    response = sdk.list_async_invocations(
+        ListAsyncInvocationsRequest(function_urn=function_urn, request_id=request_id)
+    )
+    records = response.invocations or []
+    assert len(records) <= 1, records
+    return records[0] if records else None
+
+
+def wait_for_terminal_record(
+    sdk: Any, function_urn: str, request_id: str, timeout: float = 30
+) -> Any:
+    """FunctionGraph's view: poll ListAsyncInvocations (the SDK) until the record of
+    ``request_id`` is terminal; return the SDK's record."""
+
+    def done() -> Any:
+        record = record_status(sdk, function_urn, request_id)
+        return record if record is not None and record.status in TERMINAL else None
+
+    return wait_for(done, timeout, what=f"{request_id} terminal")
+
+
+def detail(api: FunctionGraphClient, request_id: str) -> dict[str, Any]:
+    """The record with every attempt (``GET /v2/{project}/openfgs/async-invocations/{id}``)."""
+    found: dict[str, Any] = api.json("GET", f"/async-invocations/{request_id}", section="openfgs")
+    return found
+
+
+def wait_detail(
+    api: FunctionGraphClient,
+    request_id: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """Poll the detail of ``request_id`` until ``predicate`` holds; return it."""
+    last: dict[str, Any] = {}
+
+    def check() -> bool:
+        nonlocal last
+        last = detail(api, request_id)
+        return predicate(last)
+
+    try:
+        wait_for(check, timeout, interval=0.05)
+    except AssertionError:
+        raise AssertionError(f"condition not met within {timeout} s; last: {last}") from None
+    return last
+
+
+def wait_for_terminal_detail(
+    api: FunctionGraphClient, request_id: str, timeout: float = 30
+) -> dict[str, Any]:
+    """The openfgs view: poll the detail endpoint (the project's own client) until the record
+    of ``request_id`` is terminal; return the detail, attempts included."""
+    return wait_detail(api, request_id, lambda d: d["status"] in TERMINAL, timeout)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -24,6 +26,8 @@ def test_ruff_format_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.timeout(300)  # a cold mypy cache checks every module
 def test_mypy_strict_is_clean() -> None:
+    """Strict on the package and on the tests (``[tool.mypy] packages``)."""
     result = run(str(BIN / "mypy"))
     assert result.returncode == 0, result.stdout + result.stderr

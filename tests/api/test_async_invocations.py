@@ -18,26 +18,31 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.models import now_ms
-
-from .conftest import (
+from tests.support import (
+    BACKENDS,
     LiveServer,
-    RawApi,
     create_function,
-    function_path,
-    insert_records,
     record_status,
     reported_event,
-    set_concurrency,
     urn,
     wait_for,
-    wait_for_terminal,
+    wait_for_terminal_record,
 )
+
+from .conftest import RawApi, function_path, insert_records, set_concurrency
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test of this module runs on SQLite and on PostgreSQL (the SDK checks, per backend)."""
+    name: str = request.param
+    return name
 
 
 @pytest.fixture
-def server(any_server: LiveServer) -> LiveServer:
-    """Every test of this module runs on SQLite and on PostgreSQL (the SDK checks, per backend)."""
-    return any_server
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server per backend for the module: each test starts from empty projects."""
+    return shared_server
 
 
 TIME_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
@@ -105,7 +110,7 @@ def test_async_invoke_is_accepted_and_runs_to_success(sdk: Any, echo_urn: str) -
     record = record_status(sdk, echo_urn, request_id)
     assert record is not None
     assert record.status in ("WAIT", "RUNNING", "SUCCESS")
-    done = wait_for_terminal(sdk, echo_urn, request_id)
+    done = wait_for_terminal_record(sdk, echo_urn, request_id)
     assert done.status == "SUCCESS"
     assert done.error_code == 0
     assert not done.error_message
@@ -117,13 +122,13 @@ def test_the_whole_body_is_the_event(sdk: Any, reporter_urn: str) -> None:
 
     request_id = invoke_async(sdk, reporter_urn, event)
 
-    assert reported_event(wait_for_terminal(sdk, reporter_urn, request_id)) == event
+    assert reported_event(wait_for_terminal_record(sdk, reporter_urn, request_id)) == event
 
 
 def test_an_empty_body_is_the_empty_object(sdk: Any, reporter_urn: str) -> None:
     request_id = invoke_async(sdk, reporter_urn, None)  # the SDK sends no body at all
 
-    assert reported_event(wait_for_terminal(sdk, reporter_urn, request_id)) == {}
+    assert reported_event(wait_for_terminal_record(sdk, reporter_urn, request_id)) == {}
 
 
 def test_async_invoke_of_an_unknown_function_is_not_found(sdk: Any) -> None:
@@ -147,7 +152,7 @@ def test_a_body_just_under_256_kb_is_accepted(sdk: Any, echo_urn: str) -> None:
 
     request_id = invoke_async(sdk, echo_urn, body)
 
-    assert wait_for_terminal(sdk, echo_urn, request_id).status == "SUCCESS"
+    assert wait_for_terminal_record(sdk, echo_urn, request_id).status == "SUCCESS"
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"k": ', b"\xff\xfe"])
@@ -182,7 +187,7 @@ def test_a_raising_handler_fails_with_its_exception(sdk: Any) -> None:
     create_function(sdk, "raiser", MAYBE_FAIL)
 
     request_id = invoke_async(sdk, urn("raiser"), {"fail": "boom-42"})
-    record = wait_for_terminal(sdk, urn("raiser"), request_id)
+    record = wait_for_terminal_record(sdk, urn("raiser"), request_id)
 
     assert record.status == "FAIL"
     assert isinstance(record.error_code, int)
@@ -195,7 +200,7 @@ def test_a_handler_past_its_timeout_fails_as_timed_out(sdk: Any) -> None:
     create_function(sdk, "looper", "def handler(e, c):\n    while True:\n        pass\n", timeout=3)
 
     request_id = invoke_async(sdk, urn("looper"), {})
-    record = wait_for_terminal(sdk, urn("looper"), request_id, timeout=30)
+    record = wait_for_terminal_record(sdk, urn("looper"), request_id, timeout=30)
 
     assert record.status == "FAIL"
     assert record.error_code != 0
@@ -325,7 +330,7 @@ def mixed(sdk: Any, server: LiveServer) -> dict[str, list[str]]:
     success = [invoke_async(sdk, urn("mixed"), {"i": i}) for i in range(3)]
     fail = [invoke_async(sdk, urn("mixed"), {"fail": f"f{i}"}) for i in range(2)]
     for request_id in success + fail:
-        wait_for_terminal(sdk, urn("mixed"), request_id)
+        wait_for_terminal_record(sdk, urn("mixed"), request_id)
     wait = insert_records(server, "mixed", [now_ms() - 2000] * 2)
     return {"SUCCESS": success, "FAIL": fail, "WAIT": wait}
 

@@ -11,19 +11,18 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkfunctiongraph.v2 import ListFunctionsRequest
 
 from openfgs.models import Credential
-from tests.support import token_body
-
-from .conftest import (
+from tests.support import (
     CREDENTIAL,
     OTHER,
     PROJECT,
     LiveServer,
-    RawApi,
     create_function,
-    function_path,
     sdk_client,
+    token_body,
     urn,
 )
+
+from .conftest import RawApi, function_path
 
 FUNCTIONS = f"/v2/{PROJECT}/fgs/functions"
 HELLO = "def handler(event, context):\n    return 'hi'\n"

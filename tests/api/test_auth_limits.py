@@ -9,10 +9,9 @@ the server's Authenticator is rebuilt around it, so nothing here sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,19 @@ from openfgs.errors import ConfigError
 from openfgs.models import Credential
 from openfgs.services import Services
 from openfgs.store import create_store
-from tests.support import make_settings, start_server
-
-from .conftest import (
+from tests.support import (
     CREDENTIAL,
     OTHER,
     PROJECT,
     LiveServer,
-    RawApi,
-    function_path,
+    ServerFactory,
+    make_settings,
     sdk_client,
+    token_body,
     urn,
 )
-from .test_auth import token_body
+
+from .conftest import RawApi, function_path
 
 FUNCTIONS = f"/v2/{PROJECT}/fgs/functions"
 TABLE = 40  # entries of each authentication table in these tests
@@ -59,46 +58,38 @@ class Clock:
         return self.now
 
 
-Serve = Callable[..., LiveServer]
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-def serve(tmp_path: Path, clock: Clock) -> Iterator[Serve]:
-    """Start a server with these settings (on top of the test defaults) and ``clock``."""
-    with contextlib.ExitStack() as stack:
-        started = 0
+def serve(make_server: ServerFactory, clock: Clock) -> ServerFactory:
+    """Start a server with these settings (over the test defaults and the small tables here)
+    whose Authenticator reads ``clock``."""
 
-        def start(**overrides: Any) -> LiveServer:
-            nonlocal started
-            started += 1
-            limits = {
-                "auth_table_entries": TABLE,
-                "auth_lockout_seconds": LOCKOUT,
-                "auth_failure_window_seconds": WINDOW,
-            }
-            settings = make_settings(tmp_path / f"data{started}", **{**limits, **overrides})
-            servers = start_server(settings)
-            live = next(servers)
-            stack.callback(servers.close)
-            live.services.auth = Authenticator(
-                live.services.store,
-                skew_seconds=settings.signature_skew_seconds,
-                token_ttl_seconds=settings.token_ttl_seconds,
-                limits=AuthLimits.from_settings(settings),
-                clock=clock,
-            )
-            return live
+    def start(**overrides: Any) -> LiveServer:
+        limits = {
+            "auth_table_entries": TABLE,
+            "auth_lockout_seconds": LOCKOUT,
+            "auth_failure_window_seconds": WINDOW,
+        }
+        live = make_server(**{**limits, **overrides})
+        settings = live.settings
+        live.services.auth = Authenticator(
+            live.services.store,
+            skew_seconds=settings.signature_skew_seconds,
+            token_ttl_seconds=settings.token_ttl_seconds,
+            limits=AuthLimits.from_settings(settings),
+            clock=clock,
+        )
+        return live
 
-        yield start
+    return start
 
 
 @pytest.fixture
-def server(serve: Serve) -> LiveServer:
+def server(serve: ServerFactory) -> LiveServer:
     return serve()
 
 
@@ -280,7 +271,7 @@ def test_wrong_passwords_lock_the_key_for_tokens_and_signatures(
     assert post_token(server, method=method).status_code == 201
 
 
-def test_the_threshold_is_a_setting(serve: Serve, clock: Clock) -> None:
+def test_the_threshold_is_a_setting(serve: ServerFactory, clock: Clock) -> None:
     server = serve(auth_max_failures=8)
     raw = RawApi(server.url)
     try:
@@ -295,7 +286,7 @@ def test_the_threshold_is_a_setting(serve: Serve, clock: Clock) -> None:
 # -- the token endpoint per client ---------------------------------------------------------
 
 
-def test_token_requests_are_limited_per_client_address(serve: Serve, clock: Clock) -> None:
+def test_token_requests_are_limited_per_client_address(serve: ServerFactory, clock: Clock) -> None:
     server = serve(auth_token_requests_per_minute=3)
     here = httpx.Client(timeout=30)
     elsewhere = httpx.Client(timeout=30, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
@@ -320,7 +311,7 @@ def test_token_requests_are_limited_per_client_address(serve: Serve, clock: Cloc
         elsewhere.close()
 
 
-def test_the_client_table_stays_bounded(serve: Serve) -> None:
+def test_the_client_table_stays_bounded(serve: ServerFactory) -> None:
     server = serve(auth_token_requests_per_minute=1, auth_table_entries=2)
     clients = [
         httpx.Client(timeout=30, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"))
@@ -394,7 +385,8 @@ def test_serve_refuses_a_short_secret_key_from_the_settings(tmp_path: Path) -> N
             with pytest.raises(ConfigError) as info:
                 await services.start()
             return str(info.value)
-        finally:
+        finally:  # a refused start stops nothing itself: the process that tried it exits
+            await services.pool.close()
             await services.store.close()
 
     assert "at least 16 characters" in asyncio.run(start())

@@ -4,10 +4,7 @@ disk removed with the last function using it, and the per-project code quota."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +25,17 @@ from openfgs.errors import PayloadTooLarge
 from openfgs.functions import ZIP_LIMIT, decode_code
 from openfgs.schemas import FuncCode as BodyFuncCode
 from openfgs.services import Services
-from tests.support import LiveServer, make_settings, start_server
+from tests.support import OTHER, LiveServer, ServerFactory, b64, make_settings, sdk_client, urn
 from tests.zips import HANDLER, entry_info, zip_cases, zip_with
 
-from .conftest import OTHER, b64, sdk_client, urn
-
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module's tests that need no settings of their own: each starts from
+    empty projects."""
+    return shared_server
 
 
 def create_zip(sdk: Any, name: str, package: bytes, memory_size: int = 128) -> Any:
@@ -137,20 +139,15 @@ def test_the_memory_header_may_lower_it(sdk: Any, header: str | None, memory: in
 
 
 @pytest.fixture
-def reachable_server() -> Iterator[LiveServer]:
+def reachable_server(passable_dir: Path, make_server: ServerFactory) -> LiveServer:
     """A server whose data directory instances can reach, so code is unpacked inside it.
 
     (Under pytest's private ``tmp_path`` a root service unpacks into a stand-in directory.)
     """
-    root = Path(tempfile.mkdtemp(prefix="openfgs-api-test-"))
-    root.chmod(0o711)
-    data = root / "data"
+    data = passable_dir / "data"
     data.mkdir()
     data.chmod(0o711)
-    try:
-        yield from start_server(make_settings(data))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return make_server(data_dir=data)
 
 
 def unpacked(server: LiveServer) -> set[str]:
@@ -200,8 +197,8 @@ async def test_start_removes_code_no_function_uses(passable_dir: Path) -> None:
 
 
 @pytest.fixture
-def small_quota_server(tmp_path: Path) -> Iterator[LiveServer]:
-    yield from start_server(make_settings(tmp_path / "data", max_code_bytes_per_project=3000))
+def small_quota_server(make_server: ServerFactory) -> LiveServer:
+    return make_server(max_code_bytes_per_project=3000)
 
 
 def test_the_project_code_quota_is_enforced(small_quota_server: LiveServer) -> None:

@@ -21,18 +21,16 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.models import Credential
+from tests.support import PROJECT, LiveServer, b64, create_function, sdk_client, urn
 
-from .conftest import (
-    PROJECT,
-    LiveServer,
-    RawApi,
-    b64,
-    create_function,
-    function_path,
-    sdk_client,
-    set_concurrency,
-    urn,
-)
+from .conftest import RawApi, function_path, set_concurrency
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
 
 ERROR_CODE = re.compile(r"(FSS|APIGW)\.\d{4}")
 FUNCTIONS = f"/v2/{PROJECT}/fgs/functions"

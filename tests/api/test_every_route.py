@@ -14,7 +14,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openfgs.api import create_app
-from tests.api.conftest import PROJECT, LiveServer, urn
+from tests.support import PROJECT, LiveServer, urn
 
 PARAMETERS = {
     "project_id": PROJECT,

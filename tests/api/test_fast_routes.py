@@ -16,19 +16,18 @@ import pytest
 from openfgs.api import create_app, declared_routes
 from openfgs.api.fast import FastRoutes
 from openfgs.api.guard import Guard
-from tests.api.conftest import (
-    OTHER,
-    PROJECT,
-    LiveServer,
-    RawApi,
-    create_function,
-    function_path,
-    insert_records,
-    set_concurrency,
-    urn,
-)
+from tests.api.conftest import RawApi, function_path, insert_records, set_concurrency
+from tests.support import OTHER, PROJECT, LiveServer, create_function, urn
 
 pytestmark = pytest.mark.usefixtures("echo_urn")
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 NOW_MS = 1_790_000_000_000
 
 
@@ -59,7 +58,7 @@ def assert_same(fast: httpx.Response, slow: httpx.Response) -> None:
         assert fast.headers.get("retry-after") == slow.headers.get("retry-after")
 
 
-ACCEPTS = {
+ACCEPTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "empty body": {"content": b""},
     "not json": {"content": b"{nope"},
@@ -114,7 +113,7 @@ def test_disabled_function_answers_429_on_both(server: LiveServer, sdk: Any, raw
     assert_same(fast, slow)
 
 
-LISTS = {
+LISTS: dict[str, dict[str, Any]] = {
     "default": {},
     "window": {"query_begin_time": "2026-09-21T00:00:00", "query_end_time": "2026-09-30T00:00:00"},
     "status": {"status": "WAIT", "query_begin_time": "2026-09-21T00:00:00"},

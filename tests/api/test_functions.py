@@ -26,7 +26,16 @@ from huaweicloudsdkfunctiongraph.v2 import (
     UpdateFunctionConfigRequestBody,
 )
 
-from .conftest import PROJECT, b64, create_function, urn, zip_of
+from tests.support import PROJECT, LiveServer, b64, create_function, urn
+
+from .conftest import zip_of
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
 
 HELLO = "def handler(event, context):\n    return {'hello': event.get('name', 'world')}\n"
 

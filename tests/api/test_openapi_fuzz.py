@@ -21,9 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support import issue_token
-
-from .conftest import PROJECT, LiveServer, b64, create_function, urn
+from tests.support import PROJECT, LiveServer, b64, create_function, issue_token, urn
 
 MAX_EXAMPLES = 20
 SEED = 20261126  # a fixed seed keeps CI reproducible; change it to explore other inputs
@@ -71,6 +69,7 @@ FUNCTIONS = "/v2/{project_id}/fgs/functions"
 DELETE_FUNCTION = FUNCTIONS + "/{function_urn}"
 
 
+@pytest.mark.timeout(120)  # every operation of the document, many examples each
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_the_document(

@@ -10,29 +10,26 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from openfgs.api.guard import code_body_bytes
-from tests.api.conftest import PROJECT, LiveServer, RawApi, function_path, urn
-from tests.support import issue_token, make_settings, start_server
+from tests.api.conftest import RawApi, function_path
+from tests.support import PROJECT, LiveServer, ServerFactory, issue_token, urn
 
 SHORT = 0.5  # seconds: the read timeouts of the bounded server below
 
 
 @pytest.fixture
-def bounded(tmp_path: Path) -> Iterator[LiveServer]:
+def bounded(make_server: ServerFactory) -> LiveServer:
     """A server with short read timeouts and few connections, to reach every bound quickly."""
-    settings = make_settings(
-        tmp_path / "data",
+    return make_server(
         header_read_timeout_seconds=SHORT,
         body_read_timeout_seconds=SHORT,
         request_read_timeout_seconds=4 * SHORT,
         max_connections=4,
     )
-    yield from start_server(settings)
 
 
 def connect(server: LiveServer) -> socket.socket:

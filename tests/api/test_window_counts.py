@@ -21,7 +21,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 from openfgs.counting import HOUR_MS
 from openfgs.models import NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
-from tests.api.conftest import LiveServer, create_function, sdk_client, urn, wait_for
+from tests.support import BACKENDS, LiveServer, create_function, sdk_client, urn, wait_for
 
 FAR = 2**52
 
@@ -95,25 +95,32 @@ def listed_count(sdk: Any, begin: int, end: int, status: Status | None = None) -
     return count
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The counts are the store's: every test here runs on SQLite and on PostgreSQL."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def records(any_server: LiveServer) -> Records:
-    sdk = sdk_client(any_server.url)
+def records(server: LiveServer) -> Records:
+    sdk = sdk_client(server.url)
     create_function(sdk, "counted")
-    function = any_server.run(
-        any_server.services.store.get_function(any_server.settings.project_id, "default", "counted")
+    function = server.run(
+        server.services.store.get_function(server.settings.project_id, "default", "counted")
     )
     assert function is not None
-    return Records(any_server, function.id)
+    return Records(server, function.id)
 
 
-def test_long_window_counts_match_the_records(any_server: LiveServer, records: Records) -> None:
-    sdk = sdk_client(any_server.url)
+def test_long_window_counts_match_the_records(server: LiveServer, records: Records) -> None:
+    sdk = sdk_client(server.url)
     now = now_ms()
     this_hour = now - now % HOUR_MS
     statuses = [Status.SUCCESS, Status.SUCCESS, Status.FAIL, Status.DISCARD, Status.SUCCESS]
     for hours_ago in range(1, 50):
-        for n, status in enumerate(statuses[: 1 + hours_ago % 5]):
-            records.add(this_hour - hours_ago * HOUR_MS + n * 600_000 + 17, status)
+        for n, state in enumerate(statuses[: 1 + hours_ago % 5]):
+            records.add(this_hour - hours_ago * HOUR_MS + n * 600_000 + 17, state)
     old_wait = records.add(this_hour - 30 * HOUR_MS + 1_000, Status.WAIT)
     old_running = records.add(this_hour - 20 * HOUR_MS + 2_000, Status.RUNNING)
     records.add(now - 1_000, Status.WAIT)  # this hour: never remembered
@@ -123,7 +130,7 @@ def test_long_window_counts_match_the_records(any_server: LiveServer, records: R
         (this_hour - 47 * HOUR_MS + 1_234_000, now - 1),  # starts inside an hour
         (this_hour - 40 * HOUR_MS - 600_000, this_hour - 5 * HOUR_MS + 700_000),  # ends inside
     ]
-    invocations = any_server.services.invocations
+    invocations = server.services.invocations
     for _ in range(2):  # the first time counted plainly; then settled hours come from memory
         for begin, end in windows:
             for status in (None, *Status):
@@ -142,8 +149,8 @@ def test_long_window_counts_match_the_records(any_server: LiveServer, records: R
     assert totals[Status.WAIT] == 1 and totals[Status.RUNNING] == 0
 
 
-def test_active_list_counts_long_windows_too(any_server: LiveServer, records: Records) -> None:
-    sdk = sdk_client(any_server.url)
+def test_active_list_counts_long_windows_too(server: LiveServer, records: Records) -> None:
+    sdk = sdk_client(server.url)
     now = now_ms()
     this_hour = now - now % HOUR_MS
     for hours_ago in range(2, 30):
@@ -152,7 +159,7 @@ def test_active_list_counts_long_windows_too(any_server: LiveServer, records: Re
     records.add(this_hour - 9 * HOUR_MS + 5, Status.RUNNING)
     begin, end = this_hour - 29 * HOUR_MS, now
     for _ in range(2):
-        wait_for(lambda: any_server.services.invocations.learning == 0)
+        wait_for(lambda: server.services.invocations.learning == 0)
         active = sdk.list_active_async_invocations(
             ListActiveAsyncInvocationsRequest(
                 function_urn=urn("counted"),

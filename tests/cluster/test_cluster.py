@@ -8,6 +8,7 @@ was never run by two workers at once; both API nodes give the same answer.
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import os
@@ -27,6 +28,7 @@ import pytest
 from openfgs.client import ClientError, FunctionGraphClient
 from openfgs.models import Credential
 from tests.support import database_url as fresh_database
+from tests.support import free_port, wait_for
 
 CRED = Credential("0123456789abcdef0123456789abcdef", "CLUSTERACCESSKEY0001", "c" * 40)
 TERMINAL = {"SUCCESS", "FAIL", "DISCARD"}
@@ -43,24 +45,6 @@ def handler(event, context):
 """
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @pytest.fixture
@@ -82,13 +66,14 @@ class Node:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.args, self.env, self.log = args, env, log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openfgs.cli", *args],
-            env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with log.open("w") as out:  # the child writes to its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "openfgs.cli", *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -120,7 +105,7 @@ def cluster(tmp_path: Path, database_url: str) -> Iterator[dict[str, Any]]:
         )
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     for url in urls:
-        wait_until(lambda url=url: _healthy(url), 60, f"{url} healthy")
+        wait_for(functools.partial(_healthy, url), 60, 0.1, f"{url} healthy")
     try:
         yield {"urls": urls, "nodes": nodes, "runs": runs}
     finally:
@@ -197,7 +182,8 @@ def test_cluster_survives_killed_nodes(cluster: dict[str, Any]) -> None:
     urls, nodes, runs = cluster["urls"], cluster["nodes"], cluster["runs"]
     admin = FunctionGraphClient(urls[0], CRED)
     urn = _deploy(admin, runs)
-    per_thread, accepted = 600, []
+    admin.close()
+    per_thread, accepted = 600, list[str]()
     senders = [
         threading.Thread(
             target=_send, args=(urls[i % 2 :] + urls[: i % 2], urn, per_thread, accepted)
@@ -206,7 +192,7 @@ def test_cluster_survives_killed_nodes(cluster: dict[str, Any]) -> None:
     ]
     for sender in senders:
         sender.start()
-    wait_until(lambda: len(accepted) > 800, 60, "a first part accepted")
+    wait_for(lambda: len(accepted) > 800, 60, 0.1, "a first part accepted")
     nodes[2].kill()  # a worker, mid-run
     nodes[1].kill()  # the second API node, mid-load
     for sender in senders:
@@ -218,7 +204,7 @@ def test_cluster_survives_killed_nodes(cluster: dict[str, Any]) -> None:
         done = all(listed.get(rid) in TERMINAL for rid in accepted)
         return listed if done else None
 
-    listed = wait_until(all_terminal, 180, "every accepted request terminal")
+    listed = wait_for(all_terminal, 180, 0.1, "every accepted request terminal")
     assert set(accepted) <= set(listed)
     assert all(listed[rid] == "SUCCESS" for rid in accepted), {
         s: sum(1 for v in listed.values() if v == s) for s in set(listed.values())
@@ -227,7 +213,7 @@ def test_cluster_survives_killed_nodes(cluster: dict[str, Any]) -> None:
     # Either API node gives the same answer: start the killed one again and compare.
     restarted = Node(nodes[1].args, nodes[1].env, nodes[1].log.with_suffix(".2.log"))
     nodes.append(restarted)
-    wait_until(lambda: _healthy(urls[1]), 60, "restarted API node healthy")
+    wait_for(lambda: _healthy(urls[1]), 60, 0.1, "restarted API node healthy")
     assert _list_all(urls[1], urn) == _list_all(urls[0], urn) == listed
 
 

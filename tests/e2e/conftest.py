@@ -6,30 +6,20 @@ Each process gets its own port, data directory and output files, and an environm
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from huaweicloudsdkfunctiongraph.v2 import (
-    CreateFunctionRequest,
-    CreateFunctionRequestBody,
-    FuncCode,
-)
 
 from openfgs.models import Credential
-from tests.support import CREDENTIAL, PROJECT, free_port, sdk_client, urn, wait_for
-
-__all__ = ["CREDENTIAL", "PROJECT", "free_port", "sdk_client", "urn", "wait_for"]
+from tests.support import CREDENTIAL, free_port, wait_for
 
 STARTUP_SECONDS = 30.0
 STOP_SECONDS = 20.0
@@ -173,19 +163,3 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         yield processes
     finally:
         processes.close()
-
-
-def create_python_function(client: Any, name: str, code: str, *, timeout: int = 30) -> Any:
-    """Create a function whose ``index.py`` is ``code``, through the official SDK."""
-    source = textwrap.dedent(code).encode()
-    body = CreateFunctionRequestBody(
-        func_name=name,
-        package="default",
-        runtime="Python3.9",
-        timeout=timeout,
-        handler="index.handler",
-        memory_size=128,
-        code_type="inline",
-        func_code=FuncCode(file=base64.b64encode(source).decode()),
-    )
-    return client.create_function(CreateFunctionRequest(body=body))

@@ -16,19 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from openfgs.cli import main
 from openfgs.models import Credential
+from tests.support import CREDENTIAL, cli_in_process, free_port, wait_for
 
-from .conftest import (
-    CREDENTIAL,
-    SERVE,
-    Serve,
-    ServeProcess,
-    clean_env,
-    free_port,
-    openfgs,
-    wait_for,
-)
+from .conftest import SERVE, Serve, ServeProcess, clean_env, openfgs
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +49,7 @@ class Cli:
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
         self._capsys.readouterr()
-        code = main(list(args))
+        code = cli_in_process(list(args))
         out, err = self._capsys.readouterr()
         return code, out, err
 

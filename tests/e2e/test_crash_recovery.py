@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from huaweicloudsdkfunctiongraph.v2 import AsyncInvokeFunctionRequest, ListAsyncInvocationsRequest
 
-from .conftest import CREDENTIAL, Serve, create_python_function, sdk_client, urn, wait_for
+from tests.support import CREDENTIAL, create_function, sdk_client, urn, wait_for
+
+from .conftest import Serve
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +61,9 @@ def statuses_in_database(data_dir: Path) -> dict[str, int]:
 
 def test_kill_9_loses_and_doubles_nothing(serve: Serve, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    first = serve.start(data_dir, **SETTINGS)
+    first = serve.start(data_dir, credential=CREDENTIAL, **SETTINGS)
     client = sdk_client(first.url, CREDENTIAL)
-    create_python_function(client, "sleeper", SLEEPER)
+    create_function(client, "sleeper", SLEEPER)
     function_urn = urn("sleeper")
 
     accepted = []
@@ -77,7 +79,7 @@ def test_kill_9_loses_and_doubles_nothing(serve: Serve, tmp_path: Path) -> None:
     assert sum(left.values()) == BATCH, left
     assert left.get("WAIT", 0) > 0 and left.get("RUNNING", 0) > 0, left  # the crash hit both
 
-    second = serve.start(data_dir, **SETTINGS)
+    second = serve.start(data_dir, credential=CREDENTIAL, **SETTINGS)
     client = sdk_client(second.url, CREDENTIAL)
 
     def all_terminal() -> list[Any] | None:

@@ -21,18 +21,9 @@ from pathlib import Path
 import pytest
 from huaweicloudsdkfunctiongraph.v2 import AsyncInvokeFunctionRequest
 
-from tests.support import database_url
+from tests.support import CREDENTIAL, database_url, free_port, sdk_client, urn, wait_for
 
-from .conftest import (
-    CREDENTIAL,
-    Serve,
-    ServeProcess,
-    clean_env,
-    free_port,
-    sdk_client,
-    urn,
-    wait_for,
-)
+from .conftest import Serve, ServeProcess, clean_env
 from .test_serve import async_status, function_names, greet_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -68,7 +59,7 @@ def _split(lines: list[str]) -> list[Command]:
 def readme_blocks() -> list[tuple[str, list[Command]]]:
     """Every ```sh block of README.md in order, with the ``## section`` it sits in."""
     blocks: list[tuple[str, list[Command]]] = []
-    section, lines, inside = "", [], False
+    section, lines, inside = "", list[str](), False
     for line in README.read_text().splitlines():
         if inside and line.startswith("```"):
             blocks.append((section, _split(lines)))
@@ -92,7 +83,7 @@ def readme_command(block: list[Command], *start: str) -> Command:
     return found
 
 
-def typed(command: Command, openfgs: Path = OPENFGS, **names: str) -> Command:
+def typed(command: Command, openfgs: Path = OPENFGS, /, **names: str) -> Command:
     """A README ``.venv/bin/openfgs …`` command run with ``openfgs``; words renamed by ``names``."""
     assert command[0] == README_OPENFGS, command
     return [str(openfgs), *(names.get(word, word) for word in command[1:])]

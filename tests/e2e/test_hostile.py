@@ -19,10 +19,19 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import RawApi, b64, function_path, zip_of
-from tests.support import CREDENTIAL, PROJECT, sdk_client, token_body, urn, wait_for
+from tests.api.conftest import RawApi, function_path, zip_of
+from tests.support import (
+    CREDENTIAL,
+    PROJECT,
+    b64,
+    create_function,
+    sdk_client,
+    token_body,
+    urn,
+    wait_for,
+)
 
-from .conftest import Serve, ServeProcess, create_python_function
+from .conftest import Serve, ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +75,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     serve = Serve(tmp)
     try:
         service = Hostile(serve, tmp / "data")
-        create_python_function(service.sdk, "victim", "def handler(e, c):\n    return e\n")
-        create_python_function(service.sdk, "failing", FAILING)
-        create_python_function(service.sdk, "sink", "def handler(e, c):\n    return 1\n")
-        yield service
+        try:
+            create_function(service.sdk, "victim", "def handler(e, c):\n    return e\n")
+            create_function(service.sdk, "failing", FAILING)
+            create_function(service.sdk, "sink", "def handler(e, c):\n    return 1\n")
+            yield service
+        finally:
+            service.raw.close()
     finally:
         serve.close()
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from openfgs.client import ApiFailure, FunctionGraphClient
+from tests.support import CREDENTIAL, create_function, sdk_client, wait_for
 
-from .conftest import CREDENTIAL, Serve, ServeProcess, create_python_function, sdk_client, wait_for
+from .conftest import Serve, ServeProcess
 
 pytestmark = pytest.mark.slow
 TERMINAL = {"SUCCESS", "FAIL", "DISCARD"}
@@ -146,7 +147,7 @@ def test_every_accepted_request_ends_once_and_never_runs_after(
     data_dir = tmp_path / "data"
     service = start(serve, data_dir, runs)
     sdk = sdk_client(service.url)
-    create_python_function(sdk, "chaos", HANDLER, timeout=3)
+    create_function(sdk, "chaos", HANDLER, timeout=3)
     client = FunctionGraphClient(service.url, CREDENTIAL)
     urn = client.urn("chaos")
     client.request(
@@ -202,6 +203,7 @@ def test_every_accepted_request_ends_once_and_never_runs_after(
         if request_id in canceled:
             expected = expected | {"FAIL", "DISCARD"}
         assert listed[request_id] in expected, (request_id, mode, listed[request_id])
+    client.close()
     service.stop()
     assert_no_run_after_terminal(data_dir / "openfgs.db", runs)
 

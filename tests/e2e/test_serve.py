@@ -16,17 +16,9 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.models import Credential
+from tests.support import CREDENTIAL, create_function, sdk_client, urn, wait_for
 
-from .conftest import (
-    CREDENTIAL,
-    Serve,
-    clean_env,
-    create_python_function,
-    openfgs,
-    sdk_client,
-    urn,
-    wait_for,
-)
+from .conftest import Serve, clean_env, openfgs
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +69,7 @@ def test_first_start_prints_a_credential_that_runs_the_readme_flow(
     client = sdk_client(first.url, credential)
     assert greet_demo(client, credential.project_id) == "hello, you"
 
-    create_python_function(client, "greeter", GREETER)
+    create_function(client, "greeter", GREETER)
     greeter = urn("greeter", credential.project_id)
     accepted = client.async_invoke_function(
         AsyncInvokeFunctionRequest(function_urn=greeter, body={"name": "you"})
@@ -94,7 +86,7 @@ def test_restart_prints_no_new_credential_and_keeps_the_functions(
     first = serve.start(data_dir, credential=None)
     credential = first.printed_credential()
     assert credential is not None, first.stdout()
-    create_python_function(sdk_client(first.url, credential), "greeter", GREETER)
+    create_function(sdk_client(first.url, credential), "greeter", GREETER)
     first.stop()
 
     second = serve.start(data_dir, credential=None)
@@ -149,6 +141,6 @@ def test_credentials_create_adds_a_working_credential(serve: Serve, tmp_path: Pa
     credential = Credential(project, created["access_key"], created["secret_key"])
     client = sdk_client(started.url, credential)
     assert function_names(client) == []  # a new project: the demo belongs to another one
-    create_python_function(client, "greeter", GREETER)
+    create_function(client, "greeter", GREETER)
     assert function_names(client) == ["greeter"]
     assert function_names(sdk_client(started.url, CREDENTIAL)) == ["hello"]

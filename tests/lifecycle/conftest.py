@@ -1,4 +1,4 @@
-"""Helpers of the async lifecycle tests: servers with chosen settings, handlers, records.
+"""Helpers of the async lifecycle tests: the backends, handlers, destinations and records.
 
 Records are observed through the API only: the attempts of the openfgs detail endpoint, the
 statuses and messages of the records, and what destination functions report they received.
@@ -28,34 +28,8 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.client import ApiFailure, FunctionGraphClient
-from openfgs.models import Status
 from openfgs.worker import Worker
-from tests.api.conftest import ECHO_CODE, REPORTER_CODE, create_function, reported_event
-from tests.support import (
-    CREDENTIAL,
-    PROJECT,
-    LiveServer,
-    database_url,
-    make_settings,
-    start_server,
-    urn,
-    wait_for,
-)
-
-__all__ = [
-    "CREDENTIAL",
-    "ECHO_CODE",
-    "PROJECT",
-    "REPORTER_CODE",
-    "ApiFailure",
-    "LiveServer",
-    "create_function",
-    "reported_event",
-    "urn",
-    "wait_for",
-]
-
-TERMINAL = frozenset(s.value for s in Status if s.terminal)
+from tests.support import BACKENDS, CREDENTIAL, LiveServer
 
 FAIL_ALWAYS = """\
 def handler(event, context):
@@ -101,36 +75,11 @@ def handler(event, context):
 # -- servers and clients ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Every lifecycle test runs on both stores: the domain must not depend on the backend."""
     name: str = request.param
     return name
-
-
-@pytest.fixture
-def server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
-    with database_url(backend) as url:
-        yield from start_server(make_settings(tmp_path / "data", database_url=url))
-
-
-@pytest.fixture
-def make_server(backend: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start live servers with other settings (each with its own database and data dir)."""
-    with contextlib.ExitStack() as stack:
-        count = 0
-
-        def make(**overrides: Any) -> LiveServer:
-            nonlocal count
-            count += 1
-            url = stack.enter_context(database_url(backend))
-            settings = make_settings(tmp_path / f"data-{count}", database_url=url, **overrides)
-            live: LiveServer = stack.enter_context(
-                contextlib.contextmanager(start_server)(settings)
-            )
-            return live
-
-        yield make
 
 
 @pytest.fixture
@@ -168,13 +117,6 @@ def run_burst(live: LiveServer) -> None:
 
 
 # -- functions and configs --------------------------------------------------------------------
-
-
-def new_function(sdk: Any, name: str, code: str, **kwargs: Any) -> str:
-    """Create a function through the SDK; its ``:latest`` URN."""
-    create_function(sdk, name, code, **kwargs)
-    function_urn: str = urn(name)
-    return function_urn
 
 
 def destination(function_urn: str) -> FuncDestinationConfig:
@@ -221,37 +163,6 @@ def invoke_async(sdk: Any, function_urn: str, event: dict[str, Any] | None = Non
     assert response.status_code == 202
     request_id: str = response.request_id
     return request_id
-
-
-def detail(api: FunctionGraphClient, request_id: str) -> dict[str, Any]:
-    """The record with every attempt (``GET /v2/{project}/openfgs/async-invocations/{id}``)."""
-    found: dict[str, Any] = api.json("GET", f"/async-invocations/{request_id}", section="openfgs")
-    return found
-
-
-def wait_detail(
-    api: FunctionGraphClient,
-    request_id: str,
-    predicate: Callable[[dict[str, Any]], bool],
-    timeout: float = 30,
-) -> dict[str, Any]:
-    """Poll the detail of ``request_id`` until ``predicate`` holds; return it."""
-    last: dict[str, Any] = {}
-
-    def check() -> bool:
-        nonlocal last
-        last = detail(api, request_id)
-        return predicate(last)
-
-    try:
-        wait_for(check, timeout, interval=0.05)
-    except AssertionError:
-        raise AssertionError(f"condition not met within {timeout} s; last: {last}") from None
-    return last
-
-
-def wait_terminal(api: FunctionGraphClient, request_id: str, timeout: float = 30) -> dict[str, Any]:
-    return wait_detail(api, request_id, lambda d: d["status"] in TERMINAL, timeout)
 
 
 def stats(api: FunctionGraphClient, function_urn: str) -> dict[str, int]:

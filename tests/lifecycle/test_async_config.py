@@ -18,29 +18,31 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.client import FunctionGraphClient
+from tests.support import ECHO_CODE, LiveServer, create_function, urn
 
-from .conftest import (
-    ECHO_CODE,
-    api_error,
-    client_error,
-    destination,
-    new_function,
-    put_config,
-    urn,
-)
+from .conftest import api_error, client_error, destination, put_config
 
 CREATED_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
 @pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server per backend for the module (no test here invokes): each test starts from
+    empty projects."""
+    return shared_server
+
+
+@pytest.fixture
 def target(sdk: Any) -> str:
-    return new_function(sdk, "target", ECHO_CODE)
+    create_function(sdk, "target", ECHO_CODE)
+    return urn("target")
 
 
 @pytest.fixture
 def sink(sdk: Any) -> str:
-    return new_function(sdk, "sink", ECHO_CODE)
+    create_function(sdk, "sink", ECHO_CODE)
+    return urn("sink")
 
 
 def show(sdk: Any, function_urn: str) -> Any:

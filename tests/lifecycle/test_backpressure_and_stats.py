@@ -13,22 +13,24 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from tests.api.conftest import RawApi, function_path
-from tests.support import sdk_client
-
-from .conftest import (
+from tests.support import (
     ECHO_CODE,
-    FAIL_ALWAYS,
     TERMINAL,
     LiveServer,
+    create_function,
+    sdk_client,
+    urn,
+    wait_for,
+)
+
+from .conftest import (
+    FAIL_ALWAYS,
     api_client,
     api_error,
     client_error,
     invoke_async,
-    new_function,
     run_burst,
     stats,
-    urn,
-    wait_for,
 )
 
 
@@ -53,7 +55,8 @@ def test_the_fourth_waiting_invoke_answers_429_with_retry_after(
     limited: LiveServer, raw_limited: RawApi
 ) -> None:
     sdk = sdk_client(limited.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     for _ in range(3):
         invoke_async(sdk, function_urn)
 
@@ -71,8 +74,10 @@ def test_the_fourth_waiting_invoke_answers_429_with_retry_after(
 
 def test_the_limit_is_per_function(limited: LiveServer) -> None:
     sdk = sdk_client(limited.url)
-    full = new_function(sdk, "full", ECHO_CODE)
-    other = new_function(sdk, "other", ECHO_CODE)
+    create_function(sdk, "full", ECHO_CODE)
+    full = urn("full")
+    create_function(sdk, "other", ECHO_CODE)
+    other = urn("other")
     for _ in range(3):
         invoke_async(sdk, full)
 
@@ -84,7 +89,8 @@ def test_accepts_resume_once_a_waiting_record_has_gone(
     limited: LiveServer, raw_limited: RawApi
 ) -> None:
     sdk = sdk_client(limited.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     waiting = [invoke_async(sdk, function_urn) for _ in range(3)]
     assert raw_invoke(raw_limited, function_urn).status_code == 429
 
@@ -111,7 +117,8 @@ def test_running_and_ended_records_do_not_count_as_waiting(
 ) -> None:
     live = make_server(worker=False, max_waiting_per_function=3)
     sdk = sdk_client(live.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     for _ in range(3):
         invoke_async(sdk, function_urn)
     run_burst(live)
@@ -133,8 +140,10 @@ def test_stats_count_every_accepted_request_by_status(
 ) -> None:
     live = make_server(worker=False)
     sdk = sdk_client(live.url)
-    good = new_function(sdk, "good", ECHO_CODE)
-    bad = new_function(sdk, "bad", FAIL_ALWAYS)
+    create_function(sdk, "good", ECHO_CODE)
+    good = urn("good")
+    create_function(sdk, "bad", FAIL_ALWAYS)
+    bad = urn("bad")
     with api_client(live.url) as api:
         assert stats(api, good) == {
             "accepted": 0,
@@ -177,7 +186,8 @@ def test_stats_count_every_accepted_request_by_status(
 def test_accepted_equals_the_sum_of_statuses_and_the_202s_at_every_moment(
     sdk: Any, api: Any
 ) -> None:
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     accepted = 0
     snapshots = []
     for _ in range(12):

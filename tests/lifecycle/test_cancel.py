@@ -13,23 +13,25 @@ from huaweicloudsdkfunctiongraph.v2 import (
     CancelAsyncInvocationRequestBody,
 )
 
-from tests.support import sdk_client
-
-from .conftest import (
+from tests.support import (
     ECHO_CODE,
-    FAIL_ALWAYS,
-    SLEEPER,
     LiveServer,
-    api_client,
-    client_error,
+    create_function,
     detail,
-    invoke_async,
-    new_function,
-    outcomes,
-    put_config,
+    sdk_client,
     urn,
     wait_detail,
-    wait_terminal,
+    wait_for_terminal_detail,
+)
+
+from .conftest import (
+    FAIL_ALWAYS,
+    SLEEPER,
+    api_client,
+    client_error,
+    invoke_async,
+    outcomes,
+    put_config,
 )
 
 CANCELED = "function invocation canceled"
@@ -53,7 +55,8 @@ def idle(make_server: Callable[..., LiveServer]) -> LiveServer:
 @pytest.mark.parametrize("kind", ["force", "recursive", None])
 def test_a_waiting_request_is_discarded(idle: LiveServer, kind: str | None) -> None:
     sdk = sdk_client(idle.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     request_id = invoke_async(sdk, function_urn)
     other = invoke_async(sdk, function_urn)
 
@@ -70,13 +73,14 @@ def test_a_waiting_request_is_discarded(idle: LiveServer, kind: str | None) -> N
 
 
 def test_a_running_request_is_stopped_quickly_and_fails(sdk: Any, api: Any) -> None:
-    function_urn = new_function(sdk, "sleepy", SLEEPER, timeout=60)
+    create_function(sdk, "sleepy", SLEEPER, timeout=60)
+    function_urn = urn("sleepy")
     request_id = invoke_async(sdk, function_urn, {"seconds": 30})
     wait_detail(api, request_id, lambda d: d["status"] == "RUNNING")
 
     started = time.monotonic()
     assert cancel(sdk, function_urn, request_id).status_code == 200
-    found = wait_terminal(api, request_id, timeout=20)
+    found = wait_for_terminal_detail(api, request_id, timeout=20)
 
     assert time.monotonic() - started < 10
     assert found["status"] == "FAIL"
@@ -91,13 +95,14 @@ def test_a_canceled_running_request_is_not_retried(
     live = make_server(retry_backoff_seconds=0.05)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        function_urn = new_function(sdk, "sleepy", SLEEPER, timeout=60)
+        create_function(sdk, "sleepy", SLEEPER, timeout=60)
+        function_urn = urn("sleepy")
         put_config(sdk, function_urn, max_async_retry_attempts=3)
         request_id = invoke_async(sdk, function_urn, {"seconds": 30})
         wait_detail(api, request_id, lambda d: d["status"] == "RUNNING")
 
         cancel(sdk, function_urn, request_id)
-        found = wait_terminal(api, request_id, timeout=20)
+        found = wait_for_terminal_detail(api, request_id, timeout=20)
 
     assert found["status"] == "FAIL"
     assert found["error_code"] == 4208
@@ -106,7 +111,8 @@ def test_a_canceled_running_request_is_not_retried(
 
 def test_canceling_an_ended_request_is_invalid(idle: LiveServer) -> None:
     sdk = sdk_client(idle.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     request_id = invoke_async(sdk, function_urn)
     cancel(sdk, function_urn, request_id)
 
@@ -118,9 +124,10 @@ def test_canceling_an_ended_request_is_invalid(idle: LiveServer) -> None:
 
 
 def test_canceling_a_finished_request_is_invalid(sdk: Any, api: Any) -> None:
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     request_id = invoke_async(sdk, function_urn)
-    assert wait_terminal(api, request_id)["status"] == "SUCCESS"
+    assert wait_for_terminal_detail(api, request_id)["status"] == "SUCCESS"
 
     error = client_error(lambda: cancel(sdk, function_urn, request_id))
 
@@ -131,7 +138,8 @@ def test_canceling_a_finished_request_is_invalid(sdk: Any, api: Any) -> None:
 
 def test_canceling_an_unknown_request_is_invalid(idle: LiveServer) -> None:
     sdk = sdk_client(idle.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
 
     error = client_error(lambda: cancel(sdk, function_urn, str(uuid.uuid4())))
 
@@ -142,8 +150,10 @@ def test_canceling_an_unknown_request_is_invalid(idle: LiveServer) -> None:
 
 def test_canceling_a_request_of_another_function_is_invalid(idle: LiveServer) -> None:
     sdk = sdk_client(idle.url)
-    first = new_function(sdk, "first", ECHO_CODE)
-    second = new_function(sdk, "second", ECHO_CODE)
+    create_function(sdk, "first", ECHO_CODE)
+    first = urn("first")
+    create_function(sdk, "second", ECHO_CODE)
+    second = urn("second")
     request_id = invoke_async(sdk, first)
 
     error = client_error(lambda: cancel(sdk, second, request_id))
@@ -168,7 +178,8 @@ def test_a_request_waiting_for_its_retry_is_discarded(
     live = make_server(retry_backoff_seconds=60, retry_backoff_max_seconds=60)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        function_urn = new_function(sdk, "failing", FAIL_ALWAYS)
+        create_function(sdk, "failing", FAIL_ALWAYS)
+        function_urn = urn("failing")
         put_config(sdk, function_urn, max_async_retry_attempts=2)
         request_id = invoke_async(sdk, function_urn)
         wait_detail(api, request_id, lambda d: d["status"] == "WAIT" and d["attempts"])

@@ -20,26 +20,21 @@ from huaweicloudsdkfunctiongraph.v2 import (
     ListAsyncInvocationsRequest,
 )
 
-from tests.support import sdk_client
-
-from .conftest import (
+from tests.support import (
     ECHO_CODE,
-    FAIL_ALWAYS,
     REPORTER_CODE,
-    SLEEPER,
     TERMINAL,
     LiveServer,
-    api_client,
-    invoke_async,
-    new_function,
-    put_config,
+    create_function,
     reported_event,
-    stats,
+    sdk_client,
     urn,
     wait_detail,
     wait_for,
-    wait_terminal,
+    wait_for_terminal_detail,
 )
+
+from .conftest import FAIL_ALWAYS, SLEEPER, api_client, invoke_async, put_config, stats
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
@@ -76,12 +71,14 @@ def fast(make_server: Callable[..., LiveServer]) -> LiveServer:
 
 
 def test_on_success_sends_the_destination_event(sdk: Any, api: Any) -> None:
-    source = new_function(sdk, "source", ECHO_CODE)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
+    create_function(sdk, "source", ECHO_CODE)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
     put_config(sdk, source, on_success=sink)
 
     request_id = invoke_async(sdk, source, {"k": "v", "n": [1, 2]})
-    assert wait_terminal(api, request_id)["status"] == "SUCCESS"
+    assert wait_for_terminal_detail(api, request_id)["status"] == "SUCCESS"
     event = received_event(sdk, sink)
 
     assert set(event) == {
@@ -104,20 +101,24 @@ def test_on_success_sends_the_destination_event(sdk: Any, api: Any) -> None:
 
 
 def test_on_success_does_not_fire_on_failure(sdk: Any, api: Any) -> None:
-    source = new_function(sdk, "source", FAIL_ALWAYS)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
+    create_function(sdk, "source", FAIL_ALWAYS)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
     put_config(sdk, source, on_success=sink, max_async_retry_attempts=0)
 
     request_id = invoke_async(sdk, source)
 
-    assert wait_terminal(api, request_id)["status"] == "FAIL"
+    assert wait_for_terminal_detail(api, request_id)["status"] == "FAIL"
     assert stats(api, sink)["accepted"] == 0
 
 
 def test_on_failure_after_retries_says_retries_exhausted(fast: LiveServer) -> None:
     sdk = sdk_client(fast.url)
-    source = new_function(sdk, "source", FAIL_ALWAYS)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
+    create_function(sdk, "source", FAIL_ALWAYS)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
     put_config(sdk, source, on_failure=sink, on_success=sink, max_async_retry_attempts=2)
 
     request_id = invoke_async(sdk, source, {"tag": "exhausted"})
@@ -137,8 +138,10 @@ def test_on_failure_after_retries_says_retries_exhausted(fast: LiveServer) -> No
 
 
 def test_on_failure_of_a_single_attempt_says_failure(sdk: Any, api: Any) -> None:
-    source = new_function(sdk, "source", FAIL_ALWAYS)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
+    create_function(sdk, "source", FAIL_ALWAYS)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
     put_config(sdk, source, on_failure=sink, max_async_retry_attempts=0)
 
     request_id = invoke_async(sdk, source, {"tag": "once"})
@@ -156,14 +159,16 @@ def test_on_failure_of_an_expired_event_says_event_age_exceeded(
     live = make_server(worker_concurrency=1)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        source = new_function(sdk, "source", SLEEPER)
-        sink = new_function(sdk, "sink", REPORTER_CODE)
+        create_function(sdk, "source", SLEEPER)
+        source = urn("source")
+        create_function(sdk, "sink", REPORTER_CODE)
+        sink = urn("sink")
         put_config(sdk, source, on_failure=sink, max_async_event_age_in_seconds=1)
         slow = invoke_async(sdk, source, {"seconds": 3})
         wait_detail(api, slow, lambda d: d["status"] == "RUNNING")
         late = invoke_async(sdk, source, {"seconds": 0, "late": True})
 
-        assert wait_terminal(api, late)["status"] == "DISCARD"
+        assert wait_for_terminal_detail(api, late)["status"] == "DISCARD"
         event = received_event(sdk, sink)
 
     assert event["request_context"]["request_id"] == late
@@ -174,8 +179,10 @@ def test_on_failure_of_an_expired_event_says_event_age_exceeded(
 
 
 def test_on_failure_of_a_canceled_running_request_says_canceled(sdk: Any, api: Any) -> None:
-    source = new_function(sdk, "source", SLEEPER, timeout=60)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
+    create_function(sdk, "source", SLEEPER, timeout=60)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
     put_config(sdk, source, on_failure=sink)
     request_id = invoke_async(sdk, source, {"seconds": 30})
     wait_detail(api, request_id, lambda d: d["status"] == "RUNNING")
@@ -198,8 +205,10 @@ def test_on_failure_of_a_canceled_waiting_request_is_accepted(
     idle = make_server(worker=False)
     sdk = sdk_client(idle.url)
     with api_client(idle.url) as api:
-        source = new_function(sdk, "source", ECHO_CODE)
-        sink = new_function(sdk, "sink", REPORTER_CODE)
+        create_function(sdk, "source", ECHO_CODE)
+        source = urn("source")
+        create_function(sdk, "sink", REPORTER_CODE)
+        sink = urn("sink")
         put_config(sdk, source, on_failure=sink)
         request_id = invoke_async(sdk, source)
 
@@ -214,7 +223,8 @@ def test_on_failure_of_a_canceled_waiting_request_is_accepted(
 
 
 def test_a_destination_loop_stops_after_eight_hops(sdk: Any, api: Any) -> None:
-    loop = new_function(sdk, "loop", ECHO_CODE)
+    create_function(sdk, "loop", ECHO_CODE)
+    loop = urn("loop")
     put_config(sdk, loop, on_success=loop)
 
     invoke_async(sdk, loop, {"hop": 0})
@@ -230,12 +240,14 @@ def test_a_destination_loop_stops_after_eight_hops(sdk: Any, api: Any) -> None:
 
 
 def test_a_destination_deleted_after_the_config_is_skipped(sdk: Any, api: Any) -> None:
-    source = new_function(sdk, "source", ECHO_CODE)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
+    create_function(sdk, "source", ECHO_CODE)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
     put_config(sdk, source, on_success=sink)
     sdk.delete_function(DeleteFunctionRequest(function_urn=urn("sink", qualifier=None)))
 
-    found = wait_terminal(api, invoke_async(sdk, source))
+    found = wait_for_terminal_detail(api, invoke_async(sdk, source))
 
     assert found["status"] == "SUCCESS"
     assert stats(api, source)["accepted"] == 1

@@ -7,22 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 from openfgs.models import NewInvocation, now_ms
-from tests.support import PROJECT, sdk_client
-
-from .conftest import (
-    FAIL_ALWAYS,
-    SLEEPER,
+from tests.support import (
+    PROJECT,
     LiveServer,
-    api_client,
-    invoke_async,
-    new_function,
-    outcomes,
-    put_config,
-    stats,
+    create_function,
+    sdk_client,
+    urn,
     wait_detail,
     wait_for,
-    wait_terminal,
+    wait_for_terminal_detail,
 )
+
+from .conftest import FAIL_ALWAYS, SLEEPER, api_client, invoke_async, outcomes, put_config, stats
 
 NEVER_RUNS = """\
 def handler(event, context):
@@ -36,15 +32,16 @@ def test_events_queued_behind_a_slow_one_past_their_age_are_discarded(
     live = make_server(worker_concurrency=1)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        function_urn = new_function(sdk, "sleepy", SLEEPER)
+        create_function(sdk, "sleepy", SLEEPER)
+        function_urn = urn("sleepy")
         put_config(sdk, function_urn, max_async_event_age_in_seconds=1, max_async_retry_attempts=0)
         slow = invoke_async(sdk, function_urn, {"seconds": 3})
         wait_detail(api, slow, lambda d: d["status"] == "RUNNING")
         queued = [invoke_async(sdk, function_urn, {"seconds": 0}) for _ in range(3)]
 
-        assert wait_terminal(api, slow)["status"] == "SUCCESS"
+        assert wait_for_terminal_detail(api, slow)["status"] == "SUCCESS"
         for request_id in queued:
-            found = wait_terminal(api, request_id)
+            found = wait_for_terminal_detail(api, request_id)
             assert found["status"] == "DISCARD", found
             assert found["error_code"] == 4211
             assert "maximum age" in found["error_message"]
@@ -59,10 +56,11 @@ def test_a_retry_due_after_expiry_is_discarded_with_the_last_error(
     live = make_server(retry_backoff_seconds=30, retry_backoff_max_seconds=30)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        function_urn = new_function(sdk, "failing", FAIL_ALWAYS)
+        create_function(sdk, "failing", FAIL_ALWAYS)
+        function_urn = urn("failing")
         put_config(sdk, function_urn, max_async_event_age_in_seconds=2, max_async_retry_attempts=2)
 
-        found = wait_terminal(api, invoke_async(sdk, function_urn, {"tag": "late"}))
+        found = wait_for_terminal_detail(api, invoke_async(sdk, function_urn, {"tag": "late"}))
 
     assert found["status"] == "DISCARD", found
     assert found["error_code"] == 4211
@@ -76,20 +74,22 @@ def test_an_event_within_its_age_runs(make_server: Callable[..., LiveServer]) ->
     live = make_server(worker_concurrency=1)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        function_urn = new_function(sdk, "sleepy", SLEEPER)
+        create_function(sdk, "sleepy", SLEEPER)
+        function_urn = urn("sleepy")
         put_config(sdk, function_urn, max_async_event_age_in_seconds=60)
         slow = invoke_async(sdk, function_urn, {"seconds": 1})
         wait_detail(api, slow, lambda d: d["status"] == "RUNNING")
         queued = invoke_async(sdk, function_urn, {"seconds": 0})
 
-        assert wait_terminal(api, queued)["status"] == "SUCCESS"
+        assert wait_for_terminal_detail(api, queued)["status"] == "SUCCESS"
 
 
 def test_a_backlog_of_expired_events_is_discarded_without_running(
     server: LiveServer, sdk: Any
 ) -> None:
     """Events that aged out while no worker ran: inserted as a crash would have left them."""
-    function_urn = new_function(sdk, "never", NEVER_RUNS)
+    create_function(sdk, "never", NEVER_RUNS)
+    function_urn = urn("never")
     function = server.run(server.services.store.get_function(PROJECT, "default", "never"))
     accepted = now_ms() - 10_000
     for _ in range(60):

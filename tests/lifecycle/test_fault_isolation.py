@@ -22,31 +22,30 @@ import orjson
 import pytest
 from huaweicloudsdkfunctiongraph.v2 import ListAsyncInvocationsRequest
 
-from openfgs.client import FunctionGraphClient
+from openfgs.client import ApiFailure, FunctionGraphClient
 from openfgs.errors import StoreError
 from openfgs.models import ErrorCode, Status
 from openfgs.services import FAR_FUTURE, Services
 from openfgs.settings import Settings
 from openfgs.store import Store, create_store
-from tests.support import database_url, make_settings, sdk_client, start_server
-
-from .conftest import (
+from tests.support import (
     ECHO_CODE,
     REPORTER_CODE,
     TERMINAL,
-    ApiFailure,
     LiveServer,
-    api_client,
-    api_error,
+    create_function,
+    database_url,
     detail,
-    invoke_async,
-    new_function,
-    put_config,
+    live_server,
+    make_settings,
     reported_event,
-    run_burst,
+    sdk_client,
+    urn,
     wait_for,
-    wait_terminal,
+    wait_for_terminal_detail,
 )
+
+from .conftest import api_client, api_error, invoke_async, put_config, run_burst
 
 NESTED = b"[" * 1000 + b"]" * 1000  # valid JSON; json.loads raises RecursionError on it
 # The stores refuse text holding a lone surrogate, which an exception message can carry.
@@ -64,7 +63,7 @@ def url(backend: str) -> Iterator[str]:
 
 
 def serve(settings: Settings) -> contextlib.AbstractContextManager[LiveServer]:
-    return contextlib.contextmanager(start_server)(settings)
+    return live_server(settings)
 
 
 def invoke_raw(api: FunctionGraphClient, function_urn: str, body: bytes) -> str:
@@ -111,22 +110,25 @@ def recover_all(live: LiveServer, count: int) -> None:
 def test_a_deeply_nested_event_ends_and_its_destination_carries_it_as_text(
     server: LiveServer, sdk: Any, api: FunctionGraphClient
 ) -> None:
-    source = new_function(sdk, "source", ECHO_CODE)
-    sink = new_function(sdk, "sink", REPORTER_CODE)
-    other = new_function(sdk, "other", ECHO_CODE)
+    create_function(sdk, "source", ECHO_CODE)
+    source = urn("source")
+    create_function(sdk, "sink", REPORTER_CODE)
+    sink = urn("sink")
+    create_function(sdk, "other", ECHO_CODE)
+    other = urn("other")
     put_config(sdk, source, on_failure=sink, max_async_retry_attempts=0)
 
     nested = invoke_raw(api, source, NESTED)
     others = [invoke_async(sdk, other, {"n": n}) for n in range(3)]
 
-    found = wait_terminal(api, nested)
+    found = wait_for_terminal_detail(api, nested)
     assert found["status"] == "FAIL"
     assert "RecursionError" in found["error_message"]  # the function could not read it either
     event = received_event(sdk, sink)
     assert event["request_context"]["request_id"] == nested
     assert event["request_context"]["condition"] == "Failure"
     assert event["request_payload"] == NESTED.decode()
-    assert [wait_terminal(api, r)["status"] for r in others] == ["SUCCESS"] * 3
+    assert [wait_for_terminal_detail(api, r)["status"] for r in others] == ["SUCCESS"] * 3
 
 
 def test_a_restart_with_a_poisoned_row_running_starts_recovers_and_purges(
@@ -135,13 +137,16 @@ def test_a_restart_with_a_poisoned_row_running_starts_recovers_and_purges(
     first = make_settings(tmp_path / "data", database_url=url, worker=False)
     with serve(first) as live, api_client(live.url) as api:
         sdk = sdk_client(live.url)
-        source = new_function(sdk, "source", ECHO_CODE)
-        sink = new_function(sdk, "sink", REPORTER_CODE)
-        other = new_function(sdk, "other", ECHO_CODE)
+        create_function(sdk, "source", ECHO_CODE)
+        source = urn("source")
+        create_function(sdk, "sink", REPORTER_CODE)
+        sink = urn("sink")
+        create_function(sdk, "other", ECHO_CODE)
+        other = urn("other")
         put_config(sdk, source, on_failure=sink, max_async_retry_attempts=0)
         old = invoke_async(sdk, other, {"old": True})
         run_burst(live)
-        assert wait_terminal(api, old)["status"] == "SUCCESS"
+        assert wait_for_terminal_detail(api, old)["status"] == "SUCCESS"
         ended = live.run(live.services.store.get_invocation(old)).record.end_time
         # The poisoned row on its second attempt: its recovery makes it FAIL and fire on_failure.
         nested = invoke_raw(api, source, NESTED)
@@ -156,12 +161,12 @@ def test_a_restart_with_a_poisoned_row_running_starts_recovers_and_purges(
     second = make_settings(tmp_path / "data", database_url=url, retention_seconds=1)
     with serve(second) as live, api_client(live.url) as api:
         sdk = sdk_client(live.url)
-        found = wait_terminal(api, nested)
+        found = wait_for_terminal_detail(api, nested)
         assert (found["status"], found["error_code"]) == ("FAIL", ErrorCode.INTERRUPTED)
         event = received_event(sdk, sink)
         assert event["request_context"]["condition"] == "RetriesExhausted"
         assert event["request_payload"] == NESTED.decode()
-        assert wait_terminal(api, cut_short)["status"] == "SUCCESS"
+        assert wait_for_terminal_detail(api, cut_short)["status"] == "SUCCESS"
         wait_for(lambda: gone(api, old), 10)
 
 
@@ -181,21 +186,25 @@ def test_a_message_no_store_takes_is_escaped_and_keeps_its_retries_and_destinati
     live = make_server(retry_backoff_seconds=0)
     sdk = sdk_client(live.url)
     with api_client(live.url) as api:
-        bad = new_function(sdk, "bad", UNWRITABLE_ERROR)
-        retried = new_function(sdk, "retried", UNWRITABLE_ERROR)
-        sink = new_function(sdk, "sink", REPORTER_CODE)
-        good = new_function(sdk, "good", ECHO_CODE)
+        create_function(sdk, "bad", UNWRITABLE_ERROR)
+        bad = urn("bad")
+        create_function(sdk, "retried", UNWRITABLE_ERROR)
+        retried = urn("retried")
+        create_function(sdk, "sink", REPORTER_CODE)
+        sink = urn("sink")
+        create_function(sdk, "good", ECHO_CODE)
+        good = urn("good")
         put_config(sdk, retried, on_failure=sink, max_async_retry_attempts=2)
 
         refused = [invoke_async(sdk, bad), invoke_async(sdk, retried)]
         fine = [invoke_async(sdk, good, {"n": n}) for n in range(3)]
 
         for request_id in refused:
-            found = wait_terminal(api, request_id)
+            found = wait_for_terminal_detail(api, request_id)
             assert (found["status"], found["error_code"]) == ("FAIL", ErrorCode.FUNCTION_ERROR)
             assert "RuntimeError: cannot be stored: \\udcff" in found["error_message"]
         assert len(detail(api, refused[1])["attempts"]) == 3  # retried as configured
-        assert [wait_terminal(api, r)["status"] for r in fine] == ["SUCCESS"] * 3
+        assert [wait_for_terminal_detail(api, r)["status"] for r in fine] == ["SUCCESS"] * 3
         assert "cannot be stored" in json.dumps(received_event(sdk, sink))
 
 
@@ -256,7 +265,8 @@ def test_recovery_goes_on_past_rows_the_store_refuses(url: str, tmp_path: Path) 
     settings = make_settings(tmp_path / "data", database_url=url, worker=False)
     with serve(settings) as live:
         sdk = sdk_client(live.url)
-        echo = new_function(sdk, "echo", ECHO_CODE)
+        create_function(sdk, "echo", ECHO_CODE)
+        echo = urn("echo")
         left = [invoke_async(sdk, echo, {"n": n}) for n in range(3)]
         assert sorted(die_mid_attempt(live)) == sorted(left)
     never, once, fine = left
@@ -279,8 +289,10 @@ def test_a_claim_goes_on_past_expired_rows_the_store_refuses(url: str, tmp_path:
     settings = make_settings(tmp_path / "data", database_url=url, worker=False)
     with serve(settings) as live:
         sdk = sdk_client(live.url)
-        aging = new_function(sdk, "aging", ECHO_CODE)
-        echo = new_function(sdk, "echo", ECHO_CODE)
+        create_function(sdk, "aging", ECHO_CODE)
+        aging = urn("aging")
+        create_function(sdk, "echo", ECHO_CODE)
+        echo = urn("echo")
         put_config(sdk, aging, max_async_event_age_in_seconds=1)
         expiring = [invoke_async(sdk, aging, {"n": n}) for n in range(3)]
         runnable = invoke_async(sdk, echo)
@@ -303,7 +315,8 @@ def test_a_claim_goes_on_past_expired_rows_the_store_refuses(url: str, tmp_path:
 def test_a_destination_param_nested_too_deep_is_a_bad_request(
     sdk: Any, api: FunctionGraphClient
 ) -> None:
-    source = new_function(sdk, "source", ECHO_CODE)
+    create_function(sdk, "source", ECHO_CODE)
+    source = urn("source")
     target = {"destination": "FunctionGraph", "param": NESTED.decode()}
     body = {"destination_config": {"on_failure": target}}
 

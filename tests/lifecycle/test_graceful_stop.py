@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Serve, ServeProcess
-from tests.support import sdk_client
-
-from .conftest import (
-    api_client,
+from tests.support import (
+    create_function,
     detail,
-    invoke_async,
-    new_function,
-    outcomes,
+    sdk_client,
+    urn,
     wait_detail,
-    wait_terminal,
+    wait_for_terminal_detail,
 )
+
+from .conftest import api_client, invoke_async, outcomes
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +67,7 @@ def start(serve: Serve, data_dir: Path) -> ServeProcess:
     return serve.start(data_dir, shutdown_grace_seconds="1", lease_seconds="30")
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_short_work_requeues_long_work_and_exits_0(
     serve: Serve, tmp_path: Path, scratch: Path
 ) -> None:
@@ -75,8 +75,10 @@ def test_sigterm_finishes_short_work_requeues_long_work_and_exits_0(
     first = start(serve, data_dir)
     sdk: Any = sdk_client(first.url)
     user_data = {"SCRATCH": str(scratch)}
-    long_urn = new_function(sdk, "long", LONG_FIRST_TIME, timeout=60, user_data=user_data)
-    short_urn = new_function(sdk, "short", UNTIL_GO, user_data=user_data)
+    create_function(sdk, "long", LONG_FIRST_TIME, timeout=60, user_data=user_data)
+    long_urn = urn("long")
+    create_function(sdk, "short", UNTIL_GO, user_data=user_data)
+    short_urn = urn("short")
     with api_client(first.url) as api:
         long_id = invoke_async(sdk, long_urn)
         wait_detail(
@@ -97,7 +99,7 @@ def test_sigterm_finishes_short_work_requeues_long_work_and_exits_0(
         assert short["status"] == "SUCCESS", short
         assert outcomes(short) == ["SUCCESS"]  # finished within the grace period, before exit
 
-        long = wait_terminal(api, long_id, timeout=30)
+        long = wait_for_terminal_detail(api, long_id, timeout=30)
         assert long["status"] == "SUCCESS", long
         assert long["attempt"] == 2
         assert outcomes(long) == ["RETRY", "SUCCESS"]

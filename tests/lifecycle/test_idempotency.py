@@ -6,8 +6,9 @@ import uuid
 from typing import Any
 
 from openfgs.client import FunctionGraphClient
+from tests.support import ECHO_CODE, create_function, urn, wait_for_terminal_detail
 
-from .conftest import ECHO_CODE, api_error, new_function, stats, wait_terminal
+from .conftest import api_error, stats
 
 HEADER = "X-Openfgs-Idempotency-Key"
 
@@ -26,23 +27,25 @@ def invoke_with_key(
 def test_the_same_key_twice_gives_the_first_request_id_and_one_record(
     sdk: Any, api: FunctionGraphClient
 ) -> None:
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     key = f"order-{uuid.uuid4()}"
 
     first = invoke_with_key(api, function_urn, key, {"n": 1})
     second = invoke_with_key(api, function_urn, key, {"n": 2})
 
     assert second == first
-    wait_terminal(api, first)
+    wait_for_terminal_detail(api, first)
     assert stats(api, function_urn)["accepted"] == 1
 
 
 def test_a_repeat_after_the_first_ended_still_answers_the_first_request_id(
     sdk: Any, api: FunctionGraphClient
 ) -> None:
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     first = invoke_with_key(api, function_urn, "same", {})
-    assert wait_terminal(api, first)["status"] == "SUCCESS"
+    assert wait_for_terminal_detail(api, first)["status"] == "SUCCESS"
 
     assert invoke_with_key(api, function_urn, "same", {}) == first
     assert stats(api, function_urn) == {
@@ -56,7 +59,8 @@ def test_a_repeat_after_the_first_ended_still_answers_the_first_request_id(
 
 
 def test_different_keys_give_two_requests(sdk: Any, api: FunctionGraphClient) -> None:
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
 
     first = invoke_with_key(api, function_urn, "key-a", {})
     second = invoke_with_key(api, function_urn, "key-b", {})
@@ -66,8 +70,10 @@ def test_different_keys_give_two_requests(sdk: Any, api: FunctionGraphClient) ->
 
 
 def test_the_same_key_on_another_function_is_separate(sdk: Any, api: FunctionGraphClient) -> None:
-    one = new_function(sdk, "one", ECHO_CODE)
-    two = new_function(sdk, "two", ECHO_CODE)
+    create_function(sdk, "one", ECHO_CODE)
+    one = urn("one")
+    create_function(sdk, "two", ECHO_CODE)
+    two = urn("two")
 
     first = invoke_with_key(api, one, "shared", {})
     second = invoke_with_key(api, two, "shared", {})
@@ -75,13 +81,14 @@ def test_the_same_key_on_another_function_is_separate(sdk: Any, api: FunctionGra
     assert first != second
     assert stats(api, one)["accepted"] == 1
     assert stats(api, two)["accepted"] == 1
-    assert wait_terminal(api, second)["func_urn"].endswith(":two:latest")
+    assert wait_for_terminal_detail(api, second)["func_urn"].endswith(":two:latest")
 
 
 def test_a_key_of_128_characters_works_and_a_longer_one_is_refused(
     sdk: Any, api: FunctionGraphClient
 ) -> None:
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     longest = "k" * 128
 
     first = invoke_with_key(api, function_urn, longest, {})

@@ -12,19 +12,9 @@ from typing import Any
 import pytest
 
 from openfgs.client import FunctionGraphClient
-from tests.support import sdk_client
+from tests.support import ECHO_CODE, LiveServer, create_function, detail, sdk_client, urn, wait_for
 
-from .conftest import (
-    ECHO_CODE,
-    LiveServer,
-    api_client,
-    detail,
-    invoke_async,
-    new_function,
-    outcomes,
-    run_burst,
-    wait_for,
-)
+from .conftest import api_client, invoke_async, outcomes, run_burst
 
 
 @pytest.fixture
@@ -57,7 +47,8 @@ def test_an_attempt_cut_short_runs_once_more_without_a_config(
     idle: LiveServer, idle_api: FunctionGraphClient
 ) -> None:
     sdk = sdk_client(idle.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     request_id = invoke_async(sdk, function_urn)
 
     assert die_mid_attempt(idle) == 1
@@ -78,7 +69,8 @@ def test_a_second_cut_short_attempt_fails_as_interrupted(
     idle: LiveServer, idle_api: FunctionGraphClient
 ) -> None:
     sdk = sdk_client(idle.url)
-    function_urn = new_function(sdk, "echo", ECHO_CODE)
+    create_function(sdk, "echo", ECHO_CODE)
+    function_urn = urn("echo")
     request_id = invoke_async(sdk, function_urn)
 
     die_mid_attempt(idle)

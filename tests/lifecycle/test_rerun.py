@@ -18,22 +18,18 @@ from huaweicloudsdkfunctiongraph.v2 import (
     CancelAsyncInvocationRequestBody,
 )
 
-from openfgs import cli
 from openfgs.client import FunctionGraphClient
-from tests.support import sdk_client
-
-from .conftest import (
+from tests.support import (
     CREDENTIAL,
     LiveServer,
-    api_client,
-    api_error,
+    cli_in_process,
+    create_function,
     detail,
-    invoke_async,
-    new_function,
-    outcomes,
-    run_burst,
-    stats,
+    sdk_client,
+    urn,
 )
+
+from .conftest import api_client, api_error, invoke_async, outcomes, run_burst, stats
 
 MAYBE_FAIL = """\
 def handler(event, context):
@@ -66,7 +62,8 @@ class Window:
 def window(make_server: Callable[..., LiveServer]) -> Iterator[Window]:
     live = make_server(worker=False)
     sdk = sdk_client(live.url)
-    function_urn = new_function(sdk, "mixed", MAYBE_FAIL)
+    create_function(sdk, "mixed", MAYBE_FAIL)
+    function_urn = urn("mixed")
     failed = [invoke_async(sdk, function_urn, {"fail": f"f{i}"}) for i in range(2)]
     succeeded = invoke_async(sdk, function_urn, {})
     discarded = [invoke_async(sdk, function_urn, {"n": i}) for i in range(2)]
@@ -178,7 +175,9 @@ def cli_env(window: Window, monkeypatch: pytest.MonkeyPatch) -> Window:
 def test_cli_rerun_queues_and_prints_the_new_records(
     cli_env: Window, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["invocations", "rerun", "mixed", "--status", "fail", "--since", "1h"]) == 0
+    assert (
+        cli_in_process(["invocations", "rerun", "mixed", "--status", "fail", "--since", "1h"]) == 0
+    )
 
     out = capsys.readouterr().out
     assert "2 queued again" in out
@@ -194,7 +193,7 @@ def test_cli_show_prints_the_record_and_its_attempts(
     (item,) = cli_env.rerun(status="FAIL", limit=1)["reruns"]
     run_burst(cli_env.live)
 
-    assert cli.main(["invocations", "show", item["request_id"]]) == 0
+    assert cli_in_process(["invocations", "show", item["request_id"]]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     fields = dict(line.split(None, 1) for line in lines[:10] if line.strip())
@@ -210,6 +209,6 @@ def test_cli_show_prints_the_record_and_its_attempts(
 def test_cli_show_of_an_unknown_request_fails(
     cli_env: Window, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["invocations", "show", "0" * 36]) == 1
+    assert cli_in_process(["invocations", "show", "0" * 36]) == 1
 
     assert "404" in capsys.readouterr().err

@@ -6,6 +6,7 @@ instead, on a server without a worker whose records a burst worker ran.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -18,22 +19,9 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs.models import now_ms
 from tests.api.conftest import insert_records
-from tests.support import sdk_client
+from tests.support import ECHO_CODE, LiveServer, create_function, detail, sdk_client, urn, wait_for
 
-from .conftest import (
-    ECHO_CODE,
-    FAIL_ALWAYS,
-    LiveServer,
-    api_client,
-    api_error,
-    detail,
-    invoke_async,
-    new_function,
-    put_config,
-    run_burst,
-    stats,
-    wait_for,
-)
+from .conftest import FAIL_ALWAYS, api_client, api_error, invoke_async, put_config, run_burst, stats
 
 
 def attempt_rows(live: LiveServer, request_ids: list[str]) -> int:
@@ -56,8 +44,10 @@ def test_terminal_records_and_their_attempts_are_purged_and_waiting_ones_stay(
 ) -> None:
     live = make_server(worker=False, retention_seconds=1, retry_backoff_seconds=0)
     sdk = sdk_client(live.url)
-    good = new_function(sdk, "good", ECHO_CODE)
-    bad = new_function(sdk, "bad", FAIL_ALWAYS)
+    create_function(sdk, "good", ECHO_CODE)
+    good = urn("good")
+    create_function(sdk, "bad", FAIL_ALWAYS)
+    bad = urn("bad")
     put_config(sdk, bad, max_async_retry_attempts=1)
     ended = [invoke_async(sdk, good), invoke_async(sdk, bad), invoke_async(sdk, bad)]
     canceled = invoke_async(sdk, good)
@@ -77,14 +67,15 @@ def test_terminal_records_and_their_attempts_are_purged_and_waiting_ones_stay(
 
         def all_purged() -> bool:
             nonlocal purged
-            purged += live.run(live.services.invocations.purge_expired_records())
+            count: int = live.run(live.services.invocations.purge_expired_records())
+            purged += count
             return purged >= len(ended)
 
         wait_for(all_purged, 30, interval=0.2)
 
         assert purged == len(ended)
         for request_id in ended:
-            assert api_error(lambda r=request_id: detail(api, r)).status == 404
+            assert api_error(functools.partial(detail, api, request_id)).status == 404
         assert attempt_rows(live, ended) == 0
         for request_id in old_waiting:
             assert detail(api, request_id)["status"] == "WAIT"
@@ -95,7 +86,8 @@ def test_terminal_records_and_their_attempts_are_purged_and_waiting_ones_stay(
 def test_records_within_retention_are_kept(make_server: Callable[..., LiveServer]) -> None:
     live = make_server(worker=False, retention_seconds=3600)
     sdk = sdk_client(live.url)
-    good = new_function(sdk, "good", ECHO_CODE)
+    create_function(sdk, "good", ECHO_CODE)
+    good = urn("good")
     request_id = invoke_async(sdk, good)
     run_burst(live)
 

@@ -13,22 +13,25 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.client import FunctionGraphClient
-from tests.support import sdk_client
+from tests.support import (
+    LiveServer,
+    create_function,
+    detail,
+    sdk_client,
+    urn,
+    wait_detail,
+    wait_for_terminal_detail,
+)
 
 from .conftest import (
     CRASHER,
     FAIL_ALWAYS,
     FAIL_ONCE,
     HANGER,
-    LiveServer,
     api_client,
-    detail,
     invoke_async,
-    new_function,
     outcomes,
     put_config,
-    wait_detail,
-    wait_terminal,
 )
 
 BACKOFF = 0.05
@@ -58,9 +61,10 @@ def fast_api(fast: LiveServer) -> Any:
 
 
 def test_without_a_config_a_failing_handler_runs_once(sdk: Any, api: FunctionGraphClient) -> None:
-    function_urn = new_function(sdk, "failing", FAIL_ALWAYS)
+    create_function(sdk, "failing", FAIL_ALWAYS)
+    function_urn = urn("failing")
 
-    found = wait_terminal(api, invoke_async(sdk, function_urn, {"tag": "once"}))
+    found = wait_for_terminal_detail(api, invoke_async(sdk, function_urn, {"tag": "once"}))
 
     assert found["status"] == "FAIL"
     assert found["max_attempts"] == 1
@@ -73,10 +77,13 @@ def test_without_a_config_a_failing_handler_runs_once(sdk: Any, api: FunctionGra
 def test_with_two_retries_an_always_failing_handler_ends_fail_after_three_attempts(
     fast_sdk: Any, fast_api: FunctionGraphClient
 ) -> None:
-    function_urn = new_function(fast_sdk, "failing", FAIL_ALWAYS)
+    create_function(fast_sdk, "failing", FAIL_ALWAYS)
+    function_urn = urn("failing")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=2)
 
-    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn, {"tag": "thrice"}))
+    found = wait_for_terminal_detail(
+        fast_api, invoke_async(fast_sdk, function_urn, {"tag": "thrice"})
+    )
 
     assert found["status"] == "FAIL"
     assert found["error_code"] == 4200
@@ -97,11 +104,12 @@ def test_with_two_retries_an_always_failing_handler_ends_fail_after_three_attemp
 def test_a_handler_failing_only_its_first_attempt_ends_success_after_two(
     fast_sdk: Any, fast_api: FunctionGraphClient, scratch: Path
 ) -> None:
-    function_urn = new_function(fast_sdk, "flaky", FAIL_ONCE, user_data={"SCRATCH": str(scratch)})
+    create_function(fast_sdk, "flaky", FAIL_ONCE, user_data={"SCRATCH": str(scratch)})
+    function_urn = urn("flaky")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=1)
 
     request_id = invoke_async(fast_sdk, function_urn)
-    found = wait_terminal(fast_api, request_id)
+    found = wait_for_terminal_detail(fast_api, request_id)
 
     assert found["status"] == "SUCCESS", found
     assert found["error_code"] == 0
@@ -118,7 +126,8 @@ def test_while_waiting_for_its_retry_the_record_shows_wait_and_the_last_error(
     slow = make_server(retry_backoff_seconds=30, retry_backoff_max_seconds=30)
     sdk = sdk_client(slow.url)
     with api_client(slow.url) as api:
-        function_urn = new_function(sdk, "failing", FAIL_ALWAYS)
+        create_function(sdk, "failing", FAIL_ALWAYS)
+        function_urn = urn("failing")
         put_config(sdk, function_urn, max_async_retry_attempts=1)
 
         found = wait_detail(
@@ -138,11 +147,13 @@ def test_while_waiting_for_its_retry_the_record_shows_wait_and_the_last_error(
     assert "always fails: wait" in listed[0].error_message
 
 
+@pytest.mark.timeout(60)  # two attempts of a 3 s handler timeout, and their restarts
 def test_a_timed_out_attempt_is_retried(fast_sdk: Any, fast_api: FunctionGraphClient) -> None:
-    function_urn = new_function(fast_sdk, "hanging", HANGER, timeout=3)
+    create_function(fast_sdk, "hanging", HANGER, timeout=3)
+    function_urn = urn("hanging")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=1)
 
-    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn), timeout=60)
+    found = wait_for_terminal_detail(fast_api, invoke_async(fast_sdk, function_urn), timeout=60)
 
     assert found["status"] == "FAIL"
     assert found["error_code"] == 4201
@@ -152,10 +163,11 @@ def test_a_timed_out_attempt_is_retried(fast_sdk: Any, fast_api: FunctionGraphCl
 
 
 def test_a_crashed_instance_is_retried(fast_sdk: Any, fast_api: FunctionGraphClient) -> None:
-    function_urn = new_function(fast_sdk, "crashing", CRASHER)
+    create_function(fast_sdk, "crashing", CRASHER)
+    function_urn = urn("crashing")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=2)
 
-    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn))
+    found = wait_for_terminal_detail(fast_api, invoke_async(fast_sdk, function_urn))
 
     assert found["status"] == "FAIL"
     assert found["error_code"] == 4202
@@ -165,10 +177,11 @@ def test_a_crashed_instance_is_retried(fast_sdk: Any, fast_api: FunctionGraphCli
 
 
 def test_an_out_of_memory_attempt_is_retried(fast_sdk: Any, fast_api: FunctionGraphClient) -> None:
-    function_urn = new_function(fast_sdk, "hungry", MEMORY_HOG)
+    create_function(fast_sdk, "hungry", MEMORY_HOG)
+    function_urn = urn("hungry")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=1)
 
-    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn), timeout=60)
+    found = wait_for_terminal_detail(fast_api, invoke_async(fast_sdk, function_urn), timeout=60)
 
     assert found["status"] == "FAIL"
     assert found["error_code"] == 4203
@@ -176,9 +189,10 @@ def test_an_out_of_memory_attempt_is_retried(fast_sdk: Any, fast_api: FunctionGr
 
 
 def test_without_a_config_a_crash_is_not_retried(sdk: Any, api: FunctionGraphClient) -> None:
-    function_urn = new_function(sdk, "crashing", CRASHER)
+    create_function(sdk, "crashing", CRASHER)
+    function_urn = urn("crashing")
 
-    found = wait_terminal(api, invoke_async(sdk, function_urn))
+    found = wait_for_terminal_detail(api, invoke_async(sdk, function_urn))
 
     assert found["status"] == "FAIL"
     assert found["error_code"] == 4202
@@ -188,10 +202,11 @@ def test_without_a_config_a_crash_is_not_retried(sdk: Any, api: FunctionGraphCli
 def test_zero_retries_in_a_config_means_one_attempt(
     fast_sdk: Any, fast_api: FunctionGraphClient
 ) -> None:
-    function_urn = new_function(fast_sdk, "failing", FAIL_ALWAYS)
+    create_function(fast_sdk, "failing", FAIL_ALWAYS)
+    function_urn = urn("failing")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=0)
 
-    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn))
+    found = wait_for_terminal_detail(fast_api, invoke_async(fast_sdk, function_urn))
 
     assert found["status"] == "FAIL"
     assert found["max_attempts"] == 1
@@ -204,7 +219,8 @@ def test_limits_are_taken_when_a_request_is_accepted(
     idle = make_server(worker=False)
     sdk = sdk_client(idle.url)
     with api_client(idle.url) as api:
-        function_urn = new_function(sdk, "failing", FAIL_ALWAYS)
+        create_function(sdk, "failing", FAIL_ALWAYS)
+        function_urn = urn("failing")
         before = invoke_async(sdk, function_urn)
         put_config(sdk, function_urn, max_async_retry_attempts=3)
         after = invoke_async(sdk, function_urn)
@@ -216,13 +232,14 @@ def test_limits_are_taken_when_a_request_is_accepted(
 def test_after_the_config_is_deleted_failures_are_not_retried(
     fast_sdk: Any, fast_api: FunctionGraphClient
 ) -> None:
-    function_urn = new_function(fast_sdk, "failing", FAIL_ALWAYS)
+    create_function(fast_sdk, "failing", FAIL_ALWAYS)
+    function_urn = urn("failing")
     put_config(fast_sdk, function_urn, max_async_retry_attempts=3)
     fast_sdk.delete_function_async_invoke_config(
         DeleteFunctionAsyncInvokeConfigRequest(function_urn=function_urn)
     )
 
-    found = wait_terminal(fast_api, invoke_async(fast_sdk, function_urn))
+    found = wait_for_terminal_detail(fast_api, invoke_async(fast_sdk, function_urn))
 
     assert found["status"] == "FAIL"
     assert found["max_attempts"] == 1

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.lifecycle.conftest import (
-    SLEEPER,
+from tests.lifecycle.conftest import SLEEPER, api_client, invoke_async
+from tests.support import (
     LiveServer,
-    api_client,
+    create_function,
     detail,
-    invoke_async,
-    new_function,
+    sdk_client,
+    urn,
     wait_detail,
-    wait_terminal,
+    wait_for_terminal_detail,
 )
-from tests.support import sdk_client
 
 
 def test_a_single_free_slot_is_filled_while_long_invocations_run(
@@ -27,7 +26,8 @@ def test_a_single_free_slot_is_filled_while_long_invocations_run(
 ) -> None:
     live = make_server(worker_concurrency=4, shutdown_grace_seconds=0.5)
     sdk = sdk_client(live.url)
-    function_urn = new_function(sdk, "sleepy", SLEEPER, timeout=120)
+    create_function(sdk, "sleepy", SLEEPER, timeout=120)
+    function_urn = urn("sleepy")
     with api_client(live.url) as api:
         long_ones = [invoke_async(sdk, function_urn, {"seconds": 60}) for _ in range(3)]
         for request_id in long_ones:
@@ -35,5 +35,5 @@ def test_a_single_free_slot_is_filled_while_long_invocations_run(
         # Three of four slots stay busy for a minute; short ones go through the fourth.
         for _ in range(3):
             short = invoke_async(sdk, function_urn, {"seconds": 0})
-            assert wait_terminal(api, short, timeout=20)["status"] == "SUCCESS"
+            assert wait_for_terminal_detail(api, short, timeout=20)["status"] == "SUCCESS"
         assert all(detail(api, r)["status"] == "RUNNING" for r in long_ones)

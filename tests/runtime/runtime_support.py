@@ -1,18 +1,13 @@
-"""Helpers for runtime tests: defining functions, zip packages, waiting on conditions."""
+"""Helpers for runtime tests: defining functions, zip packages, processes seen in /proc."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import textwrap
-import time
 import zipfile
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-import anyio
-import pytest
 
 from openfgs.runtime import FunctionSpec
 
@@ -59,22 +54,6 @@ def zip_package(files: dict[str, str]) -> bytes:
         for name, text in files.items():
             archive.writestr(name, textwrap.dedent(text))
     return buffer.getvalue()
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
-) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = condition()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {what or condition}")
-        await anyio.sleep(0.01)
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(90)  # a process starting instances both ways, cold and warm
 def test_runtime_bench_small_prints_its_table() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.runtime_bench", "--small"],

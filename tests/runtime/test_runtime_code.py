@@ -8,7 +8,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from runtime_support import make_function, pid_alive, wait_until, zip_package
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool, RunResult
@@ -19,6 +18,8 @@ from openfgs.runtime.code import (
     check_zip,
     unpack,
 )
+from tests.runtime.runtime_support import make_function, pid_alive, zip_package
+from tests.support import wait_for_async
 from tests.zips import HANDLER, zip_cases
 
 pytestmark = pytest.mark.anyio
@@ -207,7 +208,7 @@ async def test_sweep_removes_code_not_kept_and_it_unpacks_again(
     assert removed == [gone.spec.code_digest]
     assert sorted(p.name for p in (work_dir / "code").iterdir()) == [kept.spec.code_digest]
     # Its idle instance is stopped (its files are gone); the kept one's stays.
-    await wait_until(lambda: not pid_alive(gone_pid), what="the idle instance stopped")
+    await wait_for_async(lambda: not pid_alive(gone_pid), what="the idle instance stopped")
     assert pool.instance_pids(gone.spec.urn) == []
     assert len(pool.instance_pids(kept.spec.urn)) == 1
     # Used again, the code is unpacked again and runs (as its own user, when root).
@@ -238,7 +239,7 @@ async def test_sweep_keeps_code_an_invocation_is_running(
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
-        await wait_until(lambda: (scratch / "started").exists(), what="the handler started")
+        await wait_for_async(lambda: (scratch / "started").exists(), what="the handler started")
         assert await pool.sweep_code(set()) == []
         (scratch / "go").touch()
     assert results[0].ok, results[0]

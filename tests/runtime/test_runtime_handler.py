@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from runtime_support import make_function
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool
+from tests.runtime.runtime_support import make_function
 
 pytestmark = pytest.mark.anyio
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import make_function
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool, RunResult
 from openfgs.runtime.isolation import FUNCTION_IDS
 from openfgs.runtime.sandbox import SandboxPolicy
+from tests.runtime.runtime_support import make_function
 
 pytestmark = [
     pytest.mark.anyio,

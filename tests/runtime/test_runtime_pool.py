@@ -12,10 +12,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from runtime_support import children_of, make_function, pid_alive, wait_until
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool, RunResult
+from tests.runtime.runtime_support import children_of, make_function, pid_alive
+from tests.support import wait_for_async
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +84,7 @@ async def test_new_digest_gets_a_new_instance(pool: InstancePool) -> None:
     new_token = pid_of(await pool.invoke(new.spec, b"{}", "r2", new.load))
     assert new_token != old_token
     # The old code's idle instance is retired rather than kept until reaped.
-    await wait_until(lambda: not pid_alive(old_pid), what="old instance stopped")
+    await wait_for_async(lambda: not pid_alive(old_pid), what="old instance stopped")
     assert only_pid(pool) != old_pid
 
 
@@ -115,7 +116,7 @@ async def test_max_instances_is_respected(pool: InstancePool, scratch: Path) -> 
     async with anyio.create_task_group() as tasks:
         for n in range(5):
             tasks.start_soon(one, n)
-        await wait_until(lambda: len(os.listdir(scratch / "running")) == 2)
+        await wait_for_async(lambda: len(os.listdir(scratch / "running")) == 2)
         assert len(pool.instance_pids(fn.spec.urn)) == 2
         (scratch / "go").touch()
     values = [json.loads(r.result) for r in results]
@@ -178,7 +179,7 @@ async def test_cancel_a_running_invocation(pool: InstancePool, scratch: Path) ->
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
-        await wait_until((scratch / "pid").exists, what="handler running")
+        await wait_for_async((scratch / "pid").exists, what="handler running")
         doomed = only_pid(pool)
         assert await pool.cancel("doomed")
     assert results[0].error_code == ErrorCode.CANCELED
@@ -200,11 +201,11 @@ async def test_cancel_an_invocation_waiting_for_an_instance(
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run, "busy", json.dumps({"loop": str(scratch)}).encode())
-        await wait_until((scratch / "pid").exists, what="handler running")
+        await wait_for_async((scratch / "pid").exists, what="handler running")
         tasks.start_soon(run, "waiting", b"{}")
         # cancel() says no until the call has reached the pool.
-        await wait_until(lambda: pool.cancel("waiting"), what="queued call canceled")
-        await wait_until(lambda: "waiting" in results, what="waiting call finished")
+        await wait_for_async(lambda: pool.cancel("waiting"), what="queued call canceled")
+        await wait_for_async(lambda: "waiting" in results, what="waiting call finished")
         assert await pool.cancel("busy")
     assert results["waiting"].error_code == ErrorCode.CANCELED
     assert results["busy"].error_code == ErrorCode.CANCELED
@@ -269,7 +270,7 @@ async def test_idle_instances_are_reaped(work_dir: Path) -> None:
     try:
         token = pid_of(await pool.invoke(fn.spec, b"{}", "r1", fn.load))
         pid = only_pid(pool)
-        await wait_until(lambda: not pid_alive(pid), what="idle instance reaped")
+        await wait_for_async(lambda: not pid_alive(pid), what="idle instance reaped")
         assert pool.instance_pids() == []
         again = pid_of(await pool.invoke(fn.spec, b"{}", "r2", fn.load))
         assert again != token
@@ -291,7 +292,7 @@ async def test_close_kills_everything(work_dir: Path, scratch: Path) -> None:
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
-        await wait_until((scratch / "pid").exists, what="handler running")
+        await wait_for_async((scratch / "pid").exists, what="handler running")
         busy_pid = only_pid(pool, busy.spec.urn)
         await pool.close()
     assert not pid_alive(idle_pid)
@@ -320,11 +321,11 @@ async def test_grandchildren_die_with_their_instance(pool: InstancePool, scratch
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run)
-        await wait_until((scratch / "child").exists, what="grandchild started")
+        await wait_for_async((scratch / "child").exists, what="grandchild started")
         (child,) = children_of(only_pid(pool))
         assert await pool.cancel("r1")
     assert results[0].error_code == ErrorCode.CANCELED
-    await wait_until(lambda: not pid_alive(child), what="grandchild killed")
+    await wait_for_async(lambda: not pid_alive(child), what="grandchild killed")
 
 
 async def _gather(*awaitables: Awaitable[RunResult]) -> list[RunResult]:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import make_function, pid_alive, wait_until
 
 from openfgs.runtime import InstancePool, RunResult
 from openfgs.runtime.template import Forker
+from tests.runtime.runtime_support import make_function, pid_alive
+from tests.support import wait_for_async
 
 pytestmark = pytest.mark.anyio
 
@@ -80,8 +81,8 @@ async def test_a_dead_template_is_replaced(pool: InstancePool) -> None:
     assert template is not None
     os.kill(template, signal.SIGKILL)
     # Its instances die with it, and the pool notices.
-    await wait_until(lambda: not pid_alive(first_pid), what="instance died with template")
-    await wait_until(lambda: pool.instance_pids() == [], what="pool noticed")
+    await wait_for_async(lambda: not pid_alive(first_pid), what="instance died with template")
+    await wait_for_async(lambda: pool.instance_pids() == [], what="pool noticed")
     reply(await pool.invoke(two.spec, b"{}", "r2", two.load))
     assert pool.template_pid not in (None, template)
     (second_pid,) = pool.instance_pids()

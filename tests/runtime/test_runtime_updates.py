@@ -9,9 +9,10 @@ from typing import Any
 
 import anyio
 import pytest
-from runtime_support import make_function, pid_alive, wait_until
 
 from openfgs.runtime import InstancePool, RunResult
+from tests.runtime.runtime_support import make_function, pid_alive
+from tests.support import wait_for_async
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +64,7 @@ async def test_config_change_gets_a_new_instance(
     new_token = reply(await pool.invoke(new.spec, b"{}", "r2", new.load))["pid"]
     assert new_token != old_token
     # The idle instance of the old configuration is retired rather than kept until reaped.
-    await wait_until(lambda: not pid_alive(old_pid), what="old instance stopped")
+    await wait_for_async(lambda: not pid_alive(old_pid), what="old instance stopped")
     assert len(pool.instance_pids()) == 1
     assert pool.instance_pids() != [old_pid]
 
@@ -89,7 +90,7 @@ async def test_a_running_invocation_finishes_on_the_old_config(
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(run_old)
-        await wait_until(started.exists, what="old invocation running")
+        await wait_for_async(started.exists, what="old invocation running")
         (old_pid,) = pool.instance_pids()
         updated = reply(await pool.invoke(new.spec, b"{}", "new", new.load))
         assert updated["color"] == "red"
@@ -97,7 +98,7 @@ async def test_a_running_invocation_finishes_on_the_old_config(
     finished = reply(results[0])
     assert finished["color"] == "blue"
     assert finished["pid"] != updated["pid"]
-    await wait_until(lambda: not pid_alive(old_pid), what="old instance retired")
+    await wait_for_async(lambda: not pid_alive(old_pid), what="old instance retired")
     assert len(pool.instance_pids()) == 1
     assert reply(await pool.invoke(new.spec, b"{}", "again", new.load))["pid"] == updated["pid"]
 

@@ -7,20 +7,16 @@ every test in this folder then runs against it too.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from openfgs.store.base import Store
 from openfgs.store.postgres import PostgresStore
 from openfgs.store.sqlite import SqliteStore
-
-PG_URL = os.environ.get("OPENFGS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support import database_url
 
 
 @dataclass(frozen=True)
@@ -38,15 +34,8 @@ def sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
 
 def postgres_backend(tmp_path: Path) -> Iterator[Backend]:
     """A schema of its own in the test database, dropped afterwards."""
-    schema = "store_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    try:
+    with database_url("postgres") as url:
         yield Backend("postgres", lambda: PostgresStore(url, pool_size=4))
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 BACKENDS = [

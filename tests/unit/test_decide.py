@@ -171,7 +171,8 @@ def test_an_event_past_its_age_is_discarded_before_its_attempt() -> None:
 
     assert decision is not None
     assert decision.status is Status.DISCARD
-    assert decision.error_code == ErrorCode.EXPIRED == 4211
+    assert decision.error_code == ErrorCode.EXPIRED
+    assert int(ErrorCode.EXPIRED) == 4211
     assert decision.error_message == (
         "discarded: the event exceeded its maximum age before attempt 1"
     )
