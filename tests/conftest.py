@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support import (
+    BACKENDS,
     LiveServer,
     ServerFactory,
     close_sdk_clients,
@@ -106,6 +107,16 @@ def shared_server(module_server: LiveServer) -> Iterator[LiveServer]:
     """``module_server``, emptied after each test (``empty_projects``)."""
     yield module_server
     empty_projects(module_server)
+
+
+@pytest.fixture(params=BACKENDS)
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server on each store, for single tests of a module that otherwise runs on one."""
+    with (
+        database_url(request.param) as url,
+        live_server(make_settings(tmp_path / "any", database_url=url)) as live,
+    ):
+        yield live
 
 
 @pytest.fixture

@@ -214,7 +214,7 @@ def empty_projects(live: LiveServer) -> None:
         )
         kept = await registry.create(HIGH_WATER_PROJECT, high_water)
         for project in (PROJECT, OTHER_PROJECT, HIGH_WATER_PROJECT):
-            listed = (await registry.list(project, None, None, 0, 1000))[0]
+            listed = (await registry.list_functions(project, None, None, 0, 1000))[0]
             for function in listed:
                 if function.id != kept.id:
                     await registry.delete(function)

@@ -12,7 +12,15 @@ from huaweicloudsdkfunctiongraph.v2 import (
     CancelAsyncInvocationRequestBody,
 )
 
-from tests.api.conftest import RawApi, create_function, function_path, urn, wait_for_terminal
+from tests.api.conftest import (
+    RawApi,
+    function_path,
+)
+from tests.support import (
+    create_function,
+    urn,
+    wait_for_terminal_record,
+)
 
 SLEEPER = """\
 import time
@@ -35,7 +43,7 @@ def test_cancel_answers_an_empty_object(raw: RawApi, sdk: Any) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.content == b"{}"
-    assert wait_for_terminal(sdk, urn("sleeper"), request_id).error_code == 4208
+    assert wait_for_terminal_record(sdk, urn("sleeper"), request_id).error_code == 4208
 
 
 def test_the_python_sdk_parses_the_answer(sdk: Any) -> None:

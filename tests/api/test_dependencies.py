@@ -11,6 +11,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,20 @@ from openfgs.api.guard import Guard
 from openfgs.dependencies import DEPENDENCY_ZIP_LIMIT, MAX_PER_FUNCTION
 from openfgs.runtime.code import DEPENDENCY_MAX_ENTRIES
 from tests.api.conftest import (
+    RawApi,
+    function_path,
+    zip_of,
+)
+from tests.support import (
     OTHER,
     PROJECT,
     LiveServer,
-    RawApi,
     b64,
-    function_path,
+    live_server,
+    make_settings,
     sdk_client,
     urn,
-    zip_of,
 )
-from tests.support import make_settings, start_server
 from tests.zips import zip_cases
 
 LIBRARY = {"mylib/__init__.py": "VALUE = 'from the dependency'\n"}
@@ -217,11 +221,8 @@ def test_a_missing_or_undecodable_file_is_refused(sdk: Any) -> None:
         body = CreateDependencyRequestBody(
             depend_type="zip", depend_file=text, runtime="Python3.9", name="lib"
         )
-        error = client_error(
-            lambda body=body: sdk.create_dependency_version(
-                CreateDependencyVersionRequest(body=body)
-            )
-        )
+        request = CreateDependencyVersionRequest(body=body)
+        error = client_error(partial(sdk.create_dependency_version, request))
         assert (error.status_code, error.error_code) == (400, "FSS.1024"), text
 
 
@@ -283,7 +284,7 @@ def test_a_zip_over_40_mb_is_too_large(sdk: Any) -> None:
 
 
 def test_the_create_route_takes_a_40_mb_zip_in_base64(server: LiveServer) -> None:
-    guard = Guard(lambda *_: None, server.services, declared_routes())  # type: ignore[arg-type, return-value]
+    guard = Guard(lambda *_: None, server.services, declared_routes())  # type: ignore[arg-type]
     limit = guard.body_limit("POST", f"/v2/{PROJECT}/fgs/dependencies/version")
 
     assert limit == (DEPENDENCY_ZIP_LIMIT + 2) // 3 * 4 + 64 * 1024
@@ -540,7 +541,7 @@ def test_unknown_duplicate_and_foreign_runtime_versions_are_refused(sdk: Any) ->
         ([newer.id], 400, "FSS.1024"),
     ]
     for depend, status, code in cases:
-        error = client_error(lambda depend=depend: create_function(sdk, "user", depend))
+        error = client_error(partial(create_function, sdk, "user", depend))
         assert (error.status_code, error.error_code) == (status, code), depend
     create_function(sdk, "user", [version.id])
     error = client_error(lambda: set_dependencies(sdk, "user", [newer.id]))
@@ -592,7 +593,8 @@ def small_server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = make_settings(
         tmp_path / "data", max_dependency_versions_per_project=2, max_code_bytes_per_project=4096
     )
-    yield from start_server(settings)
+    with live_server(settings) as live:
+        yield live
 
 
 def test_a_project_keeps_a_bounded_number_of_versions(small_server: LiveServer) -> None:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from openfgs.cli import main
-from tests.api.conftest import CREDENTIAL, LiveServer, zip_of
+from tests.api.conftest import (
+    zip_of,
+)
+from tests.support import (
+    CREDENTIAL,
+    LiveServer,
+)
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -24,13 +24,15 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from tests.api.conftest import (
+    zip_of,
+)
+from tests.support import (
     LiveServer,
     b64,
     reported_event,
     sdk_client,
     urn,
-    wait_for_terminal,
-    zip_of,
+    wait_for_terminal_record,
 )
 
 # A tiny pure-Python package, zipped as from site-packages: the package folder at the root.
@@ -131,7 +133,7 @@ def test_an_async_invocation_imports_it_too(any_server: LiveServer) -> None:
     accepted = sdk.async_invoke_function(
         AsyncInvokeFunctionRequest(function_urn=urn("reporter"), body={})
     )
-    record = wait_for_terminal(sdk, urn("reporter"), accepted.request_id)
+    record = wait_for_terminal_record(sdk, urn("reporter"), accepted.request_id)
 
     assert reported_event(record) == {"greeting": "hello async"}
 

@@ -17,9 +17,17 @@ from huaweicloudsdkfunctiongraph.v2 import (
     TriggerEventDataRequestBody,
 )
 
-from tests.support import LiveServer
-
-from .conftest import PROJECT, RawApi, create_function, set_concurrency, urn, wait_for
+from tests.api.conftest import (
+    RawApi,
+    set_concurrency,
+)
+from tests.support import (
+    PROJECT,
+    LiveServer,
+    create_function,
+    urn,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("server")
 

@@ -18,15 +18,19 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from tests.api.conftest import (
+    RawApi,
+    function_path,
+)
+from tests.support import (
     OTHER,
     PROJECT,
     LiveServer,
-    RawApi,
     create_function,
-    function_path,
+    live_server,
+    make_settings,
+    sdk_client,
     urn,
 )
-from tests.support import make_settings, sdk_client, start_server
 
 
 def set_max_instances(sdk: Any, function_urn: str, number: int) -> Any:
@@ -117,7 +121,8 @@ def small_server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = make_settings(
         tmp_path / "data", max_functions_per_project=2, max_code_bytes_per_project=1024 * 1024
     )
-    yield from start_server(settings)
+    with live_server(settings) as live:
+        yield live
 
 
 def quotas(sdk: Any) -> dict[str, dict[str, Any]]:

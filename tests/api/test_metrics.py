@@ -29,16 +29,21 @@ from openfgs.models import NewInvocation, now_ms
 from openfgs.services import Services
 from openfgs.settings import Settings
 from tests.api.conftest import (
+    insert_records,
+)
+from tests.support import (
     PROJECT,
     REPORTER_CODE,
     LiveServer,
+    _Server,
     create_function,
-    insert_records,
+    database_url,
+    make_settings,
     sdk_client,
     urn,
-    wait_for_terminal,
+    wait_for,
+    wait_for_terminal_record,
 )
-from tests.support import _Server, database_url, make_settings, wait_for
 
 ACCEPT_ROUTE = "/v2/{project_id}/fgs/functions/{function_urn}/invocations-async"
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
@@ -94,10 +99,12 @@ def scrape(server: LiveServer, **headers: str) -> dict[str, list[Any]]:
 
 def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels`` (0 without any)."""
-    return sum(
-        s.value
-        for s in samples.get(name, [])
-        if all(s.labels.get(k) == v for k, v in labels.items())
+    return float(
+        sum(
+            s.value
+            for s in samples.get(name, [])
+            if all(s.labels.get(k) == v for k, v in labels.items())
+        )
     )
 
 
@@ -109,7 +116,7 @@ def run_workload(sdk: Any, function_urn: str, events: int) -> list[str]:
         for n in range(events)
     ]
     for request_id in ids:
-        wait_for_terminal(sdk, function_urn, request_id)
+        wait_for_terminal_record(sdk, function_urn, request_id)
     return ids
 
 
@@ -254,7 +261,7 @@ def test_expired_records_count_as_discarded_and_rejected(any_server: LiveServer)
         expires_at=now - 1_000,
     )
     any_server.run(any_server.services.store.insert_invocation(expired))
-    assert wait_for_terminal(sdk, urn("echo"), expired.request_id).status == "DISCARD"
+    assert wait_for_terminal_record(sdk, urn("echo"), expired.request_id).status == "DISCARD"
 
     samples = scrape(any_server)
     labels = {"project": PROJECT, "function": "echo:latest", "status": "DISCARD"}

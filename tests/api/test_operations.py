@@ -17,13 +17,14 @@ from huaweicloudsdkcore.exceptions import exceptions
 from huaweicloudsdkfunctiongraph.v2 import FunctionGraphClient
 
 from openfgs.api.operations import IMPLEMENTED, OPERATIONS, PREFIX, operations_table
-from tests.api.conftest import PROJECT, RawApi
+from tests.api.conftest import RawApi
+from tests.support import PROJECT
 
 # Operations whose routes come with modules of their own (versions, aliases, dependencies,
 # triggers): until such a module is part of the app, its operations answer 404 FSS.0404 like
 # any operation without a route, so either answer passes here. When a module lands, its
 # operations are marked IMPLEMENTED in openfgs.api.operations and leave this set.
-ROUTED_WHEN_PRESENT = {}
+ROUTED_WHEN_PRESENT: set[str] = set()
 NOT_IMPLEMENTED = "is not implemented by openfgs"
 _PARAMETER = re.compile(r"\{(\w+)\}")
 

@@ -19,16 +19,18 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs.models import now_ms
 from tests.api.conftest import (
+    RawApi,
+    function_path,
+    insert_records,
+)
+from tests.support import (
     PROJECT,
     REPORTER_CODE,
     LiveServer,
-    RawApi,
     create_function,
-    function_path,
-    insert_records,
     sdk_client,
     urn,
-    wait_for_terminal,
+    wait_for_terminal_record,
 )
 
 SERIES = (
@@ -47,7 +49,7 @@ HOUR_MS = 3_600_000
 
 
 def total(points: list[Any]) -> float:
-    return sum(p.value for p in points if p.value != -1)
+    return float(sum(p.value for p in points if p.value != -1))
 
 
 def run_workload(sdk: Any, function_urn: str, events: int) -> None:
@@ -58,7 +60,7 @@ def run_workload(sdk: Any, function_urn: str, events: int) -> None:
         for n in range(events)
     ]
     for request_id in ids:
-        wait_for_terminal(sdk, function_urn, request_id)
+        wait_for_terminal_record(sdk, function_urn, request_id)
 
 
 def test_function_statistics_count_the_records(any_server: LiveServer) -> None:

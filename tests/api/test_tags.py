@@ -20,10 +20,12 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from tests.api.conftest import (
+    RawApi,
+)
+from tests.support import (
     OTHER,
     PROJECT,
     LiveServer,
-    RawApi,
     create_function,
     sdk_client,
     urn,

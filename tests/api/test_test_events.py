@@ -29,10 +29,23 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.test_events import MAX_EVENTS
-from tests.support import OTHER_PROJECT, make_settings, start_server
-
-from .conftest import OTHER, PROJECT, LiveServer, RawApi, create_function, function_path, urn
-from .conftest import sdk_client as make_sdk
+from tests.api.conftest import (
+    RawApi,
+    function_path,
+)
+from tests.support import (
+    OTHER,
+    OTHER_PROJECT,
+    PROJECT,
+    LiveServer,
+    create_function,
+    live_server,
+    make_settings,
+    urn,
+)
+from tests.support import (
+    sdk_client as make_sdk,
+)
 
 
 def content_of(event: Any) -> str:
@@ -331,7 +344,8 @@ SMALL_EVENT = 4096  # a sync body limit small enough to test the event size agai
 def small(tmp_path: Path) -> Iterator[LiveServer]:
     """A server whose sync invoke bodies, and so test events, are at most SMALL_EVENT."""
     settings = make_settings(tmp_path / "small", max_sync_body_bytes=SMALL_EVENT)
-    yield from start_server(settings)
+    with live_server(settings) as live:
+        yield live
 
 
 def test_an_event_is_at_most_a_sync_body(small: LiveServer) -> None:

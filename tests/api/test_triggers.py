@@ -33,15 +33,16 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from openfgs.models import now_ms
-from tests.support import LiveServer
-
-from .conftest import (
+from tests.api.conftest import (
+    RawApi,
+    set_concurrency,
+)
+from tests.support import (
     PROJECT,
     REPORTER_CODE,
-    RawApi,
+    LiveServer,
     create_function,
     reported_event,
-    set_concurrency,
     urn,
     wait_for,
 )

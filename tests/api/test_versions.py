@@ -37,19 +37,20 @@ from huaweicloudsdkfunctiongraph.v2 import (
     UpdateVersionAliasRequestBody,
 )
 
-from tests.support import LiveServer
-
-from .conftest import (
+from tests.api.conftest import (
+    RawApi,
+    function_path,
+)
+from tests.support import (
     OTHER,
     PROJECT,
-    RawApi,
+    LiveServer,
     b64,
     create_function,
-    function_path,
     sdk_client,
     urn,
     wait_for,
-    wait_for_terminal,
+    wait_for_terminal_record,
 )
 
 
@@ -249,7 +250,7 @@ def test_records_are_listed_per_qualifier_and_all_on_the_unqualified_urn(sdk: An
         (on_v2, "v2"),
         (on_prod, "!prod"),
     ]:
-        record = wait_for_terminal(sdk, urn("recs", qualifier=qualifier), request_id)
+        record = wait_for_terminal_record(sdk, urn("recs", qualifier=qualifier), request_id)
         assert record.status == "SUCCESS", record
     assert listed_ids(sdk, urn("recs")) == {on_latest}
     assert listed_ids(sdk, urn("recs", qualifier="v1")) == {on_v1}
@@ -279,7 +280,7 @@ def test_an_alias_record_says_which_version_ran(sdk: Any, raw: RawApi) -> None:
     two_versions(sdk, "which")
     new_alias(sdk, "which", "prod", "v1", {"v2": 100})
     request_id = invoke_async(sdk, urn("which", qualifier="!prod"))
-    wait_for_terminal(sdk, urn("which", qualifier="!prod"), request_id)
+    wait_for_terminal_record(sdk, urn("which", qualifier="!prod"), request_id)
     detail = raw.call("GET", f"/v2/{PROJECT}/openfgs/async-invocations/{request_id}")
     assert detail.status_code == 200, detail.text
     assert detail.json()["func_urn"] == urn("which", qualifier="v2")
@@ -293,7 +294,7 @@ def test_a_record_of_a_version_is_canceled_through_the_unqualified_urn(sdk: Any)
     sdk.cancel_async_invocation(
         CancelAsyncInvocationRequest(function_urn=urn("slowv", qualifier=None), body=body)
     )
-    record = wait_for_terminal(sdk, urn("slowv", qualifier="v1"), request_id)
+    record = wait_for_terminal_record(sdk, urn("slowv", qualifier="v1"), request_id)
     assert record.status in ("DISCARD", "FAIL")
     assert record.error_code == 4208
 
@@ -414,7 +415,7 @@ def test_a_version_an_alias_uses_cannot_be_deleted(sdk: Any) -> None:
         DeleteVersionAliasRequest(function_urn=urn("del", qualifier=None), alias_name="prod")
     )
     request_id = invoke_async(sdk, urn("del", qualifier="v1"))
-    wait_for_terminal(sdk, urn("del", qualifier="v1"), request_id)
+    wait_for_terminal_record(sdk, urn("del", qualifier="v1"), request_id)
     sdk.delete_function(DeleteFunctionRequest(function_urn=urn("del", qualifier="v1")))
     assert fss_error(lambda: invoke(sdk, urn("del", qualifier="v1"))) == (404, "FSS.1052")
     assert invoke(sdk, urn("del", qualifier="v2")) == 2
@@ -441,7 +442,7 @@ def test_versions_aliases_and_their_records_on_every_backend(any_server: LiveSer
     new_alias(sdk, "both", "prod", "v1", {"v2": 100})
     ids = {q: invoke_async(sdk, urn("both", qualifier=q)) for q in ("latest", "v1", "!prod")}
     for qualifier, request_id in ids.items():
-        record = wait_for_terminal(sdk, urn("both", qualifier=qualifier), request_id)
+        record = wait_for_terminal_record(sdk, urn("both", qualifier=qualifier), request_id)
         assert record.status == "SUCCESS", record
     assert listed_ids(sdk, urn("both", qualifier="!prod")) == {ids["!prod"]}
     assert listed_ids(sdk, urn("both", qualifier=None)) == set(ids.values())
@@ -451,3 +452,23 @@ def test_versions_aliases_and_their_records_on_every_backend(any_server: LiveSer
     )
     sdk.delete_function(DeleteFunctionRequest(function_urn=urn("both", qualifier="v1")))
     assert listed_ids(sdk, urn("both", qualifier=None)) == {ids["latest"]}
+
+
+def test_a_recreated_function_never_inherits_a_deleted_ones_async_config(sdk: Any) -> None:
+    """Ids are not given again (SQLite AUTOINCREMENT, PostgreSQL's sequence): a config cached
+    by id for the deleted function cannot become the new one's."""
+    create_function(sdk, "reborn", code_returning(1))
+    body = UpdateFunctionAsyncInvokeConfigRequestBody(max_async_retry_attempts=3)
+    sdk.update_function_async_invoke_config(
+        UpdateFunctionAsyncInvokeConfigRequest(function_urn=urn("reborn"), body=body)
+    )
+    listed = sdk.list_function_async_invoke_config(
+        ListFunctionAsyncInvokeConfigRequest(function_urn=urn("reborn"))
+    )
+    assert listed.async_invoke_configs[0].max_async_retry_attempts == 3
+    sdk.delete_function(DeleteFunctionRequest(function_urn=urn("reborn", qualifier=None)))
+    create_function(sdk, "reborn", code_returning(2))
+    listed = sdk.list_function_async_invoke_config(
+        ListFunctionAsyncInvokeConfigRequest(function_urn=urn("reborn"))
+    )
+    assert not listed.async_invoke_configs

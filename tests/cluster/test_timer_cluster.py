@@ -11,15 +11,16 @@ import psycopg
 import pytest
 
 from openfgs.client import FunctionGraphClient
-
-from .test_cluster import (
+from tests.cluster.test_cluster import (
     CRED,
     Node,
     _deploy,
     _healthy,
     cluster,  # noqa: F401 - the fixture
     database_url,  # noqa: F401 - the fixture
-    wait_until,
+)
+from tests.support import (
+    wait_for,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -41,10 +42,10 @@ def invocation_ids(url: str) -> list[str]:
 
 
 def fired_after(url: str, moment_ms: int, count: int, timeout: float = 30) -> None:
-    wait_until(
+    wait_for(
         lambda: len([s for s, _ in fires(url) if s > moment_ms]) >= count,
         timeout,
-        f"{count} fires after {moment_ms}",
+        what=f"{count} fires after {moment_ms}",
     )
 
 
@@ -76,7 +77,7 @@ def test_each_scheduled_time_fires_once_across_killed_and_restarted_nodes(
     nodes[2].kill()
     fired_after(database_url, now + 1000, 3)
     nodes[0], nodes[2] = restart(nodes[0]), restart(nodes[2])
-    wait_until(lambda: _healthy(urls[0]), 60, "the restarted node healthy")
+    wait_for(lambda: _healthy(urls[0]), 60, what="the restarted node healthy")
     fired_after(database_url, int(time.time() * 1000), 3)
 
     recorded = fires(database_url)
@@ -90,9 +91,9 @@ def test_each_scheduled_time_fires_once_across_killed_and_restarted_nodes(
     for node in nodes:
         node.kill()
     down_since = max(s for s, _ in fires(database_url))
-    wait_until(lambda: time.time() * 1000 > down_since + 4500, 10, "time passing")
+    wait_for(lambda: time.time() * 1000 > down_since + 4500, 10, what="time passing")
     nodes[1] = restart(nodes[1])
-    wait_until(lambda: _healthy(urls[1]), 60, "a node healthy again")
+    wait_for(lambda: _healthy(urls[1]), 60, what="a node healthy again")
     fired_after(database_url, int(time.time() * 1000), 2)
     with psycopg.connect(database_url) as conn:
         late = conn.execute(

@@ -31,19 +31,19 @@ from huaweicloudsdkfunctiongraph.v2 import (
 )
 
 from tests.api.conftest import (
-    REPORTER_CODE,
-    create_function,
     insert_records,
-    wait_for_terminal,
 )
 from tests.support import (
     CREDENTIAL,
+    REPORTER_CODE,
     LiveServer,
+    create_function,
+    live_server,
     make_settings,
     sdk_client,
-    start_server,
     token_body,
     urn,
+    wait_for_terminal_record,
 )
 
 pytestmark = pytest.mark.slow
@@ -116,8 +116,11 @@ class Seeded:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     """One server for the module, with the functions and records the tests look at."""
     _require_browser()
-    started = start_server(make_settings(tmp_path_factory.mktemp("console") / "data"))
-    server = next(started)
+    with live_server(make_settings(tmp_path_factory.mktemp("console") / "data")) as server:
+        yield _seed(server)
+
+
+def _seed(server: LiveServer) -> Seeded:
     sdk = sdk_client(server.url)
     create_function(sdk, "waiter")
     now_ms = int(time.time() * 1000)
@@ -129,9 +132,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     answer = sdk.async_invoke_function(
         AsyncInvokeFunctionRequest(function_urn=urn("reporter"), body={"html": HOSTILE})
     )
-    wait_for_terminal(sdk, urn("reporter"), answer.request_id)
-    yield Seeded(server, starts, waiting, answer.request_id)
-    next(started, None)
+    wait_for_terminal_record(sdk, urn("reporter"), answer.request_id)
+    return Seeded(server, starts, waiting, answer.request_id)
 
 
 def publish(sdk: Any, name: str) -> None:

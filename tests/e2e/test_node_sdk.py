@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CREDENTIAL, PROJECT, Serve, urn
+from tests.e2e.conftest import (
+    Serve,
+)
+from tests.support import (
+    CREDENTIAL,
+    PROJECT,
+    urn,
+)
 
 pytestmark = pytest.mark.slow
 

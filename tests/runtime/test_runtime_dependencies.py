@@ -11,11 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from runtime_support import Function, make_function, zip_package
 
 from openfgs.models import ErrorCode
 from openfgs.runtime import InstancePool, RunResult
 from openfgs.runtime.code import bundle_digest, merge_trees, unpack
+from tests.runtime.runtime_support import (
+    Function,
+    make_function,
+    zip_package,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,9 @@ from openfgs.store.base import DependencyGone, Store
 from openfgs.store.postgres import PostgresStore
 from openfgs.store.queries import migration_files
 from openfgs.store.sqlite import SqliteStore
-
-from .conftest import PG_URL
+from tests.support import (
+    PG_URL,
+)
 
 pytestmark = pytest.mark.anyio
 

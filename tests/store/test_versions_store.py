@@ -18,8 +18,10 @@ from openfgs.store.base import Store
 from openfgs.store.postgres import PostgresStore
 from openfgs.store.queries import migration_files
 from openfgs.store.sqlite import SqliteStore
+from tests.support import (
+    PG_URL,
+)
 
-from .conftest import PG_URL
 from .test_store import BASE, PROJECT, add_function, new_invocation, query
 
 pytestmark = pytest.mark.anyio

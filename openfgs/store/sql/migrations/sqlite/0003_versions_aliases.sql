@@ -7,8 +7,11 @@
 --   alias_weights: an alias's additional_version_weights (JSON), '' for other rows.
 -- SQLite cannot change a table's UNIQUE constraint in place: the table is rebuilt, ids kept
 -- (the runner turns foreign keys off around a migration and checks them before committing).
+-- AUTOINCREMENT: an id is never given again after its function is deleted (PostgreSQL's
+-- sequence does the same), so nothing remembered by id — a cached async config, counted
+-- hours — can be taken for a new function's.
 CREATE TABLE functions_new (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id TEXT NOT NULL,
     package TEXT NOT NULL,
     name TEXT NOT NULL,
