@@ -190,8 +190,8 @@ HIGH_WATER_PROJECT = "0000000000000000000000000000ffff"
 
 
 def empty_projects(live: LiveServer) -> None:
-    """Delete every function of both test projects (their records, attempts, keys and configs
-    go with them), so that a server shared by a module's tests is, for the next test, a server
+    """Delete every function and dependency of both test projects (records, attempts, keys,
+    configs, versions, aliases, triggers, tags and test events go with the functions), so that a server shared by a module's tests is, for the next test, a server
     with nothing in it.
 
     A function of another project is made first and kept until the next call, as the newest
@@ -218,6 +218,18 @@ def empty_projects(live: LiveServer) -> None:
             for function in listed:
                 if function.id != kept.id:
                     await registry.delete(function)
+            dependencies = registry.dependencies
+            while True:  # a dependency goes with its last version
+                found, _ = await dependencies.list_latest(
+                    project, name=None, runtime=None, dependency_type=None, offset=0, limit=500
+                )
+                if not found:
+                    break
+                for version in found:
+                    for each in (await dependencies.list_versions(project, version.dep_id, 0, 500))[
+                        0
+                    ]:
+                        await dependencies.delete(project, each.dep_id, each.version)
 
     live.run(empty())
 

@@ -56,6 +56,13 @@ from tests.support import (
 )
 from tests.zips import zip_cases
 
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 LIBRARY = {"mylib/__init__.py": "VALUE = 'from the dependency'\n"}
 
 

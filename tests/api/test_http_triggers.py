@@ -29,6 +29,13 @@ from tests.support import (
     wait_for,
 )
 
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 pytestmark = pytest.mark.usefixtures("server")
 
 ECHO_APIG = """\

@@ -33,6 +33,12 @@ from tests.support import (
 )
 
 
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 def set_max_instances(sdk: Any, function_urn: str, number: int) -> Any:
     body = UpdateFunctionMaxInstanceConfigRequestBody(max_instance_num=number)
     request = UpdateFunctionMaxInstanceConfigRequest(function_urn=function_urn, body=body)

@@ -18,7 +18,14 @@ from huaweicloudsdkfunctiongraph.v2 import FunctionGraphClient
 
 from openfgs.api.operations import IMPLEMENTED, OPERATIONS, PREFIX, operations_table
 from tests.api.conftest import RawApi
-from tests.support import PROJECT
+from tests.support import PROJECT, LiveServer
+
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
 
 # Operations whose routes come with modules of their own (versions, aliases, dependencies,
 # triggers): until such a module is part of the app, its operations answer 404 FSS.0404 like

@@ -33,6 +33,13 @@ from tests.support import (
     wait_for_terminal_record,
 )
 
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 SERIES = (
     "count",
     "duration",

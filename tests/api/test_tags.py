@@ -31,6 +31,13 @@ from tests.support import (
     urn,
 )
 
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 SYS_TAGS = [{"key": "_sys_enterprise_project_id", "value": "0"}]
 
 

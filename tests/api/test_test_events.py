@@ -48,6 +48,12 @@ from tests.support import (
 )
 
 
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 def content_of(event: Any) -> str:
     """``content`` as the SDK is given it: the base64 of the event's JSON."""
     return base64.b64encode(json.dumps(event).encode()).decode()

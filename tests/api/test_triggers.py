@@ -47,6 +47,13 @@ from tests.support import (
     wait_for,
 )
 
+
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 pytestmark = pytest.mark.usefixtures("server")
 EVERY_SECOND = "*/1 * * * * *"
 

@@ -54,6 +54,12 @@ from tests.support import (
 )
 
 
+@pytest.fixture
+def server(shared_server: LiveServer) -> LiveServer:
+    """One server for the module: each test starts from empty projects."""
+    return shared_server
+
+
 def code_returning(value: Any, *, fail: bool = False) -> str:
     body = f"raise RuntimeError({json.dumps(value)!r})" if fail else f"return {value!r}"
     return f"def handler(event, context):\n    {body}\n"
