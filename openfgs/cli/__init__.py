@@ -41,4 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClientError, OpenFgsError) as exc:
         print(f"openfgs: {exc}", file=sys.stderr)
         return 1
+    finally:
+        client.close_clients()
     return code

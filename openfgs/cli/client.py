@@ -172,7 +172,19 @@ def _client(args: argparse.Namespace) -> tuple[FunctionGraphClient, Settings]:
             f"the openfgs serve that printed it (no profile in {profile_path(settings)})"
         )
     credential = Credential(settings.project_id, settings.access_key, settings.secret_key)
-    return FunctionGraphClient(settings.api_endpoint, credential), settings
+    client = FunctionGraphClient(settings.api_endpoint, credential)
+    _opened.append(client)
+    return client, settings
+
+
+# The API clients client commands opened: ``main`` closes them when the command returns (a
+# process would at its exit, but ``main`` may be called by a process that goes on).
+_opened: list[FunctionGraphClient] = []
+
+
+def close_clients() -> None:
+    while _opened:
+        _opened.pop().close()
 
 
 def _urn(client: FunctionGraphClient, settings: Settings, name: str, package: str) -> str:
