@@ -42,6 +42,12 @@ class FunctionGraphClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> FunctionGraphClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def urn(
         self,
         name: str,

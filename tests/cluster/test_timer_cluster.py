@@ -58,16 +58,16 @@ def test_each_scheduled_time_fires_once_across_killed_and_restarted_nodes(
     database_url: str,  # noqa: F811
 ) -> None:
     urls, nodes = cluster["urls"], cluster["nodes"]
-    admin = FunctionGraphClient(urls[0], CRED)
-    urn = _deploy(admin, cluster["runs"])
-    created = admin.json(
-        "POST",
-        f"/triggers/{urn}",
-        body={
-            "trigger_type_code": "TIMER",
-            "event_data": {"name": "tick", "schedule_type": "Cron", "schedule": "*/1 * * * * *"},
-        },
-    )
+    with FunctionGraphClient(urls[0], CRED) as admin:
+        urn = _deploy(admin, cluster["runs"])
+        created = admin.json(
+            "POST",
+            f"/triggers/{urn}",
+            body={
+                "trigger_type_code": "TIMER",
+                "event_data": {"name": "tick", "schedule_type": "Cron", "schedule": "* * * * * *"},
+            },
+        )
     assert created["trigger_status"] == "ACTIVE"
     fired_after(database_url, 0, 3)
 
