@@ -94,6 +94,22 @@ class TooManyRequests(ApiError):
     default_message = "Too many requests."
 
 
+class BadGateway(ApiError):
+    """What an HTTP trigger's function answered is no HTTP response."""
+
+    status = 502
+    error_code = "FSS.0502"
+    default_message = "Bad gateway."
+
+
+class GatewayTimeout(ApiError):
+    """An HTTP trigger's function did not answer in the trigger's time."""
+
+    status = 504
+    error_code = "FSS.0504"
+    default_message = "Gateway timeout."
+
+
 class InternalError(ApiError):
     status = 500
     error_code = "FSS.0500"

@@ -234,12 +234,15 @@ class FunctionRegistry:
         # Misses are remembered too, so URNs a caller makes up are bounded like the rest.
         self._cache: TtlCache[tuple[str, str, str, str], Function | None] = TtlCache(CACHE_ENTRIES)
         self._by_id: TtlCache[int, Function | None] = TtlCache(CACHE_ENTRIES)
+        self._rows: TtlCache[tuple[str, str, str], tuple[Function, ...]] = TtlCache(CACHE_ENTRIES)
         self.release_hooks: list[Callable[[str], Awaitable[Any]]] = []
 
     def _forget(self, *functions: Function) -> None:
+        """Drop what is remembered of these rows, and of the set of rows of their function."""
         for function in functions:
-            key = (function.project_id, function.package, function.name, function.qualifier)
-            self._cache.pop(key)
+            family = (function.project_id, function.package, function.name)
+            self._cache.pop((*family, function.qualifier))
+            self._rows.pop(family)
             self._by_id.pop(function.id)
 
     async def create(self, project_id: str, body: CreateFunctionBody) -> Function:
@@ -365,11 +368,17 @@ class FunctionRegistry:
         self._cache.put(key, function, self._cache_seconds)
         return function
 
-    async def qualifiers(self, function: Function) -> list[Function]:
-        """The function's rows: its latest, then versions and aliases in the order made."""
-        return await self._store.list_function_qualifiers(
-            function.project_id, function.package, function.name
-        )
+    async def qualifiers(self, function: Function, *, fresh: bool = False) -> list[Function]:
+        """The function's rows: its latest, then versions and aliases in the order made
+        (remembered like the rows themselves: a list on an unqualified URN asks for them;
+        ``fresh`` for a change that must see every row, whichever node made it)."""
+        family = (function.project_id, function.package, function.name)
+        cached = None if fresh else self._rows.lookup(family)
+        if cached is not None:
+            return list(cached.value)
+        rows = await self._store.list_function_qualifiers(*family)
+        self._rows.put(family, tuple(rows), self._cache_seconds)
+        return rows
 
     async def latest(self, function: Function) -> Function:
         """The latest row of ``function`` (any of its rows)."""
@@ -486,11 +495,11 @@ class FunctionRegistry:
         """Delete a function with its versions and aliases (given its latest), or one version
         (refused while an alias routes to it), or one alias; records go with them."""
         if function.is_latest:
-            rows = await self.qualifiers(function)
+            rows = await self.qualifiers(function, fresh=True)
         elif function.alias is None:
             users = [
                 row.alias
-                for row in await self.qualifiers(function)
+                for row in await self.qualifiers(function, fresh=True)
                 if row.alias is not None
                 and (row.version == function.version or function.version in row.weights)
             ]
@@ -518,7 +527,7 @@ class FunctionRegistry:
         name = version or time.strftime("v%Y%m%d-%H%M%S", time.gmtime())
         if not _VERSION_NAME.fullmatch(name) or name.lower() == LATEST:
             raise _bad("FSS.1015", f"Invalid function version: {name[:64]!r}")
-        rows = await self.qualifiers(latest)
+        rows = await self.qualifiers(latest, fresh=True)
         versions = [row for row in rows if row.alias is None and not row.is_latest]
         if any(row.qualifier == name for row in versions):
             raise Conflict(f"The version already exists: {name}", error_code="FSS.1062")
@@ -545,9 +554,11 @@ class FunctionRegistry:
         )
         snapshot_config = None if config is None else replace(config, last_modified=now)
         try:
-            return await self._store.insert_function(snapshot, None, snapshot_config)
+            created = await self._store.insert_function(snapshot, None, snapshot_config)
         except ConflictError:
             raise Conflict(f"The version already exists: {name}", error_code="FSS.1062") from None
+        self._forget(created)
+        return created
 
     async def list_versions(
         self, function: Function, marker: int, limit: int
@@ -559,8 +570,8 @@ class FunctionRegistry:
 
     # -- aliases ----------------------------------------------------------------------------
 
-    async def aliases(self, function: Function) -> list[Function]:
-        rows = await self.qualifiers(await self.latest(function))
+    async def aliases(self, function: Function, *, fresh: bool = False) -> list[Function]:
+        rows = await self.qualifiers(await self.latest(function), fresh=fresh)
         return [row for row in rows if row.alias is not None]
 
     async def alias(self, function: Function, name: str) -> Function:
@@ -575,7 +586,7 @@ class FunctionRegistry:
         name = body.name or ""
         if not _ALIAS_NAME.fullmatch(name):
             raise _bad("FSS.1014", f"Invalid function alias: {name[:64]!r}")
-        if len(await self.aliases(latest)) >= ALIAS_LIMIT:
+        if len(await self.aliases(latest, fresh=True)) >= ALIAS_LIMIT:
             raise _bad(
                 "FSS.1014", f"Invalid function alias: a function has at most {ALIAS_LIMIT} aliases"
             )

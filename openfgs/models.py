@@ -325,8 +325,9 @@ class Trigger:
     def from_row(cls, row: Row) -> Trigger:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
-    @property
+    @functools.cached_property
     def data(self) -> dict[str, Any]:
+        """``event_data`` read once (an HTTP trigger's is asked on every request)."""
         found: dict[str, Any] = json.loads(self.event_data)
         return found
 

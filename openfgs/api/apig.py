@@ -22,23 +22,13 @@ from fastapi import APIRouter, Request, Response
 
 from openfgs.api.deps import ServicesDep, authenticate_scope
 from openfgs.api.invocations import check_enabled
-from openfgs.errors import ApiError, NotFound, PayloadTooLarge
+from openfgs.errors import BadGateway, GatewayTimeout, NotFound, PayloadTooLarge
 from openfgs.models import ErrorCode, Trigger, new_request_id
 from openfgs.services import Services
 
 router = APIRouter()
 METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
 HEADER_PREFIX = "x-cff-"
-
-
-class BadGateway(ApiError):
-    status = 502
-    error_code = "FSS.0502"
-
-
-class GatewayTimeout(ApiError):
-    status = 504
-    error_code = "FSS.0504"
 
 
 def match_route(

@@ -200,6 +200,12 @@ def _urn(client: FunctionGraphClient, settings: Settings, name: str, package: st
     return client.urn(name, settings.region, package, qualifier)
 
 
+def _unqualified(args: argparse.Namespace) -> tuple[FunctionGraphClient, str]:
+    """A client and the unqualified URN of the function ``args.name`` (versions, aliases)."""
+    client, settings = _client(args)
+    return client, client.urn(args.name, settings.region, args.package, None)
+
+
 def _weights(text: str | None) -> dict[str, int]:
     if not text:
         return {}
@@ -210,8 +216,7 @@ def _weights(text: str | None) -> dict[str, int]:
 
 
 def cmd_fn_publish(args: argparse.Namespace) -> int:
-    client, settings = _client(args)
-    base = client.urn(args.name, settings.region, args.package, None)
+    client, base = _unqualified(args)
     body = {"version": args.version, "description": args.description}
     created = client.json("POST", f"/functions/{base}/versions", body=body)
     print(created["version"])
@@ -219,8 +224,7 @@ def cmd_fn_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_fn_alias_set(args: argparse.Namespace) -> int:
-    client, settings = _client(args)
-    base = client.urn(args.name, settings.region, args.package, None)
+    client, base = _unqualified(args)
     body: dict[str, Any] = {
         "version": args.version,
         "additional_version_weights": _weights(args.weight),
@@ -237,8 +241,7 @@ def cmd_fn_alias_set(args: argparse.Namespace) -> int:
 
 
 def cmd_fn_alias_list(args: argparse.Namespace) -> int:
-    client, settings = _client(args)
-    base = client.urn(args.name, settings.region, args.package, None)
+    client, base = _unqualified(args)
     aliases = client.json("GET", f"/functions/{base}/aliases") or []
     rows = [
         (a["name"], a["version"], json.dumps(a["additional_version_weights"]), a["description"])
@@ -249,8 +252,7 @@ def cmd_fn_alias_list(args: argparse.Namespace) -> int:
 
 
 def cmd_fn_alias_delete(args: argparse.Namespace) -> int:
-    client, settings = _client(args)
-    base = client.urn(args.name, settings.region, args.package, None)
+    client, base = _unqualified(args)
     client.json("DELETE", f"/functions/{base}/aliases/{args.alias}")
     return 0
 

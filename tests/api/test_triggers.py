@@ -35,6 +35,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 from openfgs.models import now_ms
 from tests.api.conftest import (
     RawApi,
+    function_path,
     set_concurrency,
 )
 from tests.support import (
@@ -287,7 +288,6 @@ def test_list_show_update_and_delete(sdk: Any) -> None:
 
 
 def test_a_timers_schedule_cannot_be_edited(raw: RawApi, sdk: Any) -> None:
-    from .conftest import function_path
 
     create_function(sdk, "noedit", REPORTER_CODE)
     created = timer(sdk, urn("noedit"), schedule="0 0 12 * * *")
@@ -385,3 +385,53 @@ def test_the_project_wide_list_names_each_triggers_function(raw: RawApi, sdk: An
     assert page["triggers"][0]["func_urn"] == urn("listed")
     second = raw.call("GET", f"/v2/{PROJECT}/fgs/triggers", params={"marker": "1"}).json()
     assert [t["trigger_type_code"] for t in second["triggers"]] == ["APIG"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("auth", "APP"),
+        ("match_mode", "REGEX"),
+        ("req_method", "TRACE"),
+        ("name", "9api"),
+        ("invocation_type", "later"),
+        ("timeout", 60_001),
+    ],
+)
+def test_an_http_trigger_field_openfgs_cannot_serve_is_fss_1107(
+    raw: RawApi, sdk: Any, field: str, value: Any
+) -> None:
+    create_function(sdk, "webbad", REPORTER_CODE)
+    data: dict[str, Any] = {
+        "name": "api_bad",
+        "path": "/bad",
+        "req_method": "GET",
+        "match_mode": "NORMAL",
+        "auth": "NONE",
+        "func_info": {"invocation_type": "sync", "timeout": 5000},
+    }
+    if field in ("invocation_type", "timeout"):
+        data["func_info"][field] = value
+    else:
+        data[field] = value
+    body = {"trigger_type_code": "APIG", "event_data": data}
+    path = function_path(urn("webbad")).replace("/fgs/functions/", "/fgs/triggers/")
+    answer = raw.call("POST", path, content=json.dumps(body).encode())
+    assert answer.status_code == 400 and answer.json()["error_code"] == "FSS.1107", answer.text
+
+
+def test_a_trigger_status_is_active_or_disabled(raw: RawApi, sdk: Any) -> None:
+    create_function(sdk, "status", REPORTER_CODE)
+    assert fss_error(lambda: timer(sdk, urn("status"), status="PAUSED")) == (400, "FSS.0400")
+    created = timer(sdk, urn("status"), schedule="0 0 12 * * *")
+    update = UpdateTriggerRequest(
+        function_urn=urn("status"),
+        trigger_type_code="TIMER",
+        trigger_id=created.trigger_id,
+        body=UpdateTriggerRequestBody(trigger_status="PAUSED"),
+    )
+    assert fss_error(lambda: sdk.update_trigger(update)) == (400, "FSS.0400")
+    wrong_type = ShowFunctionTriggerRequest(
+        function_urn=urn("status"), trigger_type_code="APIG", trigger_id=created.trigger_id
+    )
+    assert fss_error(lambda: sdk.show_function_trigger(wrong_type)) == (404, "FSS.1131")

@@ -478,3 +478,28 @@ def test_a_recreated_function_never_inherits_a_deleted_ones_async_config(sdk: An
         ListFunctionAsyncInvokeConfigRequest(function_urn=urn("reborn"))
     )
     assert not listed.async_invoke_configs
+
+
+def test_a_version_is_found_right_after_it_was_looked_for_and_published(sdk: Any) -> None:
+    """A lookup that missed (the version did not exist yet) is not remembered past the
+    publication, nor is the list of the function's rows an unqualified URN covers."""
+    create_function(sdk, "eager", code_returning(1))
+    assert fss_error(lambda: invoke(sdk, urn("eager", qualifier="v1"))) == (404, "FSS.1052")
+    first = invoke_async(sdk, urn("eager"))
+    assert listed_ids(sdk, urn("eager", qualifier=None)) == {first}
+    publish(sdk, "eager", "v1")
+    assert invoke(sdk, urn("eager", qualifier="v1")) == 1
+    second = invoke_async(sdk, urn("eager", qualifier="v1"))
+    assert listed_ids(sdk, urn("eager", qualifier=None)) == {first, second}
+    new_alias(sdk, "eager", "prod", "v1")
+    assert invoke(sdk, urn("eager", qualifier="!prod")) == 1
+
+
+def test_an_alias_cannot_be_renamed(sdk: Any, raw: RawApi) -> None:
+    two_versions(sdk, "rename")
+    new_alias(sdk, "rename", "prod", "v1")
+    path = function_path(urn("rename", qualifier=None), "/aliases/prod")
+    body = json.dumps({"name": "live", "version": "v2"}).encode()
+    answer = raw.call("PUT", path, content=body)
+    assert answer.status_code == 400 and answer.json()["error_code"] == "FSS.1014", answer.text
+    assert invoke(sdk, urn("rename", qualifier="!prod")) == 1
