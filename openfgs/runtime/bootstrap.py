@@ -158,9 +158,10 @@ class Logger:
 class Context:
     """FunctionGraph's context object, with its Java-style method names."""
 
-    def __init__(self, config: Header, request_id: str, timeout: float) -> None:
+    def __init__(self, config: Header, request_id: str, timeout: float, alias: str = "") -> None:
         self._config = config
         self._request_id = request_id
+        self._alias = alias
         self._deadline = time.monotonic() + timeout
         self._logger = Logger(request_id)
 
@@ -215,7 +216,7 @@ class Context:
         return str(self._config["project_id"])
 
     def getAlias(self) -> str:
-        return ""
+        return self._alias
 
     def getLogger(self) -> Logger:
         return self._logger
@@ -252,7 +253,9 @@ def run_initializer(config: Header) -> tuple[str, str]:
 
 def invoke(handler: Handler, config: Header, header: Header, event: bytes) -> tuple[Header, bytes]:
     """Run the handler once and turn every outcome into a reply frame."""
-    context = Context(config, str(header["request_id"]), float(config["timeout"]))
+    context = Context(
+        config, str(header["request_id"]), float(config["timeout"]), str(header.get("alias", ""))
+    )
     started = time.perf_counter()
     try:
         value = handler(json.loads(event), context)

@@ -152,7 +152,7 @@ def test_custom_runtimes_take_no_dependencies(sdk: Any) -> None:
     error = error_of(
         lambda: sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))
     )
-    assert (error.status_code, error.error_code[:4]) == (400, "FSS."), error.error_msg
+    assert (error.status_code, error.error_code) == (400, "FSS.1024"), error.error_msg
 
     body.runtime = NODEJS.runtimes[0]  # a Node.js dependency is fine
     created = sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))

@@ -98,6 +98,9 @@ async def test_every_context_method(pool: InstancePool) -> None:
     for level, label in shown.items():
         assert f"req-42 {label} via {level}\n" in result.log
 
+    through_alias = await pool.invoke(fn.spec, b"{}", "req-43", fn.load, alias="live")
+    assert json.loads(through_alias.result)["getAlias"] == "live"  # the same warm instance
+
 
 async def test_print_stderr_fd_output_and_logger_land_in_the_log(pool: InstancePool) -> None:
     fn = make_function(
