@@ -270,9 +270,10 @@ async function invoke(handler, config, header, body) {
     outcome = { error }; // an event that is not JSON: the service's fault, reported all the same
   }
   const durationMs = performance.now() - started;
+  const limit = Number(header.max_result_bytes ?? DEFAULT_MAX_RESULT_BYTES);
   if ("error" in outcome) {
     printError(outcome.error);
-    return failure(describeError(outcome.error), durationMs);
+    return failure(describeError(outcome.error), durationMs, limit);
   }
   let result;
   try {
@@ -280,9 +281,8 @@ async function invoke(handler, config, header, body) {
   } catch (error) {
     const described = describeError(error);
     const errorMessage = `function result is not JSON serializable: ${described.errorMessage}`;
-    return failure({ ...described, errorMessage }, durationMs);
+    return failure({ ...described, errorMessage }, durationMs, limit);
   }
-  const limit = Number(header.max_result_bytes ?? DEFAULT_MAX_RESULT_BYTES);
   if (result.length > limit) {
     const message = `function result is ${result.length} bytes, more than the limit of ${limit}`;
     return [reply(RESULT_TOO_LARGE, message, durationMs), EMPTY];
@@ -290,10 +290,15 @@ async function invoke(handler, config, header, body) {
   return [reply(OK, "", durationMs), result];
 }
 
-function failure(errorObject, durationMs) {
+/** A function error's reply; its body is the error object, as much of it as the caller's
+ * limit on the body allows (the stack goes first, then all of it). */
+function failure(errorObject, durationMs, limit) {
   const message = `${errorObject.errorType}: ${errorObject.errorMessage}`;
-  const body = Buffer.from(JSON.stringify(errorObject), "utf8");
-  return [reply(FUNCTION_ERROR, message, durationMs), body];
+  const { stackTrace, ...withoutStack } = errorObject;
+  const body = [errorObject, withoutStack]
+    .map((shape) => Buffer.from(JSON.stringify(shape), "utf8"))
+    .find((encoded) => encoded.length <= limit);
+  return [reply(FUNCTION_ERROR, message, durationMs), body ?? EMPTY];
 }
 
 function reply(status, message, durationMs) {

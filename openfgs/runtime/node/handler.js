@@ -161,12 +161,22 @@ function describeError(error) {
   const name = object ? safely(() => error.name) : undefined;
   const message = object ? safely(() => error.message) : undefined;
   const stack = object ? safely(() => error.stack) : undefined;
+  const text = typeof message === "string" ? message : safely(() => String(error));
   return {
-    errorMessage:
-      typeof message === "string" ? message : (safely(() => String(error)) ?? "unknown error"),
-    errorType: typeof name === "string" && name ? name : "Error",
+    errorMessage: clip(text ?? "unknown error", MAX_MESSAGE_CHARS),
+    errorType: clip(typeof name === "string" && name ? name : "Error", MAX_LINE_CHARS),
     stackTrace: typeof stack === "string" ? stackLines(stack) : [],
   };
+}
+
+// What an error may take of a reply: the service refuses frames with headers over 1 MiB, and
+// a user's error message or stack (Error.stackTraceLimit = Infinity) can be any size.
+const MAX_MESSAGE_CHARS = 16 * 1024;
+const MAX_LINE_CHARS = 1024;
+const MAX_STACK_LINES = 100;
+
+function clip(text, limit) {
+  return text.length <= limit ? text : `${text.slice(0, limit)}... (${text.length} characters)`;
 }
 
 // The "at ..." lines of a stack, without the runtime's own frames.
@@ -174,7 +184,8 @@ function stackLines(stack) {
   return stack
     .split("\n")
     .filter((line) => /^\s+at /.test(line) && !line.includes(__dirname + path.sep))
-    .map((line) => line.trim());
+    .slice(0, MAX_STACK_LINES)
+    .map((line) => clip(line.trim(), MAX_LINE_CHARS));
 }
 
 /** The error's stack (or what stands for it) as the log shows it. */
