@@ -3,7 +3,7 @@
 Each test starts the real ``node`` on the bootstrap the way the service does: request pipe on
 fd 3, reply pipe on fd 4, the output pipe on fd 1, 2 and 5. ``NodeInstance`` plays the service:
 it writes frames, reads replies, and splits the output at the marker into the segment of each
-reply.
+reply. Statuses are the Python instance's constants: both instances speak one protocol.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import openfgs
+from openfgs.runtime.bootstrap import FUNCTION_ERROR, INITIALIZER_FAILED, OK, RESULT_TOO_LARGE
 from tests.support import wait_for
 
 BOOTSTRAP = Path(openfgs.__file__).parent / "runtime" / "node" / "bootstrap.js"
@@ -236,7 +237,7 @@ def run_code(tmp_path: Path, start_node: Starter) -> Callable[..., NodeInstance]
             tmp_path / f"code{len(list(tmp_path.iterdir()))}", {"index.js": source}
         )
         instance = start_node()
-        assert instance.configure(code_dir, **overrides) == {"status": "ok", "message": ""}
+        assert instance.configure(code_dir, **overrides) == {"status": OK, "message": ""}
         return instance
 
     return run
@@ -262,7 +263,7 @@ def test_an_async_handler_answers_and_keeps_its_module_state(
     )
     for calls in (1, 2):
         reply, body, _ = instance.invoke({"n": [1, "two"]})
-        assert reply["status"] == "ok"
+        assert reply["status"] == OK
         assert reply["message"] == ""
         assert isinstance(reply["duration_ms"], float | int) and reply["duration_ms"] >= 0
         assert isinstance(reply["maxrss_kb"], int) and reply["maxrss_kb"] > 1000
@@ -286,7 +287,7 @@ def test_a_callback_handler_answers_through_the_callback(
         """
     )
     reply, body, _ = instance.invoke(21)
-    assert reply["status"] == "ok"
+    assert reply["status"] == OK
     assert json.loads(body) == {"doubled": 42}
 
 
@@ -304,9 +305,9 @@ def test_handlers_in_subdirectories_and_es_modules_load(
     for number, (handler, files) in enumerate(cases.items()):
         code_dir = write_code(tmp_path / f"code{number}", files)
         instance = start_node()
-        assert instance.configure(code_dir, handler=handler)["status"] == "ok"
+        assert instance.configure(code_dir, handler=handler)["status"] == OK
         reply, body, _ = instance.invoke()
-        assert reply["status"] == "ok", reply
+        assert reply["status"] == OK, reply
         assert body.decode() in {"cjs", "mjs", "esm js"}
 
 
@@ -357,7 +358,7 @@ def test_a_module_that_does_not_load_is_a_function_error_and_the_instance_exits(
     code_dir = write_code(tmp_path / "code", files)
     instance = start_node()
     load = instance.configure(code_dir, handler=handler)
-    assert load == {"status": "function_error", "message": expected}
+    assert load == {"status": FUNCTION_ERROR, "message": expected}
     assert instance.wait_exit() == 0
     with pytest.raises(EOFError):
         instance.receive()
@@ -366,7 +367,7 @@ def test_a_module_that_does_not_load_is_a_function_error_and_the_instance_exits(
 def test_a_load_error_leaves_its_stack_in_the_log(tmp_path: Path, start_node: Starter) -> None:
     code_dir = write_code(tmp_path / "code", {"index.js": "null.x;\n"})
     instance = start_node()
-    assert instance.configure(code_dir)["status"] == "function_error"
+    assert instance.configure(code_dir)["status"] == FUNCTION_ERROR
     log = instance.last_log
     assert "TypeError: Cannot read properties of null" in log
     assert f"{code_dir}/index.js:1" in log
@@ -385,7 +386,7 @@ def test_a_thrown_error_has_functiongraphs_shape(run_code: Callable[..., NodeIns
         """
     )
     reply, body, log = instance.invoke()
-    assert reply["status"] == "function_error"
+    assert reply["status"] == FUNCTION_ERROR
     assert reply["message"] == "TypeError: wrong kind of thing"
     error = error_of(body)
     assert error["errorType"] == "TypeError"
@@ -394,7 +395,7 @@ def test_a_thrown_error_has_functiongraphs_shape(run_code: Callable[..., NodeIns
     assert error["stackTrace"][0].endswith("/code0/index.js:3:9)")
     assert not [line for line in error["stackTrace"] if "runtime/node" in line]
     assert "TypeError: wrong kind of thing\n    at deep" in log
-    assert instance.invoke()[0]["status"] == "function_error"  # and the instance goes on
+    assert instance.invoke()[0]["status"] == FUNCTION_ERROR  # and the instance goes on
 
 
 @pytest.mark.parametrize(
@@ -419,7 +420,7 @@ def test_errors_passed_or_thrown_in_any_form_become_function_errors(
 ) -> None:
     instance = run_code(f"exports.handler = function (event, context, callback) {{ {call}; }};")
     reply, body, _ = instance.invoke()
-    assert reply["status"] == "function_error"
+    assert reply["status"] == FUNCTION_ERROR
     assert reply["message"] == f"{error_type}: {message}"
     error = error_of(body)
     assert (error["errorType"], error["errorMessage"]) == (error_type, message)
@@ -445,7 +446,7 @@ def test_an_error_takes_no_more_of_the_reply_than_the_service_accepts(
     reply, body, _ = instance.invoke(5000, max_result_bytes=17_000)
     assert json.loads(body).keys() == {"errorMessage", "errorType"}
     reply, body, _ = instance.invoke(0, max_result_bytes=1000)
-    assert (reply["status"], body) == ("function_error", b"")
+    assert (reply["status"], body) == (FUNCTION_ERROR, b"")
 
 
 def test_the_first_answer_wins(run_code: Callable[..., NodeInstance]) -> None:
@@ -509,7 +510,7 @@ def test_an_uncaught_exception_between_invocations_is_logged_and_the_instance_go
     )
     assert instance.invoke()[1] == b"answered"
     reply, body, log = instance.invoke()
-    assert (reply["status"], body) == ("ok", b"answered")
+    assert (reply["status"], body) == (OK, b"answered")
     assert "Error: after the answer" in log
 
 
@@ -520,7 +521,7 @@ def test_running_out_of_heap_ends_the_process(start_node: Starter, tmp_path: Pat
     )
     instance = start_node(node_args=("--max-old-space-size=16",))
     resource.prlimit(instance.pid, resource.RLIMIT_CORE, (0, 0))
-    assert instance.configure(code_dir)["status"] == "ok"
+    assert instance.configure(code_dir)["status"] == OK
     instance.send({"request_id": "r", "max_result_bytes": SIX_MB}, b"null")
     with pytest.raises(EOFError):  # no reply: the service sees the process die
         instance.receive()
@@ -567,7 +568,7 @@ def test_results_are_serialised_as_functiongraph_does(
     run_code: Callable[..., NodeInstance], name: str, expected: bytes
 ) -> None:
     reply, body, _ = run_code(RESULTS).invoke(name)
-    assert (reply["status"], body) == ("ok", expected)
+    assert (reply["status"], body) == (OK, expected)
 
 
 @pytest.mark.parametrize(
@@ -584,7 +585,7 @@ def test_results_json_cannot_hold_are_function_errors(
 ) -> None:
     instance = run_code(RESULTS)
     reply, body, _ = instance.invoke(name)
-    assert reply["status"] == "function_error"
+    assert reply["status"] == FUNCTION_ERROR
     assert reply["message"].startswith(message)
     assert reply["message"] == f"{error_of(body)['errorType']}: {error_of(body)['errorMessage']}"
     assert instance.invoke("number")[1] == b"42.5"
@@ -595,11 +596,11 @@ def test_a_result_over_the_limit_is_refused_and_the_instance_goes_on(
 ) -> None:
     instance = run_code("exports.handler = async (size) => 'é'.repeat(size);")
     reply, body, _ = instance.invoke(6, max_result_bytes=11)
-    assert reply["status"] == "result_too_large"
+    assert reply["status"] == RESULT_TOO_LARGE
     assert reply["message"] == "function result is 12 bytes, more than the limit of 11"
     assert body == b""
     reply, body, _ = instance.invoke(5, max_result_bytes=11)
-    assert (reply["status"], body) == ("ok", "é".encode() * 5)
+    assert (reply["status"], body) == (OK, "é".encode() * 5)
 
 
 def test_six_megabytes_in_and_out(run_code: Callable[..., NodeInstance]) -> None:
@@ -608,12 +609,12 @@ def test_six_megabytes_in_and_out(run_code: Callable[..., NodeInstance]) -> None
     )
     big_event = {"data": "y" * (SIX_MB - 100)}
     reply, body, _ = instance.invoke(big_event)
-    assert reply["status"] == "ok"
+    assert reply["status"] == OK
     assert json.loads(body) == big_event
     reply, body, _ = instance.invoke({"size": SIX_MB})
-    assert reply["status"] == "ok" and len(body) == SIX_MB
+    assert reply["status"] == OK and len(body) == SIX_MB
     reply, _, _ = instance.invoke({"size": SIX_MB + 1})
-    assert reply["status"] == "result_too_large"
+    assert reply["status"] == RESULT_TOO_LARGE
     assert (
         reply["message"]
         == f"function result is {SIX_MB + 1} bytes, more than the limit of {SIX_MB}"
@@ -663,7 +664,7 @@ def test_every_context_method_answers_from_the_config(
 ) -> None:
     instance = run_code(CONTEXT, alias="config-alias")
     reply, body, _ = instance.invoke(None, request_id="req-42", alias="prod")
-    assert reply["status"] == "ok"
+    assert reply["status"] == OK
     answer = json.loads(body)
     remaining = answer["values"].pop("getRemainingTimeInMilliSeconds")
     assert isinstance(remaining, int) and 0 < remaining <= 7000
@@ -835,7 +836,7 @@ def test_the_initializer_runs_once_before_the_first_invocation(
         initializer="index.init",
         initializer_timeout=4,
     )
-    assert instance.receive()[0] == {"status": "ok", "message": ""}
+    assert instance.receive()[0] == {"status": OK, "message": ""}
     assert instance.invoke()[1] == b"|7|0"  # request id "", the timeout; then the handler
     assert instance.invoke()[1] == b"|7|1"
 
@@ -861,7 +862,7 @@ def test_a_failed_initializer_ends_the_instance(
     instance = run_code(
         f"{initializer}\nexports.handler = async () => 1;", initializer="index.init"
     )
-    assert instance.receive()[0] == {"status": "initializer_failed", "message": message}
+    assert instance.receive()[0] == {"status": INITIALIZER_FAILED, "message": message}
     assert instance.wait_exit() == 0
 
 
@@ -877,8 +878,8 @@ def test_an_initializer_in_another_file_gets_the_initializer_timeout(
     )
     instance = start_node()
     load = instance.configure(code_dir, initializer="setup/init.run", initializer_timeout=2)
-    assert load["status"] == "ok"
-    assert instance.receive()[0]["status"] == "ok"
+    assert load["status"] == OK
+    assert instance.receive()[0]["status"] == OK
     assert 1000 < int(instance.invoke()[1]) <= 2000
 
 
@@ -906,9 +907,9 @@ def test_nothing_of_the_start_up_environment_reaches_the_handler(
         },
     )
     instance = start_node({"group": {"memory": "/secret/service/path"}})
-    assert instance.configure(code_dir, env={"ONLY": "this"})["status"] == "ok"
+    assert instance.configure(code_dir, env={"ONLY": "this"})["status"] == OK
     reply, body, _ = instance.invoke()
-    assert reply["status"] == "ok", reply
+    assert reply["status"] == OK, reply
     assert json.loads(body) == {
         "env": {"ONLY": "this"},
         "child": "ONLY=this\n",
@@ -931,7 +932,7 @@ def test_subprocesses_do_not_inherit_the_protocol_pipes(
         """
     )
     reply, body, _ = instance.invoke()
-    assert reply["status"] == "ok", (reply, body)
+    assert reply["status"] == OK, (reply, body)
     links = body.decode().split()
     assert f"pipe:[{instance.output_inode}]" in links  # the log, as its stderr
     assert not {f"pipe:[{inode}]" for inode in instance.pipe_inodes} & set(links)
@@ -967,7 +968,7 @@ def test_a_standby_waits_for_its_config_without_using_cpu(
     before = cpu_ticks()
     time.sleep(1.0)  # not a synchronisation: the standby's wait is what is under test
     assert cpu_ticks() - before <= os.sysconf("SC_CLK_TCK") // 20  # 50 ms in that second
-    assert instance.configure(code_dir)["status"] == "ok"
+    assert instance.configure(code_dir)["status"] == OK
     assert instance.invoke()[1] == b"late"
 
 
@@ -1040,12 +1041,12 @@ def test_the_instance_drops_to_its_user_after_writing_its_limits(
         "pids": {"pids.max": "64"},
     }
     user = {"uid": uid, "gid": uid, "groups": []}
-    assert instance.configure(code_dir, user=user, cgroup_limits=limits)["status"] == "ok"
+    assert instance.configure(code_dir, user=user, cgroup_limits=limits)["status"] == OK
     assert (memory / "memory.max").read_text() == "268435456"
     assert (memory / "memory.swap.max").read_text() == "0"
     assert (pids / "pids.max").read_text() == "64"
     reply, body, _ = instance.invoke(str(memory / "memory.max"))
-    assert reply["status"] == "ok", reply
+    assert reply["status"] == OK, reply
     assert json.loads(body) == [uid, uid, "", "EACCES"]
 
 
@@ -1087,7 +1088,7 @@ def test_a_sandbox_that_cannot_be_entered_is_a_load_failure(
     options = json.loads(json.dumps(options).replace("GROUP", str(group)))
     instance = start_node(options)
     load = instance.configure(code_dir, cgroup_limits=limits, user=user)
-    assert load["status"] == "function_error"
+    assert load["status"] == FUNCTION_ERROR
     assert load["message"].startswith(message)
     assert not (group / "memory.typo").exists()
     assert instance.wait_exit() == 0

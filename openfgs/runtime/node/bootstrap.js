@@ -294,7 +294,7 @@ async function invoke(handler, config, header, body) {
  * limit on the body allows (the stack goes first, then all of it). */
 function failure(errorObject, durationMs, limit) {
   const message = `${errorObject.errorType}: ${errorObject.errorMessage}`;
-  const { stackTrace, ...withoutStack } = errorObject;
+  const withoutStack = { errorMessage: errorObject.errorMessage, errorType: errorObject.errorType };
   const body = [errorObject, withoutStack]
     .map((shape) => Buffer.from(JSON.stringify(shape), "utf8"))
     .find((encoded) => encoded.length <= limit);
