@@ -972,6 +972,19 @@ def test_a_standby_waits_for_its_config_without_using_cpu(
     assert instance.invoke()[1] == b"late"
 
 
+def test_sigusr1_does_not_open_the_inspector(run_code: Callable[..., NodeInstance]) -> None:
+    instance = run_code(
+        """
+        const inspector = require("inspector");
+        exports.handler = async () => [process.listenerCount("SIGUSR1"), inspector.url() ?? null];
+        """
+    )
+    os.kill(instance.pid, signal.SIGUSR1)  # node's default: listen on 127.0.0.1:9229
+    reply, body, log = instance.invoke()
+    assert (reply["status"], json.loads(body)) == (OK, [1, None])
+    assert "Debugger listening" not in log
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "handler-running"])
 def test_the_process_exits_when_the_request_pipe_closes(
     run_code: Callable[..., NodeInstance], busy: bool

@@ -326,6 +326,9 @@ function main() {
   setErrorOutput(writeLog);
   process.on("uncaughtException", failCurrent);
   process.on("unhandledRejection", failCurrent);
+  // Node opens its inspector on 127.0.0.1:9229 on SIGUSR1, from which anyone on the host
+  // could run code in this instance; a listener of our own keeps it shut.
+  process.on("SIGUSR1", () => {});
 
   const channel = new Channel();
   let config = null;
