@@ -515,8 +515,12 @@ def test_an_uncaught_exception_between_invocations_is_logged_and_the_instance_go
     instance = run_code(
         """
         exports.handler = (event, context, callback) => {
-          callback(null, "answered");
-          setImmediate(() => { throw new Error("after the answer"); });
+          if (event === "same tick") {
+            setTimeout(() => { callback(null, "answered"); throw new Error("just after"); }, 1);
+          } else {
+            callback(null, "answered");
+            setImmediate(() => { throw new Error("after the answer"); });
+          }
         };
         """
     )
@@ -524,6 +528,10 @@ def test_an_uncaught_exception_between_invocations_is_logged_and_the_instance_go
     reply, body, log = instance.invoke()
     assert (reply["status"], body) == (OK, b"answered")
     assert "Error: after the answer" in log
+    # Thrown before the answer has gone out, but after it was given: the answer stands.
+    reply, body, log = instance.invoke("same tick")
+    assert (reply["status"], body) == (OK, b"answered")
+    assert "Error: just after" in log
 
 
 def test_running_out_of_heap_ends_the_process(start_node: Starter, tmp_path: Path) -> None:

@@ -113,14 +113,12 @@ function crash(error) {
 }
 
 // The call to user code running now (an invocation or the initializer), as a function that
-// fails it; null between calls.
+// fails it (false when it has already answered); null between calls.
 let interruptCurrent = null;
 
 function failCurrent(error) {
-  if (interruptCurrent !== null) {
-    interruptCurrent(error);
-  } else {
-    printError(error);
+  if (interruptCurrent === null || !interruptCurrent(error)) {
+    printError(error); // nothing to fail, but not lost
   }
 }
 

@@ -90,7 +90,8 @@ function loadProblem(error, codeDir) {
  * Whichever comes first answers, later ones are ignored: the callback (a non-null first
  * argument is an error), the settling of a returned promise, a throw. A function that takes
  * no callback parameter and returns something other than a promise answers with that value.
- * ``interrupt`` receives a function that fails the call from outside (an uncaught exception).
+ * ``interrupt`` receives a function that fails the call from outside (an uncaught exception);
+ * it returns false once the call has answered.
  */
 function callUser(fn, args, interrupt) {
   return new Promise((resolve) => {
@@ -101,7 +102,13 @@ function callUser(fn, args, interrupt) {
         resolve(outcome);
       }
     };
-    interrupt((error) => answer({ error }));
+    interrupt((error) => {
+      if (answered) {
+        return false;
+      }
+      answer({ error });
+      return true;
+    });
     const callback = (error, value) =>
       answer(error === undefined || error === null ? { value } : { error });
     let returned;
