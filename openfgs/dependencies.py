@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Sequence
 
 from openfgs.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from openfgs.models import DependencyVersion, Function, now_ms, valid_runtime
+from openfgs.models import DependencyVersion, Function, now_ms
 from openfgs.runtime.code import DEPENDENCY_MAX_ENTRIES, CodePackageError, check_zip
+from openfgs.runtime.families import family_of, supported_runtimes
 from openfgs.schemas import CreateDependencyBody
 from openfgs.settings import Settings
 from openfgs.store.base import Store
@@ -135,8 +136,12 @@ class DependencyService:
                 f"Invalid depend_type {body.depend_type[:32]!r}: use zip", error_code="FSS.1032"
             )
         check_name(body.name)
-        if not valid_runtime(body.runtime):
-            raise invalid(f"Invalid runtime {body.runtime[:64]!r}: openfgs runs Python3.x")
+        family = family_of(body.runtime)
+        if family is None or not family.dependencies:
+            raise invalid(
+                f"Invalid runtime {body.runtime[:64]!r}: dependencies are for "
+                f"{supported_runtimes()} (not Custom)"
+            )
         description = body.description or ""
         if len(description) > DESCRIPTION_LIMIT:
             raise invalid(f"Invalid description: longer than {DESCRIPTION_LIMIT} characters")
@@ -247,6 +252,9 @@ class DependencyService:
             )
         if len(set(ids)) != len(ids):
             raise invalid("Invalid depend_version_list: a version is listed twice")
+        family = family_of(runtime)
+        if ids and (family is None or not family.dependencies):
+            raise invalid(f"Invalid depend_version_list: {runtime} functions take no dependencies")
         found = await self.versions(project_id, ids)
         for version_id in ids:
             version = found.get(version_id)

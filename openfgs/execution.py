@@ -36,6 +36,7 @@ class Executor:
         max_result_bytes: int = ASYNC_RESULT_LIMIT,
         memory_size: int | None = None,
         timeout_seconds: int | None = None,
+        invoke_type: str = "async",
     ) -> RunResult:
         """Run ``version`` of ``function``'s function with ``payload``; a version deleted
         since the invocation was accepted ends it as a function error."""
@@ -59,6 +60,8 @@ class Executor:
             request_id,
             lambda: self._registry.code(digest),
             max_result_bytes=max_result_bytes,
+            invoke_type=invoke_type,
+            alias=function.alias or "",
         )
 
     async def invoke_sync(
@@ -81,5 +84,6 @@ class Executor:
             max_result_bytes=SYNC_RESULT_LIMIT,
             memory_size=memory_size,
             timeout_seconds=timeout_seconds,
+            invoke_type="sync",
         )
         return request_id, version, outcome

@@ -32,10 +32,16 @@ from openfgs.models import (
     now_ms,
     valid_function_name,
     valid_package_name,
-    valid_runtime,
 )
 from openfgs.runtime.code import CodePackageError, bundle_digest, check_zip
 from openfgs.runtime.environment import env_name_problem
+from openfgs.runtime.families import (
+    RuntimeFamily,
+    code_dir_name,
+    family_of,
+    inline_code_dirs,
+    supported_runtimes,
+)
 from openfgs.runtime.types import FunctionSpec
 from openfgs.schemas import (
     MEMORY_SIZES,
@@ -79,7 +85,6 @@ PUBLISHED_FIELDS = (
     "concurrent_num",
     "depend_versions",
 )
-_HANDLER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 DEFAULT_CODE = b"""# -*- coding:utf-8 -*-
 import json
 
@@ -92,20 +97,39 @@ def handler(event, context):
         "headers": {"Content-Type": "application/json"},
     }
 """
+DEFAULT_NODE_CODE = b"""exports.handler = async (event, context) => {
+  return {
+    statusCode: 200,
+    isBase64Encoded: false,
+    body: JSON.stringify(event),
+    headers: { "Content-Type": "application/json" },
+  };
+};
+"""
+# What a function created without code runs, per family; custom runtimes and HTTP functions
+# have no default (their bootstrap is the user's).
+DEFAULT_CODE_OF = {"python": DEFAULT_CODE, "nodejs": DEFAULT_NODE_CODE}
 
 
 def _bad(code: str, message: str) -> BadRequest:
     return BadRequest(message, error_code=code)
 
 
-def check_runtime(runtime: str) -> None:
-    if not valid_runtime(runtime):
-        raise _bad("FSS.1005", f"Invalid runtime: {runtime!r}; openfgs runs Python3.x functions")
+def check_runtime(runtime: str) -> RuntimeFamily:
+    """The family that runs ``runtime``, or 400 FSS.1005."""
+    family = family_of(runtime)
+    if family is None:
+        raise _bad(
+            "FSS.1005", f"Invalid runtime: {runtime[:64]!r}; openfgs runs {supported_runtimes()}"
+        )
+    return family
 
 
-def check_handler(handler: str, code: str = "FSS.1003", field: str = "handler") -> None:
-    if not _HANDLER.fullmatch(handler) or len(handler) > 128:
-        raise _bad(code, f"Invalid {field}: {handler!r}; expected 'module.function'")
+def check_handler(
+    handler: str, family: RuntimeFamily, code: str = "FSS.1003", field: str = "handler"
+) -> None:
+    if not family.handler_ok(handler):
+        raise _bad(code, f"Invalid {field}: {handler[:128]!r}; {family.handler_hint}")
 
 
 def check_memory(memory_size: int) -> None:
@@ -142,23 +166,27 @@ def check_user_data(text: str | None) -> None:
             raise _bad("FSS.1009", f"Invalid function UserData: {name[:64]!r} {problem}")
 
 
-def check_initializer(handler: str | None, timeout: int | None) -> None:
+def check_initializer(handler: str | None, timeout: int | None, runtime: str) -> None:
     if handler:
-        check_handler(handler, "FSS.1404", "initializer_handler")
+        check_handler(handler, check_runtime(runtime), "FSS.1404", "initializer_handler")
     if timeout is not None and not 1 <= timeout <= 300:
         raise _bad("FSS.1405", f"Invalid initializer_timeout: {timeout}; expected 1 to 300")
 
 
-def decode_code(code_type: str | None, func_code: FuncCode | None) -> tuple[str, bytes]:
-    """Return the stored code type and package bytes; an empty inline file means default code."""
+def decode_code(
+    code_type: str | None, func_code: FuncCode | None, runtime: str
+) -> tuple[str, bytes]:
+    """Return the stored code type and package bytes; an empty inline file means default code
+    (for the families that have one)."""
     kind = code_type or "inline"
     if kind not in ("inline", "zip"):
         raise _bad("FSS.1006", f"Invalid function code entry mode: {kind!r}; use inline or zip")
     text = (func_code.file if func_code else None) or ""
     if not text:
-        if kind == "zip":
+        default = DEFAULT_CODE_OF.get(check_runtime(runtime).name)
+        if kind == "zip" or default is None:
             raise _bad("FSS.1012", "The function code must be configured: func_code.file")
-        return kind, DEFAULT_CODE
+        return kind, default
     limit = INLINE_LIMIT if kind == "inline" else ZIP_LIMIT
     if len(text) > limit * 4 // 3 + 4:
         raise _too_large(kind, limit)
@@ -251,7 +279,7 @@ class FunctionRegistry:
         if not valid_package_name(body.package):
             raise _bad("FSS.1004", f"Invalid package: {body.package!r}")
         self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
-        check_initializer(body.initializer_handler, body.initializer_timeout)
+        check_initializer(body.initializer_handler, body.initializer_timeout, body.runtime)
         concurrency, concurrent_num = _concurrency(body.strategy_config, None)
         tags = parse_tags_text(body.tags)
         await self._check_function_quota(project_id)
@@ -259,7 +287,9 @@ class FunctionRegistry:
             project_id, body.depend_version_list or [], body.runtime
         )
         # Decoding and reading a package through takes a while for 50 MB: not on the loop.
-        code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
+        code_type, code = await asyncio.to_thread(
+            decode_code, body.code_type, body.func_code, body.runtime
+        )
         await self._check_quota(project_id, len(code))
         now = now_ms()
         function = Function(
@@ -301,8 +331,7 @@ class FunctionRegistry:
 
     @staticmethod
     def _check_config(runtime: str, handler: str, memory: int, user_data: str | None) -> None:
-        check_runtime(runtime)
-        check_handler(handler)
+        check_handler(handler, check_runtime(runtime))
         check_memory(memory)
         check_user_data(user_data)
 
@@ -434,7 +463,7 @@ class FunctionRegistry:
                 "FSS.1002", f"Invalid function name: {body.func_name!r} is not this function"
             )
         self._check_config(body.runtime, body.handler, body.memory_size, body.user_data)
-        check_initializer(body.initializer_handler, body.initializer_timeout)
+        check_initializer(body.initializer_handler, body.initializer_timeout, body.runtime)
         concurrency, concurrent_num = _concurrency(body.strategy_config, function)
         if body.runtime != function.runtime:  # what the function lists must still fit
             await self.dependencies.attachable(
@@ -465,7 +494,9 @@ class FunctionRegistry:
             depend_versions = await self.dependencies.attachable(
                 function.project_id, body.depend_version_list, function.runtime
             )
-        code_type, code = await asyncio.to_thread(decode_code, body.code_type, body.func_code)
+        code_type, code = await asyncio.to_thread(
+            decode_code, body.code_type, body.func_code, function.runtime
+        )
         await self._check_quota(function.project_id, len(code) - function.code_size)
         updated = replace(
             function,
@@ -653,10 +684,13 @@ class FunctionRegistry:
         """The code digests some function of any project uses: code packages, dependency
         zips and the bundles of the two."""
         digests = await self._store.referenced_code_digests()
+        for digest in list(digests):  # inline code unpacks per runtime family
+            digests.update(inline_code_dirs(digest))
         for package, layers in await self._store.function_dependency_digests():
             digests.update(layers)
             if layers:
-                digests.add(bundle_digest(package, layers))
+                for name in (package, *inline_code_dirs(package)):
+                    digests.add(bundle_digest(name, layers))
         return digests
 
     async def code(self, digest: str) -> bytes:
@@ -722,6 +756,7 @@ class FunctionRegistry:
         """What the runtime needs to run ``function`` (its dependencies known: the registry
         learns them when it reads the function)."""
         layers = self.dependencies.layers(function)
+        package = code_dir_name(function.code_digest, function.code_type, function.runtime)
         return FunctionSpec(
             urn=function.urn(self.region).qualified(version),
             project_id=function.project_id,
@@ -731,9 +766,7 @@ class FunctionRegistry:
             runtime=function.runtime,
             handler=function.handler,
             code_type=function.code_type,
-            code_digest=bundle_digest(function.code_digest, layers)
-            if layers
-            else function.code_digest,
+            code_digest=bundle_digest(package, layers) if layers else package,
             memory_size=function.memory_size,
             timeout=function.timeout,
             user_data=parse_user_data(function.user_data),
@@ -741,5 +774,5 @@ class FunctionRegistry:
             initializer_timeout=function.initializer_timeout,
             max_instances=max(function.concurrency, 1),
             dependencies=layers,
-            package_digest=function.code_digest if layers else "",
+            package_digest=package if layers else "",
         )

@@ -36,6 +36,7 @@ from openfgs.models import (
     new_request_id,
     now_ms,
 )
+from openfgs.runtime.families import family_of
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncConfigBody, FuncDestinationConfig
 from openfgs.statistics import Statistics
@@ -217,6 +218,16 @@ class LifecycleSettings:
     retention_seconds: int = 7 * 86400
 
 
+def check_async_runtime(function: Function) -> None:
+    """HTTP functions answer requests; FunctionGraph queues nothing for them."""
+    family = family_of(function.runtime)
+    if family is not None and not family.async_invoke:
+        raise BadRequest(
+            f"Invalid parameter: {function.runtime} functions are invoked synchronously only",
+            error_code="FSS.0400",
+        )
+
+
 class InvocationService:
     """Domain operations on async invocation records and async invoke configs."""
 
@@ -263,6 +274,7 @@ class InvocationService:
     async def new_invocation(
         self, function: Function, payload: bytes, depth: int = 0, rerun_of: str | None = None
     ) -> NewInvocation:
+        check_async_runtime(function)
         config = await self.config(function)
         age = config.max_async_event_age_in_seconds if config else DEFAULT_EVENT_AGE_SECONDS
         retries = config.max_async_retry_attempts if config else 0

@@ -169,14 +169,6 @@ class Urn:
         return self.unqualified if self.qualifier is None else self.qualified(self.qualifier)
 
 
-_RUNTIME = re.compile(r"Python3\.\d{1,2}")
-
-
-def valid_runtime(runtime: str) -> bool:
-    """A runtime openfgs runs (Python 3): of functions and of dependencies."""
-    return bool(_RUNTIME.fullmatch(runtime))
-
-
 def valid_function_name(name: str) -> bool:
     return bool(_NAME.fullmatch(name))
 

@@ -27,6 +27,7 @@ from openfgs.errors import BadRequest, Conflict, NotFound
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import DEFAULT_EVENT_AGE_SECONDS, InvocationService
 from openfgs.models import Function, Trigger, now_ms
+from openfgs.runtime.families import PYTHON, family_of
 from openfgs.store.base import Store
 
 log = logging.getLogger("openfgs.triggers")
@@ -173,12 +174,17 @@ class TriggerService:
             )
         now = now_ms()
         method = path = None
+        sync_only = not (family_of(function.runtime) or PYTHON).async_invoke
+        if sync_only and type_code not in HTTP_TYPES:
+            raise _bad("FSS.1101", f"{function.runtime} functions take only HTTP (APIG) triggers")
         if type_code == TIMER:
             name, kept = self._timer_fields(data)
             if any(t.type_code == TIMER and t.name == name for t in existing):
                 raise Conflict(f"Timer trigger {name} already exists", error_code="FSS.1148")
         elif type_code in HTTP_TYPES:
             name, method, path, kept = self._http_fields(data)
+            if sync_only and kept["func_info"]["invocation_type"] != "sync":
+                raise _bad("FSS.1107", f"{function.runtime} functions are invoked synchronously")
             await self._check_route(function.project_id, method, path)
         else:
             raise _bad(

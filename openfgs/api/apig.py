@@ -140,8 +140,20 @@ def _status(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
+# The response's framing is the server's: a function's own Content-Length or
+# Transfer-Encoding beside ours would let it split or desynchronise the connection.
+_FRAMING = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"}
+)
+
+
 def _header_safe(name: str) -> bool:
-    return bool(name) and name.isascii() and all(c.isalnum() or c in "-_" for c in name)
+    return (
+        bool(name)
+        and name.isascii()
+        and all(c.isalnum() or c in "-_" for c in name)
+        and name.lower() not in _FRAMING
+    )
 
 
 async def _trigger_for(

@@ -205,7 +205,8 @@ def sync_response(
     result = (
         outcome.result
         if outcome.ok
-        else orjson.dumps(
+        else outcome.error_result
+        or orjson.dumps(
             {"errorCode": outcome.error_code, "errorMessage": outcome.error_message}
         ).decode()
     )

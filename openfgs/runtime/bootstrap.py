@@ -294,11 +294,13 @@ def _print_exception() -> None:
 
 def apply_limits(address_space_mb: int) -> None:
     """Cap the address space (see the runtime's module docs for the figure) and core dumps."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if address_space_mb <= 0:  # runtimes that reserve far more than they use (node, Java)
+        return
     wanted = address_space_mb * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -467,9 +469,34 @@ def enter_namespaces(flags: int) -> None:
             code = ctypes.get_errno()
             raise OSError(code, f"mount {args[1]!r}: {os.strerror(code)}")
     if flags & CLONE_NEWNET:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            _, ifflags = _IFREQ.unpack(fcntl.ioctl(probe, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))
-            fcntl.ioctl(probe, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", ifflags | _IFF_UP))
+        _loopback_up()
+
+
+OWN_NETWORK = "own"
+_CLONE_NEWUSER = 0x10000000
+
+
+def enter_own_network() -> None:
+    """A network namespace with only a loopback, for an instance whose server must listen on
+    FunctionGraph's fixed port without meeting any other's. Unprivileged, a user namespace
+    mapping only this user comes with it (the kernel allows that to anyone)."""
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWNET | _CLONE_NEWUSER
+    if libc.unshare(flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"unshare: {os.strerror(code)}")
+    if flags & _CLONE_NEWUSER:
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write_file("/proc/self/gid_map", f"{gid} {gid} 1")
+    _loopback_up()
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        _, ifflags = _IFREQ.unpack(fcntl.ioctl(probe, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))
+        fcntl.ioctl(probe, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", ifflags | _IFF_UP))
 
 
 def join_group(dirs: dict[str, str], pid: int = 0) -> None:
@@ -510,6 +537,11 @@ def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str
         enter_group(config.get("cgroup_limits") or {})
     except (OSError, KeyError) as exc:
         return f"function instance could not enter its control group: {exc}"
+    if config.get("network") == OWN_NETWORK:
+        try:
+            enter_own_network()
+        except OSError as exc:
+            return f"function instance could not get a network of its own: {exc}"
     try:
         apply_limits(int(config["address_space_mb"]))
         if user is not None:
@@ -531,6 +563,27 @@ def enter_sandbox(config: Header, parent: int, path_dirs: dict[str, int]) -> str
     except OSError as exc:
         return f"function instance cannot enter its code directory: {exc}"
     return ""
+
+
+SHIM = "shim"
+_SHIM: list[Any] = []
+
+
+def load_shim() -> Any:
+    """``shim.py`` beside this file, loaded by path (this file runs without openfgs on its
+    path). Loaded while still privileged, and by the template before it forks anything, so an
+    instance user need not be able to read the service's files."""
+    if not _SHIM:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
+        spec = importlib.util.spec_from_file_location("openfgs_shim", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SHIM.append(module)
+    return _SHIM[0]
 
 
 def _prepare_process(code_dir: str) -> None:
@@ -576,10 +629,19 @@ def serve_instance(request_fd: int, reply_fd: int, parent: int, path_dirs: dict[
         return 0
     config = first[0]
     channel.marker = config["marker"].encode()
+    shim = None
+    if config.get("program") == SHIM:
+        try:
+            shim = load_shim()
+        except Exception as exc:
+            channel.send({"status": FUNCTION_ERROR, "message": f"runtime unavailable: {exc}"})
+            return 0
     problem = enter_sandbox(config, parent, path_dirs)
     if problem:
         channel.send({"status": FUNCTION_ERROR, "message": problem})
         return 0
+    if shim is not None:  # a custom runtime or an HTTP function: its bootstrap serves
+        return int(shim.serve(channel, config))
     _prepare_process(str(config["code_dir"]))
     handler = _boot(channel, config)
     if handler is None:
@@ -612,6 +674,7 @@ PRELOAD = (
     "http.client",
     "urllib.request",
     "email.mime.text",
+    SHIM,  # custom runtimes and HTTP functions
 )
 
 
@@ -647,20 +710,42 @@ def serve_template(sock_fd: int, run_as: tuple[int, int] | None, sandbox: Header
 # Instances forked ahead of need: entering namespaces and joining control groups costs more
 # than the rest of a cold start, so it is done while the template has nothing else to do.
 STANDBYS = 2
+# Started node processes kept ahead of need, once a Node.js function has run here: node takes
+# ~100 ms to start, which is most of a cold start. Each costs ~40 MB while it waits.
+NODE_STANDBYS = 2
+NODE = "node"
 
 
 class Standby:
-    """A process forked ahead of need, waiting in its sandbox for an instance's pipes."""
+    """A process forked ahead of need, waiting in its sandbox for an instance's pipes.
 
-    def __init__(self, pid: int, pidfd: int, sock: socket.socket, group: str) -> None:
+    A Python standby is given the service's pipes through ``sock``. A node standby has
+    exec'd node on pipes of the template's making (node cannot receive descriptors): the
+    template keeps their other ends in ``pipes`` (request write, reply read, log read) and
+    hands those to the service instead.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        sock: socket.socket | None,
+        group: str,
+        pipes: tuple[int, ...] = (),
+    ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.sock = sock  # the template's end; the pipes go through it
         self.group = group  # its control group's name under each of the pool's parents
+        self.pipes = pipes
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
         os.close(self.pidfd)
+        for fd in self.pipes:
+            os.close(fd)
+        self.pipes = ()
 
 
 class Template:
@@ -686,6 +771,9 @@ class Template:
         self._flags = clone_flags(sandbox)
         self._parents: dict[str, str] = dict(sandbox.get("cgroups") or {})
         self._standbys: list[Standby] = []
+        self._node: list[str] = list(sandbox.get("node") or [])  # argv: node, bootstrap.js
+        self._node_standbys: list[Standby] = []
+        self._node_wanted = 0  # none until a Node.js instance is asked for
         self._made = 0
         self._broken = ""  # why standbys cannot be made; then only requests try again
         self._preload = list(PRELOAD)
@@ -720,51 +808,94 @@ class Template:
                     return
 
     def _wants_standby(self) -> bool:
-        return not self._broken and len(self._standbys) < STANDBYS
+        if self._broken:
+            return False
+        return len(self._standbys) < STANDBYS or len(self._node_standbys) < self._node_wanted
 
     def _refill(self) -> None:
         try:
-            self._standbys.append(self._make_standby())
+            if len(self._standbys) < STANDBYS:
+                self._standbys.append(self._make_standby())
+            else:
+                self._node_standbys.append(self._make_node_standby())
         except OSError as exc:
             self._broken = f"cannot prepare an instance: {exc}"
 
-    def _make_standby(self) -> Standby:
+    def _new_group(self) -> tuple[str, dict[str, str]]:
         self._made += 1
         name = f"i{os.getpid()}-{self._made}"
         dirs = {key: os.path.join(parent, name) for key, parent in self._parents.items()}
         for directory in dirs.values():
             os.mkdir(directory, 0o755)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return name, dirs
+
+    def _fork_standby(self, dirs: dict[str, str], become: Callable[[], int]) -> int:
         gc.freeze()  # the collector would otherwise copy every page of the template it visits
         try:
             pid = fork_into(self._flags)
         except OSError:
-            ours.close()
-            theirs.close()
             _remove_dirs(dirs)
             raise
         if pid == 0:
-            ours.close()
-            _exit_after(lambda: self._become_instance(theirs, dirs))
-        theirs.close()
-        standby = Standby(pid, os.pidfd_open(pid), ours, name)
+            _exit_after(become)
+        return pid
+
+    def _placed(self, standby: Standby, dirs: dict[str, str], kept: list[Standby]) -> Standby:
         try:
-            join_group(dirs, pid)
+            join_group(dirs, standby.pid)
         except OSError:
-            os.kill(pid, signal.SIGKILL)
-            self._standbys.append(standby)  # reaped, closed and removed as it exits
+            os.kill(standby.pid, signal.SIGKILL)
+            kept.append(standby)  # reaped, closed and removed as it exits
             raise
         return standby
 
-    def _become_instance(self, theirs: socket.socket, dirs: dict[str, str]) -> int:
-        """In the standby: shed the template, wait for the pipes, serve as an instance."""
+    def _make_standby(self) -> Standby:
+        name, dirs = self._new_group()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = self._fork_standby(dirs, lambda: self._become_instance(ours, theirs, dirs))
+        finally:
+            theirs.close()
+        standby = Standby(pid, os.pidfd_open(pid), ours, name)
+        return self._placed(standby, dirs, self._standbys)
+
+    def _make_node_standby(self) -> Standby:
+        """A node process started on pipes of ours, waiting in its sandbox for its config."""
+        if not self._node:
+            raise OSError(errno.ENOENT, "node is not installed")
+        name, dirs = self._new_group()
+        request = os.pipe2(os.O_CLOEXEC)
+        reply = os.pipe2(os.O_CLOEXEC)
+        output = os.pipe2(os.O_CLOEXEC)
+        theirs = (request[0], reply[1], output[1])
+        try:
+            pid = self._fork_standby(dirs, lambda: self._become_node(theirs, dirs))
+        except OSError:
+            for fd in (*request, *reply, *output):
+                os.close(fd)
+            raise
+        for fd in theirs:
+            os.close(fd)
+        pipes = (request[1], reply[0], output[0])
+        standby = Standby(pid, os.pidfd_open(pid), None, name, pipes)
+        return self._placed(standby, dirs, self._node_standbys)
+
+    def _shed_template(self) -> None:
+        """In a forked standby: close what is the template's, not the instance's."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.close(self._sock.detach())
         for fd in self._wake_fds:
             os.close(fd)
-        for other in self._standbys:
+        for other in (*self._standbys, *self._node_standbys):
             other.close()
+
+    def _become_instance(
+        self, ours: socket.socket, theirs: socket.socket, dirs: dict[str, str]
+    ) -> int:
+        """In the standby: shed the template, wait for the pipes, serve as an instance."""
+        ours.close()
+        self._shed_template()
         parent = os.getppid()  # 0 in a new PID namespace: the template is outside it
         _die_with_parent(parent)
         enter_namespaces(self._flags)
@@ -781,6 +912,15 @@ class Template:
         _close_stray_fds(keep=(request_fd, reply_fd, *self._alias_fds))
         return serve_instance(request_fd, reply_fd, parent, {})
 
+    def _become_node(self, fds: tuple[int, int, int], dirs: dict[str, str]) -> int:
+        """In the standby: shed the template, become node on ``fds`` (request read, reply
+        write, log write); it waits for its config frame and enters its sandbox itself."""
+        self._shed_template()
+        _die_with_parent(os.getppid())
+        enter_namespaces(self._flags)
+        os.setsid()
+        exec_node(self._node, *fds, {"group": dirs})
+
     def _reap(self) -> None:
         while True:
             try:
@@ -789,10 +929,12 @@ class Template:
                 return
             if pid == 0:
                 return
-            for standby in [s for s in self._standbys if s.pid == pid]:
-                self._standbys.remove(standby)  # died before it was needed
-                standby.close()
-                _remove_dirs({k: os.path.join(p, standby.group) for k, p in self._parents.items()})
+            for kept in (self._standbys, self._node_standbys):
+                for standby in [s for s in kept if s.pid == pid]:
+                    kept.remove(standby)  # died before it was needed
+                    standby.close()
+                    groups = {k: os.path.join(p, standby.group) for k, p in self._parents.items()}
+                    _remove_dirs(groups)
             code = os.waitstatus_to_exitcode(status)
             self._sock.send(json.dumps({"exited": pid, "returncode": code}).encode())
 
@@ -804,6 +946,11 @@ class Template:
             return False
         if not message:
             return False
+        if json.loads(message).get("program") == NODE:
+            for fd in fds:
+                os.close(fd)
+            self._serve_node_request()
+            return True
         try:
             if len(fds) != 3:
                 self._send({"error": f"expected 3 descriptors, got {len(fds)}"})
@@ -820,9 +967,24 @@ class Template:
         standby.close()
         return True
 
+    def _serve_node_request(self) -> None:
+        """Hand a started node standby, with the service's ends of its pipes, over."""
+        self._node_wanted = NODE_STANDBYS
+        try:
+            standby = self._node_standbys.pop(0) if self._node_standbys else None
+            if standby is None:
+                standby = self._make_node_standby()
+        except OSError as exc:
+            self._send({"error": f"cannot start node: {exc}"})
+            return
+        reply = {"forked": standby.pid, "group": standby.group if self._parents else ""}
+        socket.send_fds(self._sock, [json.dumps(reply).encode()], [standby.pidfd, *standby.pipes])
+        standby.close()
+
     def _hand_over(self, fds: list[int]) -> Standby:
         while True:
             standby = self._standbys.pop(0) if self._standbys else self._make_standby()
+            assert standby.sock is not None  # a Python standby's
             try:
                 socket.send_fds(standby.sock, [b"go"], fds)
                 return standby
@@ -831,6 +993,19 @@ class Template:
 
     def _send(self, message: Header) -> None:
         self._sock.send(json.dumps(message).encode())
+
+
+def exec_node(argv: list[str], request: int, reply: int, output: int, options: Header) -> NoReturn:
+    """Become node running the Node.js bootstrap: request pipe on fd 3, reply pipe on fd 4,
+    the log on fds 1 and 2 and a private copy on fd 5 (for its end-of-segment markers)."""
+    # Out of the way of the numbers they are going to, then into place.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (request, reply, output)]
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, target in zip((*high, high[2], high[2]), (3, 4, 5, 1, 2), strict=True):
+        os.dup2(fd, target)  # inheritable: these are what node keeps
+    _close_stray_fds(keep=(3, 4, 5))
+    os.execve(argv[0], [*argv, json.dumps(options)], dict(os.environ))
 
 
 def _remove_dirs(dirs: dict[str, str]) -> None:
@@ -862,7 +1037,10 @@ def _exit_after(run: Callable[[], int]) -> NoReturn:
 
 def _preload(name: str) -> None:
     try:
-        importlib.import_module(name)
+        if name == SHIM:
+            load_shim()
+        else:
+            importlib.import_module(name)
     except Exception:  # a module missing from this build only costs the instance its import
         pass
 
@@ -929,6 +1107,9 @@ def main(argv: list[str]) -> int:
         parent = os.getppid()
         _die_with_parent(parent)
         enter_namespaces(flags)
+    if sandbox.get("node"):  # a Node.js instance: node reads the config frame itself
+        os.setsid()
+        exec_node(sandbox["node"], request_fd, reply_fd, 1, {"group": _GROUP})
     return serve_instance(request_fd, reply_fd, parent, path_dirs)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openfgs.errors import OpenFgsError
+from openfgs.runtime.families import PYTHON, family_of
 from openfgs.runtime.types import CodeLoader, FunctionSpec
 
 # What one package may unpack to: the sum of the sizes its entries declare (zipfile stops
@@ -188,7 +189,10 @@ class CodeStore:
             async with lock:
                 if not target.is_dir():
                     data = await load_code()
-                    await asyncio.to_thread(unpack, data, spec.code_type, target)
+                    family = family_of(spec.runtime) or PYTHON
+                    await asyncio.to_thread(
+                        unpack, data, spec.code_type, target, family.inline_file
+                    )
         finally:
             # A caller still queued on this lock re-checks the directory, so dropping it is safe.
             if not lock.locked():
@@ -242,14 +246,17 @@ def _remove_all(paths: list[Path]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def unpack(data: bytes, code_type: str, target: Path) -> None:
-    """Write a package into ``target`` through a temporary sibling and one rename."""
+def unpack(data: bytes, code_type: str, target: Path, inline_file: str = "index.py") -> None:
+    """Write a package into ``target`` through a temporary sibling and one rename; inline
+    code becomes ``inline_file`` (the runtime family's: index.py, index.js, bootstrap)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # The dot prefix keeps staging directories apart from digests, which have no dots.
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     try:
         if code_type == "inline":
-            (staging / "index.py").write_bytes(data)
+            (staging / inline_file).write_bytes(data)
+            if inline_file == "bootstrap":  # what a custom runtime executes
+                (staging / inline_file).chmod(0o755)
         elif code_type == "zip":
             extract_zip(data, staging)
         elif code_type == DEPENDENCY:

@@ -37,6 +37,14 @@ from openfgs.models import ErrorCode, cpu_millicores
 from openfgs.runtime import bootstrap
 from openfgs.runtime.cgroups import Group, Limits
 from openfgs.runtime.environment import env_name_problem
+from openfgs.runtime.families import (
+    HTTP,
+    NODE_BOOTSTRAP,
+    PYTHON,
+    RuntimeFamily,
+    family_of,
+    node_executable,
+)
 from openfgs.runtime.isolation import User
 from openfgs.runtime.output import Output, OutputCollector
 from openfgs.runtime.sandbox import START_ENV, Sandbox
@@ -51,6 +59,9 @@ MIN_LOAD_SECONDS = 30.0
 OUTPUT_GRACE_SECONDS = 2.0
 EXIT_GRACE_SECONDS = 2.0
 MAX_HEADER_BYTES = 1 << 20
+# Where an HTTP function's server listens, in its own network namespace (FunctionGraph's rule).
+HTTP_PORT = 8000
+OWN_NETWORK = bootstrap.OWN_NETWORK
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 BOOTSTRAP = Path(bootstrap.__file__)
@@ -68,6 +79,10 @@ _REUSABLE = frozenset({bootstrap.OK, bootstrap.FUNCTION_ERROR, bootstrap.RESULT_
 
 class ProtocolError(Exception):
     """The instance sent something that is not a frame of ours."""
+
+
+class RuntimeUnavailable(Exception):
+    """What a function's runtime needs is not on this host (node, say): its invocations fail."""
 
 
 # What a broken instance looks like from the service: pipe errors, EOF, garbage.
@@ -220,14 +235,20 @@ class Instance:
         """
         marker = f"\0\x1bopenfgs:{secrets.token_hex(16)}\0".encode()
         env = environment(spec, code_dir, home)
-        config = _config(spec, marker, code_dir, env, user, sandbox)
+        family = family_of(spec.runtime) or PYTHON
+        config = _config(spec, marker, code_dir, env, user, sandbox, family)
+        first_frame = _Channel.frame(config, b"")
         try:
-            process, group, channel, output, unsent = await _launch(
-                code_dir, sandbox, forker, marker, max_log_bytes, _Channel.frame(config, b"")
-            )
+            if family.program == "node":
+                launched = await _launch_node(sandbox, forker, marker, max_log_bytes, first_frame)
+            else:
+                launched = await _launch(
+                    code_dir, sandbox, forker, marker, max_log_bytes, first_frame
+                )
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
             raise
+        process, group, channel, output, unsent = launched
         instance = cls(spec, process, channel, output, home, max_log_bytes, group)
         if unsent:
             try:
@@ -259,9 +280,20 @@ class Instance:
                 return await self._fail(reported, str(header.get("message", "")))
         return None
 
-    async def run(self, event: bytes, request_id: str, max_result_bytes: int) -> RunResult:
-        """Run one invocation within the function's timeout."""
-        header = {"request_id": request_id, "max_result_bytes": max_result_bytes}
+    async def run(
+        self,
+        event: bytes,
+        request_id: str,
+        max_result_bytes: int,
+        attributes: dict[str, str] | None = None,
+    ) -> RunResult:
+        """Run one invocation within the function's timeout; ``attributes`` go with it
+        (``invoke_type``, ``alias``)."""
+        header = {
+            **(attributes or {}),
+            "request_id": request_id,
+            "max_result_bytes": max_result_bytes,
+        }
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.spec.timeout):
@@ -338,6 +370,7 @@ class Instance:
             result=body.decode("utf-8", "replace") if ok else "",
             error_code=_STATUS_CODES.get(status, ErrorCode.FUNCTION_ERROR),
             error_message=str(reply.get("message", "")),
+            error_result="" if ok else body.decode("utf-8", "replace"),
             log=self._take_log(),
             duration_ms=float(reply.get("duration_ms", 0.0)),
             memory_used_mb=round(float(reply.get("maxrss_kb", 0)) / 1024, 1),
@@ -425,6 +458,7 @@ def _config(
     env: dict[str, str],
     user: User | None,
     sandbox: Sandbox,
+    family: RuntimeFamily,
 ) -> dict[str, Any]:
     millicores = cpu_millicores(spec.memory_size)
     limits: dict[str, dict[str, str]] = {}
@@ -445,7 +479,17 @@ def _config(
         "project_id": spec.project_id,
         "user_data": spec.user_data,
         "marker": marker.decode(),
-        "address_space_mb": spec.memory_size + ADDRESS_SPACE_HEADROOM_MB,
+        # node and whatever a custom runtime starts reserve gigabytes of address space they
+        # never touch: their memory is the control group's to limit.
+        "address_space_mb": spec.memory_size + ADDRESS_SPACE_HEADROOM_MB
+        if family.program == "python"
+        else 0,
+        "runtime": spec.runtime,
+        "program": family.program,
+        "network": OWN_NETWORK if family is HTTP else "",
+        "http_port": HTTP_PORT,
+        "region": spec.urn.split(":")[2] if spec.urn.count(":") > 2 else "",
+        "alias": "",
         "code_dir": str(code_dir),
         "env": env,
         "user": None if user is None else user.as_config(),
@@ -454,12 +498,13 @@ def _config(
 
 
 async def _launch(
-    code_dir: Path,
+    code_dir: Path | None,
     sandbox: Sandbox,
     forker: Forker | None,
     marker: bytes,
     max_log_bytes: int,
     first_frame: bytes,
+    node: list[str] | None = None,
 ) -> tuple[ChildProcess, Group | None, _Channel, OutputCollector, bytes]:
     """Start the process; returns what of ``first_frame`` still has to be sent."""
     # Our own pipes rather than stdout=PIPE: asyncio's Process.wait() would otherwise also wait
@@ -483,7 +528,7 @@ async def _launch(
                 group = sandbox.cgroups.group(forked.group)
             process = forked
         if process is None:
-            process, group = await _spawn(code_dir, sandbox, child_ends)
+            process, group = await _spawn(code_dir, sandbox, child_ends, node)
     except BaseException:
         for fd in (request_write, reply_read, output_read):
             os.close(fd)
@@ -500,14 +545,54 @@ async def _launch(
     return process, group, channel, output, unsent
 
 
+async def _launch_node(
+    sandbox: Sandbox,
+    forker: Forker | None,
+    marker: bytes,
+    max_log_bytes: int,
+    first_frame: bytes,
+) -> tuple[ChildProcess, Group | None, _Channel, OutputCollector, bytes]:
+    """A node instance: a started standby from the template (which comes with its pipes),
+    else a spawned bootstrap that becomes node (node's own start-up is then on the path)."""
+    forked = await forker.fork_node() if forker is not None else None
+    if forked is None:
+        argv = node_argv()
+        if not argv:
+            raise RuntimeUnavailable("Node.js functions need node on this host's PATH")
+        return await _launch(None, sandbox, None, marker, max_log_bytes, first_frame, argv)
+    process, (request_write, reply_read, output_read) = forked
+    group = None
+    if process.group and sandbox.cgroups is not None:
+        group = sandbox.cgroups.group(process.group)
+    try:
+        channel = await _Channel.connect(request_write, reply_read)
+        output = await OutputCollector.connect(output_read, marker, max_log_bytes)
+    except BaseException:
+        process.kill()
+        raise
+    return process, group, channel, output, first_frame
+
+
+def node_argv() -> list[str]:
+    """How a node instance starts: node and the Node.js bootstrap; [] without node."""
+    node = node_executable()
+    return [node, str(NODE_BOOTSTRAP)] if node else []
+
+
 async def _spawn(
-    code_dir: Path, sandbox: Sandbox, child_ends: tuple[int, int, int]
+    code_dir: Path | None,
+    sandbox: Sandbox,
+    child_ends: tuple[int, int, int],
+    node: list[str] | None = None,
 ) -> tuple[SpawnedProcess, Group | None]:
-    """A new interpreter, in a control group the pool makes for it (off the fast path)."""
+    """A new interpreter, in a control group the pool makes for it (off the fast path);
+    with ``node``, it becomes node once it is in its namespaces."""
     group = None
     if sandbox.cgroups is not None:
         group = await asyncio.to_thread(sandbox.cgroups.create, f"s{secrets.token_hex(8)}")
     options = {**sandbox.options, "group": {} if group is None else _strs(group.dirs)}
+    if node:
+        options["node"] = node
     request_read, reply_write, output_write = child_ends
     try:
         process = await asyncio.create_subprocess_exec(
@@ -521,7 +606,7 @@ async def _spawn(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=output_write,
             stderr=output_write,
-            cwd=code_dir,
+            cwd=code_dir or "/",
             # The interpreter starts as the service's user: user_data (LD_PRELOAD, say) must
             # not steer it. The instance takes its environment from the config frame, after
             # dropping privileges.

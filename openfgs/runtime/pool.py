@@ -31,7 +31,7 @@ from typing import Literal
 from openfgs.models import CANCELED_MESSAGE, ErrorCode
 from openfgs.runtime import cgroups
 from openfgs.runtime.code import BUNDLE, DEPENDENCY, CodePackageError
-from openfgs.runtime.instance import Instance, fingerprint
+from openfgs.runtime.instance import Instance, RuntimeUnavailable, fingerprint, node_argv
 from openfgs.runtime.isolation import CODE_GROUPS, FUNCTION_IDS, Workspace
 from openfgs.runtime.sandbox import Sandbox, SandboxPolicy, pool_tag, resolve
 from openfgs.runtime.template import Forker, fork_supported
@@ -40,6 +40,8 @@ from openfgs.runtime.types import CodeLoader, DependencyLoader, FunctionSpec, Ru
 log = logging.getLogger("openfgs.runtime")
 
 CLOSED_MESSAGE = "function invocation interrupted: the runtime is shutting down"
+# FunctionGraph discards an instance whose initializer failed and tries a new one, 3 in all.
+INITIALIZER_ATTEMPTS = 3
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _Call:
     instance: Instance | None = None
     canceled: bool = False
     done: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)  # sent with the event
 
 
 @dataclass
@@ -122,8 +125,13 @@ class InstancePool:
         load_code: CodeLoader,
         *,
         max_result_bytes: int = 6 * 1024 * 1024,
+        invoke_type: str = "sync",
+        alias: str = "",
     ) -> RunResult:
         """Run one invocation and report its outcome; failures of user code are results.
+
+        ``invoke_type`` ("sync" or "async") and ``alias`` (the alias invoked, "" for none)
+        reach the function: custom runtimes see the first, every context ``getAlias()``.
 
         Exceptions are the service's own trouble: ``load_code()`` failing, the pool being
         closed, or the process not starting at all.
@@ -140,6 +148,7 @@ class InstancePool:
             group = self._groups[spec.urn] = _Group(call.fingerprint)
         group.users += 1
         try:
+            call.attributes = {"invoke_type": invoke_type, "alias": alias}
             result = await self._invoke(spec, group, call, event, load_code, max_result_bytes)
         finally:
             call.done = True
@@ -176,7 +185,8 @@ class InstancePool:
                     log.warning("killed the processes of %d instances of an earlier run", left)
             (log.info if sandbox.level == "strict" else log.warning)("%s", sandbox.describe())
             if self._fork:
-                self._forker = Forker(self._workspace.run_as, sandbox.options)
+                options = {**sandbox.options, "node": node_argv()}
+                self._forker = Forker(self._workspace.run_as, options)
             self._sandbox = sandbox
         return self._sandbox
 
@@ -272,7 +282,7 @@ class InstancePool:
         call.instance = acquired
         reusable = False
         try:
-            result = await acquired.run(event, call.request_id, max_result_bytes)
+            result = await acquired.run(event, call.request_id, max_result_bytes, call.attributes)
             reusable = acquired.reusable
         finally:
             call.instance = None  # from here on cancel() must not kill it
@@ -310,7 +320,22 @@ class InstancePool:
     async def _acquire(
         self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path
     ) -> Instance | RunResult:
-        """A booted instance for ``spec``, or the FAIL result of starting one."""
+        """A booted instance for ``spec``, or the FAIL result of starting one. An initializer
+        that fails is given a new instance, up to FunctionGraph's three attempts."""
+        logs: list[str] = []
+        for attempt in range(1, INITIALIZER_ATTEMPTS + 1):
+            acquired = await self._acquire_once(spec, group, call, code_dir)
+            if not isinstance(acquired, RunResult):
+                return acquired
+            logs.append(acquired.log)
+            last = attempt == INITIALIZER_ATTEMPTS
+            if last or acquired.error_code != ErrorCode.INITIALIZER_FAILED:
+                return replace(acquired, log="".join(logs)[-self._max_log_bytes :])
+        raise AssertionError("unreachable")
+
+    async def _acquire_once(
+        self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path
+    ) -> Instance | RunResult:
         async with group.changed:
             while True:
                 if call.canceled:
@@ -343,6 +368,9 @@ class InstancePool:
                 self._max_log_bytes,
                 self._sandbox,
             )
+        except RuntimeUnavailable as exc:
+            await self._release(group, None, False)
+            return _failure(ErrorCode.FUNCTION_ERROR, str(exc))
         except BaseException:
             await self._release(group, None, False)
             raise

@@ -109,7 +109,8 @@ class Template:
     def __init__(self, process: asyncio.subprocess.Process, sock: socket.socket) -> None:
         self._process = process
         self._sock = sock
-        self._forks: list[asyncio.Future[ForkedProcess]] = []  # requests awaiting an answer
+        # Requests awaiting an answer: the instance and the descriptors that came with it.
+        self._forks: list[asyncio.Future[tuple[ForkedProcess, list[int]]]] = []
         self._instances: dict[int, ForkedProcess] = {}
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.alive = True
@@ -158,11 +159,29 @@ class Template:
 
     async def fork(self, fds: tuple[int, int, int]) -> ForkedProcess:
         """Have the template fork an instance holding ``fds`` (request, reply, log pipe ends)."""
+        instance, extra = await self._request(b'{"fork": true}', list(fds))
+        for fd in extra:
+            os.close(fd)
+        return instance
+
+    async def fork_node(self) -> tuple[ForkedProcess, tuple[int, int, int]]:
+        """A started node instance and the service's ends of its pipes (request write, reply
+        read, log read): node cannot be handed pipes, so it comes with its own."""
+        instance, pipes = await self._request(b'{"fork": true, "program": "node"}', [])
+        if len(pipes) != 3:
+            for fd in pipes:
+                os.close(fd)
+            instance.kill()
+            raise TemplateError(f"expected 3 pipes with a node instance, got {len(pipes)}")
+        return instance, (pipes[0], pipes[1], pipes[2])
+
+    async def _request(self, message: bytes, fds: list[int]) -> tuple[ForkedProcess, list[int]]:
         if not self.alive:
             raise TemplateError("the template has exited")
-        future: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[ForkedProcess, list[int]]] = loop.create_future()
         try:
-            socket.send_fds(self._sock, [b'{"fork": true}'], list(fds))
+            socket.send_fds(self._sock, [message], fds)
         except OSError as exc:  # including a full socket buffer: the template is not reading
             raise TemplateError(f"cannot reach the template: {exc}") from exc
         self._forks.append(future)
@@ -182,7 +201,7 @@ class Template:
     def _readable(self) -> None:
         while self.alive:
             try:
-                message, fds, _, _ = socket.recv_fds(self._sock, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+                message, fds, _, _ = socket.recv_fds(self._sock, 4096, 4, socket.MSG_CMSG_CLOEXEC)
             except BlockingIOError:
                 return
             except OSError:
@@ -214,8 +233,10 @@ class Template:
             self._instances[instance.pid] = instance
             if future is None or future.done():  # its requester gave up: nobody will stop it
                 instance.kill()
+                for fd in fds[1:]:
+                    os.close(fd)
             else:
-                future.set_result(instance)
+                future.set_result((instance, fds[1:]))
             return
         for fd in fds:
             os.close(fd)
@@ -272,6 +293,19 @@ class Forker:
         except TemplateError as exc:
             log.warning("instance template failed, replacing it: %s", exc)
             await self._retire(template)
+            return None
+
+    async def fork_node(self) -> tuple[ForkedProcess, tuple[int, int, int]] | None:
+        """A started node instance with its pipes, or None when no template can give one."""
+        template = await self._running_template()
+        if template is None:
+            return None
+        try:
+            return await template.fork_node()
+        except TemplateError as exc:
+            log.warning("instance template could not give a node instance: %s", exc)
+            if not template.alive:
+                await self._retire(template)
             return None
 
     async def close(self) -> None:

@@ -49,3 +49,6 @@ class RunResult:
     log: str = ""  # captured stdout, stderr and context logger output, bounded
     duration_ms: float = 0.0
     memory_used_mb: float = 0.0
+    # A failure as the function's runtime shapes it for callers (Node.js and custom runtimes:
+    # ``{"errorMessage", "errorType", "stackTrace"}``); "" when the runtime gives none.
+    error_result: str = ""

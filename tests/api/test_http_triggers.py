@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -171,6 +173,30 @@ def test_headers_a_function_cannot_inject(sdk: Any, http: Any) -> None:
     answer = http.get("/inject")
     assert answer.status_code == 200 and answer.headers["X-Ok"] == "1"
     assert "set-cookie" not in answer.headers and "x-bad" not in answer.headers
+
+
+def test_a_function_cannot_frame_the_response(server: LiveServer, sdk: Any) -> None:
+    """Its Content-Length or Transfer-Encoding beside the server's would desynchronise the
+    connection (a proxy reading one response as two)."""
+    code = (
+        "def handler(event, context):\n"
+        '    return {"statusCode": 200, "body": "hello", "headers": {"Content-Length": "1", '
+        '"Transfer-Encoding": "chunked", "Connection": "close", "X-Ok": ["1"]}}\n'
+    )
+    create_function(sdk, "framing", code)
+    route(sdk, "framing", "/framing")
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        request = f"GET /apig/{PROJECT}/framing HTTP/1.1\r\nHost: x\r\n\r\n"
+        conn.sendall(request.encode() * 2)  # two requests on one connection
+        received = b""
+        while received.count(b"hello") < 2:
+            chunk = conn.recv(65536)
+            assert chunk, received
+            received += chunk
+    head = received.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"content-length:") == 1 and b"content-length: 5" in head
+    assert b"transfer-encoding" not in head and b"x-ok: 1" in head
 
 
 def test_an_async_route_queues_the_event(sdk: Any, http: Any) -> None:
