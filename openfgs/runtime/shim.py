@@ -27,10 +27,11 @@ under ``/bin/sh``, as a shell would run it); whatever it starts is killed with t
 - An error body that is JSON is the error object as it is; any other body becomes
   ``{"errorMessage": <text>, "errorType": "FunctionError"}``.
 - The instance is loaded when the bootstrap first asks for an invocation.
-- On hosts where instances share the network, other tenants' functions can reach the port; a
+- On hosts where instances share the network, other functions can reach the port; a
   connection is accepted only from a socket owned by this instance's own uid (looked up in
-  ``/proc/net/tcp``/``tcp6``). Instances that share one uid (a service not running as root)
-  therefore share that protection; isolation between them needs per-instance users.
+  ``/proc/net/tcp``/``tcp6``). Under strict isolation each function runs as a user of its own,
+  so only the function's own processes get in; where functions share one uid (relaxed
+  isolation, a service not running as root) they are not kept apart by this.
 
 **HTTP functions.** The bootstrap holds a start command and is run with ``/bin/sh`` when it is
 not executable (FunctionGraph's samples have no ``#!`` line). The instance is loaded once

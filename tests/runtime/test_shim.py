@@ -686,16 +686,17 @@ class Handler(BaseHTTPRequestHandler):
         count += 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        if self.path == "/garbage":
+        # Special routes by their last segments, so they work under any route prefix.
+        if self.path.endswith("/garbage"):
             self.wfile.write(b"this is not HTTP\\r\\n\\r\\n")
             self.close_connection = True
             return
-        if self.path == "/hangup":
+        if self.path.endswith("/hangup"):
             self.close_connection = True
             return
-        if self.path.startswith("/big/"):
-            content = b"z" * int(self.path[5:])
-        elif self.path == "/binary":
+        if "/big/" in self.path:
+            content = b"z" * int(self.path.rsplit("/", 1)[1])
+        elif self.path.endswith("/binary"):
             content = bytes(range(256))
         else:
             content = json.dumps({
@@ -707,7 +708,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Set-Cookie", "a=1")
         self.send_header("Set-Cookie", "b=2")
-        if self.path == "/bye":
+        if self.path.endswith("/bye"):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.send_header("Content-Length", str(len(content)))
