@@ -3,8 +3,9 @@
 ``python -m bench.warm_overhead [--rounds N]`` starts ``openfgs serve`` on a free loopback port
 with a fresh data directory, then measures, interleaved in rounds so both see the same noise,
 the sequential p50 round trip of ``GET /healthz`` (no auth), of an authenticated
-``ListFunctions`` and of a sync invoke (``X-CFF-Request-Version: v1``, token auth) of the demo
-function on a warm instance; it prints the three and the differences, and stops the server.
+``ListFunctions`` and of a sync invoke (``X-CFF-Request-Version: v1``, token auth) on a warm
+instance of the demo function (Python) and of a Node.js function with FunctionGraph's default
+code; it prints them and the differences, and stops the server.
 """
 
 from __future__ import annotations
@@ -56,14 +57,29 @@ def measure(url: str, exports: dict[str, str], rounds: int, per_round: int) -> d
         urn = f"urn:fss:cn-north-4:{project}:function:default:hello:latest"
         invoke = f"/v2/{project}/fgs/functions/{urn}/invocations"
         listing = f"/v2/{project}/fgs/functions"
-        for _ in range(50):  # warm the instance and the caches
+        node = {
+            "func_name": "hello-node",
+            "package": "default",
+            "runtime": "Node.js20.15",
+            "handler": "index.handler",
+            "memory_size": 128,
+            "timeout": 30,
+            "code_type": "inline",
+        }
+        client.post(listing, json=node, headers=headers).raise_for_status()
+        invoke_node = invoke.replace(":hello:", ":hello-node:")
+        for _ in range(50):  # warm the instances and the caches
             client.post(invoke, content=b"{}", headers=headers)
-        figures: dict[str, list[float]] = {"healthz": [], "list": [], "invoke": []}
+            client.post(invoke_node, content=b"{}", headers=headers)
+        figures: dict[str, list[float]] = {"healthz": [], "list": [], "invoke": [], "node": []}
         for _ in range(rounds):
             figures["healthz"].append(_p50(lambda: client.get("/healthz"), per_round))
             figures["list"].append(_p50(lambda: client.get(listing, headers=headers), per_round))
             figures["invoke"].append(
                 _p50(lambda: client.post(invoke, content=b"{}", headers=headers), per_round)
+            )
+            figures["node"].append(
+                _p50(lambda: client.post(invoke_node, content=b"{}", headers=headers), per_round)
             )
     return {name: statistics.median(values) for name, values in figures.items()}
 
@@ -113,7 +129,14 @@ def main() -> int:
         f"invoke - healthz                                     {p50['invoke'] - p50['healthz']:.3f}"
     )
     print(f"invoke - authenticated ListFunctions                 {p50['invoke'] - p50['list']:.3f}")
+    print(f"sync invoke, warm Node.js default handler (token)    {p50['node']:.3f}")
+    print(
+        f"Node.js invoke - healthz                             {p50['node'] - p50['healthz']:.3f}"
+    )
     rows = {
+        "warm sync invoke Node.js p50 − GET /healthz p50 (ms)": round(
+            p50["node"] - p50["healthz"], 3
+        ),
         "warm sync invoke p50 − GET /healthz p50 (ms)": round(p50["invoke"] - p50["healthz"], 3),
         "warm sync invoke p50 − authenticated ListFunctions p50 (ms)": round(
             p50["invoke"] - p50["list"], 3

@@ -338,18 +338,21 @@ def create_function(
     *,
     timeout: int = 30,
     user_data: dict[str, str] | None = None,
+    runtime: str = "Python3.9",
+    handler: str = "index.handler",
     **fields: Any,
 ) -> Any:
-    """Create a Python function with inline ``index.py`` through the SDK; return the response.
+    """Create a function with inline code (``index.py`` for Python, ``index.js`` for Node.js)
+    through the SDK; return the response.
 
     Its ``:latest`` URN is ``urn(name)``.
     """
     body = CreateFunctionRequestBody(
         func_name=name,
         package="default",
-        runtime="Python3.9",
+        runtime=runtime,
         timeout=timeout,
-        handler="index.handler",
+        handler=handler,
         memory_size=128,
         code_type="inline",
         func_code=FuncCode(file=b64(textwrap.dedent(code))),

@@ -16,7 +16,11 @@ group the service made for it). ``OPTIONS`` is ``{"run_as": [uid, gid] | null, "
 
 Either way the instance then reads its config frame and enters its sandbox (``enter_sandbox``):
 environment replaced, limits written into its control group, privileges dropped when a user is
-given, code directory as working directory. Only then does it import user code.
+given, code directory as working directory. Only then does it import user code. The config's
+``program`` says what serves after that (``runtime/families.py``): this file for Python, or
+``shim.py`` for custom runtimes and HTTP functions (``network: "own"`` gives those a network
+namespace of their own first); a Node.js instance is node itself (``node/bootstrap.js``), which
+enters its sandbox the same way.
 
 Wire format on the protocol pipes, both directions: ``FRAME`` (header length, body length), a
 JSON header, raw body.
@@ -38,7 +42,10 @@ Template socket (``SOCK_SEQPACKET``, one JSON object per message): the service s
 ``{"fork": true}`` with three descriptors (request pipe read end, reply pipe write end, log pipe
 write end); the template answers, in order, ``{"forked": pid, "group": name}`` with a pidfd of
 the new instance (``name``: its control group under the pool's parents, "" for none), or
-``{"error": message}``. Whenever an instance exits the template reaps it and sends
+``{"error": message}``. ``{"fork": true, "program": "node"}`` (no descriptors) asks for a node
+instance: node cannot be handed descriptors, so the template starts node standbys on pipes of
+its own and answers with the pidfd followed by the service's ends of those pipes (request write
+end, reply read end, log read end); see ``exec_node`` for the descriptors node gets. Whenever an instance exits the template reaps it and sends
 ``{"exited": pid, "returncode": code}`` (also for standbys, which the service never heard of).
 ``{"ready": true, "problem": text}`` is the template's first message.
 """
@@ -158,9 +165,10 @@ class Logger:
 class Context:
     """FunctionGraph's context object, with its Java-style method names."""
 
-    def __init__(self, config: Header, request_id: str, timeout: float) -> None:
+    def __init__(self, config: Header, request_id: str, timeout: float, alias: str = "") -> None:
         self._config = config
         self._request_id = request_id
+        self._alias = alias
         self._deadline = time.monotonic() + timeout
         self._logger = Logger(request_id)
 
@@ -215,7 +223,7 @@ class Context:
         return str(self._config["project_id"])
 
     def getAlias(self) -> str:
-        return ""
+        return self._alias
 
     def getLogger(self) -> Logger:
         return self._logger
@@ -252,7 +260,9 @@ def run_initializer(config: Header) -> tuple[str, str]:
 
 def invoke(handler: Handler, config: Header, header: Header, event: bytes) -> tuple[Header, bytes]:
     """Run the handler once and turn every outcome into a reply frame."""
-    context = Context(config, str(header["request_id"]), float(config["timeout"]))
+    context = Context(
+        config, str(header["request_id"]), float(config["timeout"]), str(header.get("alias", ""))
+    )
     started = time.perf_counter()
     try:
         value = handler(json.loads(event), context)
