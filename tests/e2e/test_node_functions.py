@@ -277,6 +277,25 @@ def test_a_handler_past_its_memory_size_fails_out_of_memory(sdk: Any) -> None:
     assert json.loads(answer.result)["errorCode"] == ErrorCode.OUT_OF_MEMORY
 
 
+def test_a_handler_filling_the_javascript_heap_fails_out_of_memory(sdk: Any) -> None:
+    create_node_function(
+        sdk,
+        "heap",
+        """
+        const kept = [];
+        exports.handler = async () => {
+          // 1 GB of JavaScript objects at most (8 MB each).
+          for (let i = 0; i < 128; i++) kept.push(new Array(1e6).fill(i + 0.5));
+          return "survived";
+        };
+        """,
+        memory_size=128,
+    )
+    answer = invoke(sdk, urn("heap"))
+    assert json.loads(answer.result)["errorCode"] == ErrorCode.OUT_OF_MEMORY
+    assert json.loads(invoke(sdk, urn("heap"), {}).result)["errorCode"] == ErrorCode.OUT_OF_MEMORY
+
+
 def test_results_up_to_six_megabytes(sdk: Any) -> None:
     create_node_function(sdk, "big", "exports.handler = async (event) => 'x'.repeat(event.size);")
     answer = invoke(sdk, urn("big"), {"size": SIX_MB})
