@@ -28,8 +28,8 @@ under ``/bin/sh``, as a shell would run it); whatever it starts is killed with t
   ``{"errorMessage": <text>, "errorType": "FunctionError"}``.
 - The instance is loaded when the bootstrap first asks for an invocation.
 - On hosts where instances share the network, other functions can reach the port; a
-  connection is accepted only from a socket owned by this instance's own uid (looked up in
-  ``/proc/net/tcp``/``tcp6``). Under strict isolation each function runs as a user of its own,
+  connection is accepted only from a socket owned by this instance's own uid (asked of the
+  kernel with sock_diag, else looked up in ``/proc/net/tcp``/``tcp6``). Under strict isolation each function runs as a user of its own,
   so only the function's own processes get in; where functions share one uid (relaxed
   isolation, a service not running as root) they are not kept apart by this.
 
@@ -73,6 +73,7 @@ import select
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -101,7 +102,8 @@ ANSWERED_KEPT = 256
 # How often a long poll checks that its client is still there.
 POLL_CHECK_SECONDS = 1.0
 MAX_MESSAGE_CHARS = 4096
-TCP_ESTABLISHED = "01"
+TCP_ESTABLISHED = 1
+TCP_LISTEN = 10
 
 HOP_BY_HOP = frozenset(
     {
@@ -673,6 +675,15 @@ class RuntimeApi:
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=MAX_CONNECTIONS)
         self.port: int = self._listener.getsockname()[1]
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # sock_diag answers in microseconds where /proc/net/tcp takes milliseconds on a busy
+        # host; it is used when it finds our own listening socket (the kernel may lack it).
+        try:
+            self._diag = diag_socket("127.0.0.1", self.port, "0.0.0.0", 0) == (
+                TCP_LISTEN,
+                os.getuid(),
+            )
+        except OSError:
+            self._diag = False
 
     def start(self) -> None:
         threading.Thread(target=self._accept_all, name="runtime-api", daemon=True).start()
@@ -691,11 +702,21 @@ class RuntimeApi:
             if not self._slots.acquire(blocking=False):
                 conn.close()
                 continue
-            if peer_uid(peer[0], peer[1], self.port) != os.getuid():
+            if self._peer_uid(peer[0], peer[1]) != os.getuid():
                 self._slots.release()
                 conn.close()  # another user's process: say nothing
                 continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _peer_uid(self, host: str, port: int) -> int | None:
+        """The uid of the client socket ``host:port`` connected to us; None if not found."""
+        if not self._diag:
+            return proc_peer_uid(host, port, self.port)
+        try:
+            found = diag_socket(host, port, "127.0.0.1", self.port)
+        except OSError:
+            return None
+        return found[1] if found is not None and found[0] == TCP_ESTABLISHED else None
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -788,41 +809,78 @@ def peer_gone(conn: socket.socket) -> bool:
         return True
 
 
-def peer_uid(host: str, port: int, local_port: int) -> int | None:
+# sock_diag (netlink): one exact lookup of a TCP socket, as ``ss`` makes them.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 1
+NLMSG_ERROR = 2
+_NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_DIAG_REQUEST = struct.Struct("=BBBBI")  # inet_diag_req_v2: family, protocol, ext, pad, states
+_DIAG_SOCKET = struct.Struct("!HH16s16s")  # inet_diag_sockid: ports and addresses
+_DIAG_TAIL = struct.Struct("=III")  # ... interface, cookie (none)
+_DIAG_UID = struct.Struct("=I")
+_DIAG_UID_OFFSET = 64  # of idiag_uid in inet_diag_msg
+
+
+def diag_socket(host: str, port: int, remote_host: str, remote_port: int) -> tuple[int, int] | None:
+    """(state, uid) of the IPv4 TCP socket ``host:port`` → ``remote_host:remote_port`` (a
+    listening socket: remote 0.0.0.0:0), asked of the kernel; None when there is none.
+    Raises OSError when sock_diag cannot be used here. A client on an IPv6 socket connected
+    to 127.0.0.1 (IPv4-mapped) is found as well: such sockets are IPv4 ones to the kernel."""
+    local = ipaddress.IPv4Address(host).packed.ljust(16, b"\0")
+    remote = ipaddress.IPv4Address(remote_host).packed.ljust(16, b"\0")
+    body = (
+        _DIAG_REQUEST.pack(socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
+        + _DIAG_SOCKET.pack(port, remote_port, local, remote)
+        + _DIAG_TAIL.pack(0, 0xFFFFFFFF, 0xFFFFFFFF)
+    )
+    message = _NLMSG.pack(_NLMSG.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as netlink:
+        netlink.settimeout(1.0)
+        netlink.sendto(message + body, (0, 0))
+        answer = netlink.recv(65536)
+    kind = _NLMSG.unpack_from(answer)[1]
+    end = _NLMSG.size + _DIAG_UID_OFFSET + _DIAG_UID.size
+    if kind == NLMSG_ERROR or len(answer) < end:
+        return None
+    return answer[_NLMSG.size + 1], _DIAG_UID.unpack_from(answer, end - _DIAG_UID.size)[0]
+
+
+def proc_peer_uid(host: str, port: int, local_port: int) -> int | None:
     """The uid owning the connected socket ``host:port`` → 127.0.0.1:``local_port``.
 
     /proc/net/tcp lists every socket of this network namespace with its owner; the client's
     entry is the one whose local end is the peer and whose remote end is the server. Only an
-    established entry counts: one that is closing shows uid 0.
+    established entry counts: one that is closing shows uid 0. The entry is found as a string
+    (the table holds every connection of the host's network: parsing each line would cost
+    milliseconds per connection on a busy host).
     """
-    wanted = ipaddress.ip_address(host)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        peer = f"{_proc_hex(host, width)}:{port:04X}"
+        server = f"{_proc_hex('127.0.0.1', width)}:{local_port:04X}"
+        needle = f" {peer} {server} {TCP_ESTABLISHED:02X} ".encode()
         try:
-            with open(table) as lines:
-                next(lines, None)
-                for line in lines:
-                    fields = line.split()
-                    if len(fields) < 8 or fields[3] != TCP_ESTABLISHED:
-                        continue
-                    local, remote = fields[1].split(":"), fields[2].split(":")
-                    if int(local[1], 16) != port or int(remote[1], 16) != local_port:
-                        continue
-                    if _proc_address(local[0]) == wanted:
-                        return int(fields[7])
-        except (OSError, ValueError, IndexError):
+            with open(table, "rb") as lines:
+                text = lines.read()
+        except OSError:
             continue
+        at = text.find(needle)
+        if at >= 0:
+            # After the addresses and state: tx:rx queues, timer, retransmits, then the uid.
+            fields = text[at + len(needle) : text.find(b"\n", at)].split()
+            return int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
     return None
 
 
-def _proc_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An address as /proc/net/tcp* prints it: 32-bit words in host byte order."""
-    raw = bytes.fromhex(text)
+def _proc_hex(host: str, width: int) -> str:
+    """An address as /proc/net/tcp* prints it: 32-bit words in host byte order, in hex; an
+    IPv4 address in the IPv6 table is IPv4-mapped."""
+    raw = ipaddress.ip_address(host).packed
+    if width == 16 and len(raw) == 4:
+        raw = bytes(10) + b"\xff\xff" + raw
     if sys.byteorder == "little":
         raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    if len(raw) == 4:
-        return ipaddress.IPv4Address(raw)
-    address = ipaddress.IPv6Address(raw)
-    return address.ipv4_mapped or address
+    return raw.hex().upper()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -572,6 +572,55 @@ def test_another_users_poll_never_takes_an_invocation(launch: Launch) -> None:
     assert [instance.result({"op": "echo"})["event"] for _ in range(3)] == [{"op": "echo"}] * 3
 
 
+@contextlib.contextmanager
+def connected_as(uid: int, port: int, family: socket.AddressFamily) -> Iterator[None]:
+    """A child running as ``uid`` holds a connection to 127.0.0.1:``port`` meanwhile."""
+    release_read, release_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(release_write)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            host = "127.0.0.1" if family == socket.AF_INET else "::ffff:127.0.0.1"
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.connect((host, port))
+                os.read(release_read, 1)  # until the test is done with the connection
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(release_read)
+    try:
+        yield
+    finally:
+        os.close(release_write)
+        assert wait_for(lambda: _reaped(pid), 10, what="client exit") == (0,)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_both_peer_lookups_name_the_clients_user(family: socket.AddressFamily) -> None:
+    """sock_diag where the kernel has it, /proc/net/tcp* where not: the same answers."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert shim_module.diag_socket("127.0.0.1", port, "0.0.0.0", 0) == (10, 0)
+        with connected_as(OTHER_UID, port, family):
+            conn, (host, peer_port) = server.accept()
+            with conn:
+                assert shim_module.diag_socket(host, peer_port, "127.0.0.1", port) == (
+                    1,
+                    OTHER_UID,
+                )
+                assert shim_module.proc_peer_uid(host, peer_port, port) == OTHER_UID
+                # Looked up the other way round it is the server's end (root's); no client
+                # holds the port of a wrong remote end.
+                assert shim_module.proc_peer_uid("127.0.0.1", port, peer_port) == 0
+                assert shim_module.diag_socket(host, peer_port, "127.0.0.1", 1) is None
+                assert shim_module.proc_peer_uid(host, peer_port, 1) is None
+
+
 def test_an_abandoned_poll_does_not_take_the_next_invocation(launch: Launch) -> None:
     instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
     instance.load()
