@@ -486,6 +486,20 @@ def test_a_handler_without_a_callback_parameter_answers_with_what_it_returns(
     assert json.loads(instance.invoke("x")[1]) == {"got": "x"}
 
 
+def test_any_thenable_is_awaited_and_a_hostile_one_fails_the_invocation(
+    run_code: Callable[..., NodeInstance],
+) -> None:
+    instance = run_code(
+        """
+        exports.handler = (event) => event === "plain"
+          ? { then(resolve) { setTimeout(() => resolve("from a thenable"), 1); } }
+          : { get then() { throw new ReferenceError("no then for you"); } };
+        """
+    )
+    assert instance.invoke("plain")[1] == b"from a thenable"
+    assert instance.invoke("hostile")[0]["message"] == "ReferenceError: no then for you"
+
+
 def test_an_uncaught_exception_fails_the_running_invocation(
     run_code: Callable[..., NodeInstance],
 ) -> None:
@@ -662,6 +676,13 @@ def test_a_frame_written_in_pieces_is_read_whole(run_code: Callable[..., NodeIns
     for at in range(len(frame)):  # one byte at a time, each read by the instance on its own
         os.write(instance.request_fd, frame[at : at + 1])
     assert instance.receive()[1] == b"abc"
+
+
+def test_a_frame_that_is_not_ours_ends_the_instance(run_code: Callable[..., NodeInstance]) -> None:
+    instance = run_code("exports.handler = async () => 1;")
+    os.write(instance.request_fd, FRAME.pack(9, 0) + b"not json!")
+    assert instance.wait_exit() == 1
+    assert "SyntaxError" in instance.rest_of_output()
 
 
 # The context

@@ -28,7 +28,10 @@
 // or initializer that is running, whatever code raised them; between invocations they are
 // written to the log and the instance goes on (the next invocation's log shows them). Running
 // out of V8's heap ends the process, which the service reports. When the request pipe closes
-// the process exits at once, whatever user code is still waiting for.
+// the process exits at once, whatever user code is still waiting for; only a handler stuck in
+// synchronous code outlives it, until the service kills it and its control group (node cannot
+// ask the kernel to kill it with its parent, and as process 1 of a PID namespace it cannot
+// kill itself from another thread).
 "use strict";
 
 const fs = require("fs");
