@@ -23,7 +23,9 @@ under ``/bin/sh``, as a shell would run it); whatever it starts is killed with t
   is taken raw, whatever its Content-Type (curl's ``-d`` says form-urlencoded; nothing is
   decoded), with Content-Length or chunked. An id that is not the running invocation's is 404,
   one already answered 409; a result larger than the invocation's ``max_result_bytes`` is 413
-  and ends it as ``result_too_large``. Any other path is 404, a malformed request 400.
+  and ends it as ``result_too_large``. Any other path is 404, another method 405, a malformed
+  request 400 (414/431 for a request line or headers over 64 KiB, 501 for a transfer coding
+  other than chunked); the connection is then closed and the API serves on.
 - An error body that is JSON is the error object as it is; any other body becomes
   ``{"errorMessage": <text>, "errorType": "FunctionError"}``.
 - The instance is loaded when the bootstrap first asks for an invocation.
@@ -774,8 +776,10 @@ class RuntimeApi:
         if status != 200:
             message = "already answered" if status == 409 else "is not the running invocation"
             raise BadRequest(status, f"request {request_id[:100]!r} {message}")
-        if request.headers.get("expect", "").lower() == "100-continue":
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = request.headers.get("content-length", "")
+        too_long = length.isascii() and length.isdigit() and int(length) > limit
+        if not too_long and request.headers.get("expect", "").lower() == "100-continue":
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # else 413 before the body comes
         body = read_body(reader, request, limit)
         if body is None:
             self._invocations.answer(request_id, TOO_LARGE, b"")

@@ -113,6 +113,23 @@ def test_an_error_posted_by_the_bootstrap_fails_the_invocation(sdk: Any) -> None
     assert "cannot handle this event" in record.error_message
 
 
+# The bash sample, but an event that says "exit" ends the bootstrap.
+EXITING_BOOTSTRAP = BASH_SAMPLE.replace(
+    "  # Run the handler function",
+    '  if [[ "$EVENT_DATA" == *exit* ]]; then exit 3; fi\n  # Run the handler function',
+)
+
+
+def test_a_bootstrap_that_exits_fails_that_invocation_only(sdk: Any) -> None:
+    create(sdk, "bash-exit", "Custom", zipped({"bootstrap": EXITING_BOOTSTRAP}))
+    assert invoke(sdk, "bash-exit", {"n": 1}).result == """Echoing request: '{"n": 1}'"""
+    failed = invoke(sdk, "bash-exit", {"exit": True}, status=500)
+    assert "the bootstrap exited with code 3" in failed.result
+    for number in range(3):  # each on a new instance or the old one, never a dead one
+        answer = invoke(sdk, "bash-exit", {"n": number})
+        assert answer.result == f"""Echoing request: '{{"n": {number}}}'""", answer
+
+
 # Answers each invocation with its runtime API's address.
 ADDRESS_BOOTSTRAP = BASH_SAMPLE.replace(
     "RESPONSE=\"Echoing request: '$EVENT_DATA'\"", 'RESPONSE="$RUNTIME_API_ADDR"'

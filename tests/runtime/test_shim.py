@@ -508,6 +508,22 @@ def test_malformed_bodies_of_the_running_invocation_are_refused(launch: Launch) 
     assert (reply["status"], body) == ("ok", b"abcde")
 
 
+def test_an_announced_oversized_result_is_refused_before_its_body(launch: Launch) -> None:
+    instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
+    instance.load()
+    api = api_address(instance.result({"op": "echo"}))
+    instance.send({"request_id": "r-big", "max_result_bytes": 100}, b'{"op": "hold"}')
+    wait_for(lambda: "holding r-big" in instance.log(), 10, what="invocation taken")
+    head = (
+        b"POST /v1/runtime/invocation/response/r-big HTTP/1.1\r\n"
+        b"Content-Length: 101\r\nExpect: 100-continue\r\n\r\n"
+    )
+    answer = raw_exchange_keepalive(api, head)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer  # no "100 Continue" first
+    reply, body = instance.receive()
+    assert (reply["status"], body) == ("result_too_large", b"")
+
+
 def raw_exchange_keepalive(api: tuple[str, int], data: bytes) -> bytes:
     """Send ``data`` and read one response's head."""
     with socket.create_connection(api, timeout=5) as sock:
