@@ -42,10 +42,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     deploy = fn.add_parser(
         "deploy", parents=both, help="create or update a function from a directory"
     )
-    deploy.add_argument("dir", help="a folder with the code, index.py for the default handler")
+    deploy.add_argument(
+        "dir",
+        help="a folder with the code: index.py (Python), index.js (Node.js) for the default "
+        "handler, or an executable bootstrap (Custom, http)",
+    )
     deploy.add_argument("--name", required=True)
     deploy.add_argument("--handler", default="index.handler")
-    deploy.add_argument("--runtime", default="Python3.9")
+    deploy.add_argument(
+        "--runtime", default="Python3.9", help="Python3.9 (default), Node.js20.15, Custom, http…"
+    )
     deploy.add_argument("--timeout", type=int, default=30, help="seconds")
     deploy.add_argument("--memory", type=int, default=128, help="MB")
     deploy.set_defaults(func=cmd_fn_deploy)

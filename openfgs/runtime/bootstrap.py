@@ -16,7 +16,11 @@ group the service made for it). ``OPTIONS`` is ``{"run_as": [uid, gid] | null, "
 
 Either way the instance then reads its config frame and enters its sandbox (``enter_sandbox``):
 environment replaced, limits written into its control group, privileges dropped when a user is
-given, code directory as working directory. Only then does it import user code.
+given, code directory as working directory. Only then does it import user code. The config's
+``program`` says what serves after that (``runtime/families.py``): this file for Python, or
+``shim.py`` for custom runtimes and HTTP functions (``network: "own"`` gives those a network
+namespace of their own first); a Node.js instance is node itself (``node/bootstrap.js``), which
+enters its sandbox the same way.
 
 Wire format on the protocol pipes, both directions: ``FRAME`` (header length, body length), a
 JSON header, raw body.
@@ -38,7 +42,10 @@ Template socket (``SOCK_SEQPACKET``, one JSON object per message): the service s
 ``{"fork": true}`` with three descriptors (request pipe read end, reply pipe write end, log pipe
 write end); the template answers, in order, ``{"forked": pid, "group": name}`` with a pidfd of
 the new instance (``name``: its control group under the pool's parents, "" for none), or
-``{"error": message}``. Whenever an instance exits the template reaps it and sends
+``{"error": message}``. ``{"fork": true, "program": "node"}`` (no descriptors) asks for a node
+instance: node cannot be handed descriptors, so the template starts node standbys on pipes of
+its own and answers with the pidfd followed by the service's ends of those pipes (request write
+end, reply read end, log read end); see ``exec_node`` for the descriptors node gets. Whenever an instance exits the template reaps it and sends
 ``{"exited": pid, "returncode": code}`` (also for standbys, which the service never heard of).
 ``{"ready": true, "problem": text}`` is the template's first message.
 """
@@ -158,9 +165,10 @@ class Logger:
 class Context:
     """FunctionGraph's context object, with its Java-style method names."""
 
-    def __init__(self, config: Header, request_id: str, timeout: float) -> None:
+    def __init__(self, config: Header, request_id: str, timeout: float, alias: str = "") -> None:
         self._config = config
         self._request_id = request_id
+        self._alias = alias
         self._deadline = time.monotonic() + timeout
         self._logger = Logger(request_id)
 
@@ -215,7 +223,7 @@ class Context:
         return str(self._config["project_id"])
 
     def getAlias(self) -> str:
-        return ""
+        return self._alias
 
     def getLogger(self) -> Logger:
         return self._logger
@@ -252,7 +260,9 @@ def run_initializer(config: Header) -> tuple[str, str]:
 
 def invoke(handler: Handler, config: Header, header: Header, event: bytes) -> tuple[Header, bytes]:
     """Run the handler once and turn every outcome into a reply frame."""
-    context = Context(config, str(header["request_id"]), float(config["timeout"]))
+    context = Context(
+        config, str(header["request_id"]), float(config["timeout"]), str(header.get("alias", ""))
+    )
     started = time.perf_counter()
     try:
         value = handler(json.loads(event), context)
@@ -711,9 +721,23 @@ def serve_template(sock_fd: int, run_as: tuple[int, int] | None, sandbox: Header
 # than the rest of a cold start, so it is done while the template has nothing else to do.
 STANDBYS = 2
 # Started node processes kept ahead of need, once a Node.js function has run here: node takes
-# ~100 ms to start, which is most of a cold start. Each costs ~40 MB while it waits.
-NODE_STANDBYS = 2
+# ~100 ms to start, which is most of a cold start. Each costs ~40 MB while it waits. V8 sizes
+# its heap when node starts, so a standby is for one memory size: two for the size asked for
+# last, one for the size before it.
+NODE_STANDBYS = (2, 1)
 NODE = "node"
+
+
+def node_heap_mb(memory_size: int) -> int:
+    """V8's old-space limit for a function of ``memory_size`` MB: the rest is node's own
+    memory (~35 MB) and the young generation. Without it V8 sizes its heap for the host and
+    collects too late, and the control group kills a function that only made garbage."""
+    return max(memory_size * 3 // 4, 32)
+
+
+def node_argv(argv: list[str], memory_size: int) -> list[str]:
+    """``argv`` (node, bootstrap.js) with the heap limit of ``memory_size``."""
+    return [argv[0], f"--max-old-space-size={node_heap_mb(memory_size)}", *argv[1:]]
 
 
 class Standby:
@@ -738,6 +762,7 @@ class Standby:
         self.sock = sock  # the template's end; the pipes go through it
         self.group = group  # its control group's name under each of the pool's parents
         self.pipes = pipes
+        self.memory = 0  # a node standby's memory size (its heap limit)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -773,7 +798,8 @@ class Template:
         self._standbys: list[Standby] = []
         self._node: list[str] = list(sandbox.get("node") or [])  # argv: node, bootstrap.js
         self._node_standbys: list[Standby] = []
-        self._node_wanted = 0  # none until a Node.js instance is asked for
+        # Memory size → node standbys to keep; none until a Node.js instance is asked for.
+        self._node_wanted: dict[int, int] = {}
         self._made = 0
         self._broken = ""  # why standbys cannot be made; then only requests try again
         self._preload = list(PRELOAD)
@@ -810,14 +836,21 @@ class Template:
     def _wants_standby(self) -> bool:
         if self._broken:
             return False
-        return len(self._standbys) < STANDBYS or len(self._node_standbys) < self._node_wanted
+        return len(self._standbys) < STANDBYS or self._node_lacking() is not None
+
+    def _node_lacking(self) -> int | None:
+        """A memory size with fewer node standbys than wanted."""
+        for memory, wanted in self._node_wanted.items():
+            if sum(1 for s in self._node_standbys if s.memory == memory) < wanted:
+                return memory
+        return None
 
     def _refill(self) -> None:
         try:
             if len(self._standbys) < STANDBYS:
                 self._standbys.append(self._make_standby())
-            else:
-                self._node_standbys.append(self._make_node_standby())
+            elif (memory := self._node_lacking()) is not None:
+                self._node_standbys.append(self._make_node_standby(memory))
         except OSError as exc:
             self._broken = f"cannot prepare an instance: {exc}"
 
@@ -859,7 +892,7 @@ class Template:
         standby = Standby(pid, os.pidfd_open(pid), ours, name)
         return self._placed(standby, dirs, self._standbys)
 
-    def _make_node_standby(self) -> Standby:
+    def _make_node_standby(self, memory: int) -> Standby:
         """A node process started on pipes of ours, waiting in its sandbox for its config."""
         if not self._node:
             raise OSError(errno.ENOENT, "node is not installed")
@@ -869,7 +902,7 @@ class Template:
         output = os.pipe2(os.O_CLOEXEC)
         theirs = (request[0], reply[1], output[1])
         try:
-            pid = self._fork_standby(dirs, lambda: self._become_node(theirs, dirs))
+            pid = self._fork_standby(dirs, lambda: self._become_node(theirs, dirs, memory))
         except OSError:
             for fd in (*request, *reply, *output):
                 os.close(fd)
@@ -878,6 +911,7 @@ class Template:
             os.close(fd)
         pipes = (request[1], reply[0], output[0])
         standby = Standby(pid, os.pidfd_open(pid), None, name, pipes)
+        standby.memory = memory
         return self._placed(standby, dirs, self._node_standbys)
 
     def _shed_template(self) -> None:
@@ -912,14 +946,14 @@ class Template:
         _close_stray_fds(keep=(request_fd, reply_fd, *self._alias_fds))
         return serve_instance(request_fd, reply_fd, parent, {})
 
-    def _become_node(self, fds: tuple[int, int, int], dirs: dict[str, str]) -> int:
+    def _become_node(self, fds: tuple[int, int, int], dirs: dict[str, str], memory: int) -> int:
         """In the standby: shed the template, become node on ``fds`` (request read, reply
         write, log write); it waits for its config frame and enters its sandbox itself."""
         self._shed_template()
         _die_with_parent(os.getppid())
         enter_namespaces(self._flags)
         os.setsid()
-        exec_node(self._node, *fds, {"group": dirs})
+        exec_node(node_argv(self._node, memory), *fds, {"group": dirs})
 
     def _reap(self) -> None:
         while True:
@@ -946,10 +980,11 @@ class Template:
             return False
         if not message:
             return False
-        if json.loads(message).get("program") == NODE:
+        request = json.loads(message)
+        if request.get("program") == NODE:
             for fd in fds:
                 os.close(fd)
-            self._serve_node_request()
+            self._serve_node_request(int(request.get("memory_size") or 128))
             return True
         try:
             if len(fds) != 3:
@@ -967,19 +1002,33 @@ class Template:
         standby.close()
         return True
 
-    def _serve_node_request(self) -> None:
-        """Hand a started node standby, with the service's ends of its pipes, over."""
-        self._node_wanted = NODE_STANDBYS
+    def _serve_node_request(self, memory: int) -> None:
+        """Hand a started node standby of ``memory`` MB, with the service's ends of its
+        pipes, over; keep standbys for this size and the one asked for before it."""
+        self._want_node(memory)
         try:
-            standby = self._node_standbys.pop(0) if self._node_standbys else None
-            if standby is None:
-                standby = self._make_node_standby()
+            matching = [s for s in self._node_standbys if s.memory == memory]
+            if matching:
+                standby = matching[0]
+                self._node_standbys.remove(standby)
+            else:
+                standby = self._make_node_standby(memory)
         except OSError as exc:
             self._send({"error": f"cannot start node: {exc}"})
             return
         reply = {"forked": standby.pid, "group": standby.group if self._parents else ""}
         socket.send_fds(self._sock, [json.dumps(reply).encode()], [standby.pidfd, *standby.pipes])
         standby.close()
+
+    def _want_node(self, memory: int) -> None:
+        sizes = [m for m in self._node_wanted if m != memory][-(len(NODE_STANDBYS) - 1) :]
+        sizes = [*sizes, memory] if len(NODE_STANDBYS) > 1 else [memory]
+        self._node_wanted = dict(zip(sizes, reversed(NODE_STANDBYS[: len(sizes)]), strict=True))
+        kept: dict[int, int] = {}
+        for standby in self._node_standbys:  # surplus: a size asked for less, or no more
+            kept[standby.memory] = kept.get(standby.memory, 0) + 1
+            if kept[standby.memory] > self._node_wanted.get(standby.memory, 0):
+                os.kill(standby.pid, signal.SIGKILL)  # reaped, closed and removed as any
 
     def _hand_over(self, fds: list[int]) -> Standby:
         while True:
@@ -1005,6 +1054,7 @@ def exec_node(argv: list[str], request: int, reply: int, output: int, options: H
     for fd, target in zip((*high, high[2], high[2]), (3, 4, 5, 1, 2), strict=True):
         os.dup2(fd, target)  # inheritable: these are what node keeps
     _close_stray_fds(keep=(3, 4, 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # as every instance: no core dumps
     os.execve(argv[0], [*argv, json.dumps(options)], dict(os.environ))
 
 
@@ -1109,7 +1159,8 @@ def main(argv: list[str]) -> int:
         enter_namespaces(flags)
     if sandbox.get("node"):  # a Node.js instance: node reads the config frame itself
         os.setsid()
-        exec_node(sandbox["node"], request_fd, reply_fd, 1, {"group": _GROUP})
+        argv = node_argv(sandbox["node"], int(sandbox.get("memory_size") or 128))
+        exec_node(argv, request_fd, reply_fd, 1, {"group": _GROUP})
     return serve_instance(request_fd, reply_fd, parent, path_dirs)
 
 

@@ -59,6 +59,8 @@ MIN_LOAD_SECONDS = 30.0
 OUTPUT_GRACE_SECONDS = 2.0
 EXIT_GRACE_SECONDS = 2.0
 MAX_HEADER_BYTES = 1 << 20
+# What node writes when V8's heap reached its limit, just before it aborts.
+V8_HEAP_EXHAUSTED = "JavaScript heap out of memory"
 # Where an HTTP function's server listens, in its own network namespace (FunctionGraph's rule).
 HTTP_PORT = 8000
 OWN_NETWORK = bootstrap.OWN_NETWORK
@@ -240,7 +242,9 @@ class Instance:
         first_frame = _Channel.frame(config, b"")
         try:
             if family.program == "node":
-                launched = await _launch_node(sandbox, forker, marker, max_log_bytes, first_frame)
+                launched = await _launch_node(
+                    spec.memory_size, sandbox, forker, marker, max_log_bytes, first_frame
+                )
             else:
                 launched = await _launch(
                     code_dir, sandbox, forker, marker, max_log_bytes, first_frame
@@ -357,6 +361,11 @@ class Instance:
             code, message = self._fate
         self._pending = self._pending.then(self._final, self._max_log_bytes)
         log = self._take_log()
+        node = (family_of(self.spec.runtime) or PYTHON).program == "node"
+        if node and code == ErrorCode.INSTANCE_CRASHED and V8_HEAP_EXHAUSTED in log:
+            # V8 aborts when the heap reaches its limit (sized for memory_size); as process 1
+            # of its namespace node then dies of SIGSEGV rather than SIGABRT.
+            code, message = ErrorCode.OUT_OF_MEMORY, out_of_memory(self.spec)
         return RunResult(
             ok=False, error_code=code, error_message=message, log=log, duration_ms=duration_ms
         )
@@ -504,7 +513,7 @@ async def _launch(
     marker: bytes,
     max_log_bytes: int,
     first_frame: bytes,
-    node: list[str] | None = None,
+    node: dict[str, Any] | None = None,
 ) -> tuple[ChildProcess, Group | None, _Channel, OutputCollector, bytes]:
     """Start the process; returns what of ``first_frame`` still has to be sent."""
     # Our own pipes rather than stdout=PIPE: asyncio's Process.wait() would otherwise also wait
@@ -546,6 +555,7 @@ async def _launch(
 
 
 async def _launch_node(
+    memory_size: int,
     sandbox: Sandbox,
     forker: Forker | None,
     marker: bytes,
@@ -554,12 +564,13 @@ async def _launch_node(
 ) -> tuple[ChildProcess, Group | None, _Channel, OutputCollector, bytes]:
     """A node instance: a started standby from the template (which comes with its pipes),
     else a spawned bootstrap that becomes node (node's own start-up is then on the path)."""
-    forked = await forker.fork_node() if forker is not None else None
+    forked = await forker.fork_node(memory_size) if forker is not None else None
     if forked is None:
         argv = node_argv()
         if not argv:
             raise RuntimeUnavailable("Node.js functions need node on this host's PATH")
-        return await _launch(None, sandbox, None, marker, max_log_bytes, first_frame, argv)
+        spawned = {"node": argv, "memory_size": memory_size}
+        return await _launch(None, sandbox, None, marker, max_log_bytes, first_frame, spawned)
     process, (request_write, reply_read, output_read) = forked
     group = None
     if process.group and sandbox.cgroups is not None:
@@ -583,16 +594,16 @@ async def _spawn(
     code_dir: Path | None,
     sandbox: Sandbox,
     child_ends: tuple[int, int, int],
-    node: list[str] | None = None,
+    node: dict[str, Any] | None = None,
 ) -> tuple[SpawnedProcess, Group | None]:
     """A new interpreter, in a control group the pool makes for it (off the fast path);
-    with ``node``, it becomes node once it is in its namespaces."""
+    with ``node`` (its argv and memory size), it becomes node once in its namespaces."""
     group = None
     if sandbox.cgroups is not None:
         group = await asyncio.to_thread(sandbox.cgroups.create, f"s{secrets.token_hex(8)}")
     options = {**sandbox.options, "group": {} if group is None else _strs(group.dirs)}
     if node:
-        options["node"] = node
+        options.update(node)
     request_read, reply_write, output_write = child_ends
     try:
         process = await asyncio.create_subprocess_exec(

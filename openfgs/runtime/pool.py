@@ -57,6 +57,7 @@ class _Call:
     canceled: bool = False
     done: bool = False
     attributes: dict[str, str] = field(default_factory=dict)  # sent with the event
+    earlier_log: str = ""  # of instances whose initializer failed before the one that ran
 
 
 @dataclass
@@ -278,7 +279,7 @@ class InstancePool:
             return _failure(ErrorCode.FUNCTION_ERROR, str(exc))
         acquired = await self._acquire(spec, group, call, code_dir)
         if isinstance(acquired, RunResult):
-            return acquired
+            return self._with_earlier_log(call, acquired)
         call.instance = acquired
         reusable = False
         try:
@@ -287,7 +288,12 @@ class InstancePool:
         finally:
             call.instance = None  # from here on cancel() must not kill it
             await self._release(group, acquired, reusable)
-        return result
+        return self._with_earlier_log(call, result)
+
+    def _with_earlier_log(self, call: _Call, result: RunResult) -> RunResult:
+        if not call.earlier_log:
+            return result
+        return replace(result, log=(call.earlier_log + result.log)[-self._max_log_bytes :])
 
     async def _code_dir(self, spec: FunctionSpec, load_code: CodeLoader) -> Path:
         """The directory ``spec``'s instances run in: its code package, or with dependencies
@@ -322,16 +328,14 @@ class InstancePool:
     ) -> Instance | RunResult:
         """A booted instance for ``spec``, or the FAIL result of starting one. An initializer
         that fails is given a new instance, up to FunctionGraph's three attempts."""
-        logs: list[str] = []
-        for attempt in range(1, INITIALIZER_ATTEMPTS + 1):
+        for _ in range(INITIALIZER_ATTEMPTS - 1):
             acquired = await self._acquire_once(spec, group, call, code_dir)
             if not isinstance(acquired, RunResult):
                 return acquired
-            logs.append(acquired.log)
-            last = attempt == INITIALIZER_ATTEMPTS
-            if last or acquired.error_code != ErrorCode.INITIALIZER_FAILED:
-                return replace(acquired, log="".join(logs)[-self._max_log_bytes :])
-        raise AssertionError("unreachable")
+            call.earlier_log += acquired.log  # the output of every failed attempt is kept
+            if acquired.error_code != ErrorCode.INITIALIZER_FAILED:
+                return acquired
+        return await self._acquire_once(spec, group, call, code_dir)
 
     async def _acquire_once(
         self, spec: FunctionSpec, group: _Group, call: _Call, code_dir: Path

@@ -164,10 +164,12 @@ class Template:
             os.close(fd)
         return instance
 
-    async def fork_node(self) -> tuple[ForkedProcess, tuple[int, int, int]]:
-        """A started node instance and the service's ends of its pipes (request write, reply
-        read, log read): node cannot be handed pipes, so it comes with its own."""
-        instance, pipes = await self._request(b'{"fork": true, "program": "node"}', [])
+    async def fork_node(self, memory_size: int) -> tuple[ForkedProcess, tuple[int, int, int]]:
+        """A started node instance for a function of ``memory_size`` MB (its heap is sized
+        at start) and the service's ends of its pipes (request write, reply read, log read):
+        node cannot be handed pipes, so it comes with its own."""
+        request = {"fork": True, "program": "node", "memory_size": memory_size}
+        instance, pipes = await self._request(json.dumps(request).encode(), [])
         if len(pipes) != 3:
             for fd in pipes:
                 os.close(fd)
@@ -295,13 +297,15 @@ class Forker:
             await self._retire(template)
             return None
 
-    async def fork_node(self) -> tuple[ForkedProcess, tuple[int, int, int]] | None:
+    async def fork_node(
+        self, memory_size: int
+    ) -> tuple[ForkedProcess, tuple[int, int, int]] | None:
         """A started node instance with its pipes, or None when no template can give one."""
         template = await self._running_template()
         if template is None:
             return None
         try:
-            return await template.fork_node()
+            return await template.fork_node(memory_size)
         except TemplateError as exc:
             log.warning("instance template could not give a node instance: %s", exc)
             if not template.alive:

@@ -94,6 +94,9 @@ INVOKE = readme_command(CLI_BLOCK, README_OPENFGS, "fn", "invoke", "my-function"
 INVOKE_ASYNC = readme_command(CLI_BLOCK, README_OPENFGS, "fn", "invoke", "my-function", "--async")
 LIST_SUCCESS = readme_command(CLI_BLOCK, README_OPENFGS, "invocations", "list", "my-function")
 DEPLOY = readme_command(CLI_BLOCK, README_OPENFGS, "fn", "deploy")
+NODE_BLOCK = readme_block("Node.js, custom runtimes, HTTP functions")
+NODE_DEPLOY = readme_command(NODE_BLOCK, README_OPENFGS, "fn", "deploy")
+NODE_INVOKE = readme_command(NODE_BLOCK, README_OPENFGS, "fn", "invoke")
 # The first block: make a venv, install into it, start the service.
 (MAKE_VENV, INSTALL, START) = readme_blocks()[0][1]
 
@@ -278,6 +281,10 @@ def test_readme_serve_from_a_fresh_folder_runs_the_demo_and_keeps_its_data_there
     assert greet_demo(client, credential.project_id) == "hello, you"
 
 
+NODE_FUNCTION = """exports.handler = async (event, context) => ({ event, node: !!process.versions.node });
+"""
+
+
 # -- 2. the README's scale-out commands, each from its own folder ------------------------------
 
 MY_FUNCTION = """
@@ -384,4 +391,11 @@ def test_an_installed_wheel_serves_the_demo(serve: Serve, workspace: Path) -> No
     user_env = env | started.exports()
     invoke_demo_from_the_cli(openfgs, user, user_env, started)
     assert sorted(os.listdir(user)) == [".openfgs", ".venv"]
+
+    # A Node.js function, as the README deploys it: the wheel carries the Node.js bootstrap.
+    code = fresh_folder(user, NODE_DEPLOY[3].removeprefix("./"))
+    (code / "index.js").write_text(NODE_FUNCTION)
+    run(typed(NODE_DEPLOY, openfgs), cwd=user, env=user_env)
+    answer = run(typed(NODE_INVOKE, openfgs), cwd=user, env=user_env)
+    assert json.loads(answer) == {"event": {"k": "v"}, "node": True}, answer
     started.stop()

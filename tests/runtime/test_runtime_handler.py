@@ -98,6 +98,9 @@ async def test_every_context_method(pool: InstancePool) -> None:
     for level, label in shown.items():
         assert f"req-42 {label} via {level}\n" in result.log
 
+    through_alias = await pool.invoke(fn.spec, b"{}", "req-43", fn.load, alias="live")
+    assert json.loads(through_alias.result)["getAlias"] == "live"  # the same warm instance
+
 
 async def test_print_stderr_fd_output_and_logger_land_in_the_log(pool: InstancePool) -> None:
     fn = make_function(
@@ -283,6 +286,47 @@ async def test_initializer_failure(pool: InstancePool) -> None:
     assert result.error_message == "initializer failed: RuntimeError: no database"
     assert "Traceback" in result.log
     assert pool.instance_pids() == []
+
+
+ATTEMPTS_INIT = """
+    import os, uuid
+    MARK = uuid.uuid4().hex  # pids are all 1, each in its namespace
+
+    def init(context):
+        with open(os.path.join(os.environ["SCRATCH"], "attempts"), "a") as attempts:
+            attempts.write(f"{MARK}\\n")
+        print("attempt")
+        if sum(1 for _ in open(os.path.join(os.environ["SCRATCH"], "attempts"))) <= FAILURES:
+            raise RuntimeError("not yet")
+
+    def handler(event, context):
+        return "ready"
+    """
+
+
+@pytest.mark.parametrize(("failures", "attempts"), [(5, 3), (2, 3), (1, 2)])
+async def test_a_failed_initializer_gets_new_instances_three_times_in_all(
+    pool: InstancePool, scratch: Path, failures: int, attempts: int
+) -> None:
+    """FunctionGraph discards an instance whose initializer failed and tries another, three
+    attempts in all; the caller sees the last failure, or the result of the one that worked."""
+    fn = make_function(
+        ATTEMPTS_INIT.replace("FAILURES", str(failures)),
+        initializer_handler="index.init",
+        initializer_timeout=5,
+        user_data={"SCRATCH": str(scratch)},
+    )
+    result = await pool.invoke(fn.spec, b"{}", "r1", fn.load)
+    tried = (scratch / "attempts").read_text().split()
+    assert len(tried) == attempts and len(set(tried)) == attempts  # a new instance each time
+    if failures >= 3:
+        assert result.error_code == ErrorCode.INITIALIZER_FAILED
+        assert result.error_message == "initializer failed: RuntimeError: not yet"
+        assert pool.instance_pids() == []
+    else:
+        assert result.ok and json.loads(result.result) == "ready"
+        assert len(pool.instance_pids()) == 1
+    assert result.log.count("attempt\n") == attempts  # every attempt's output is kept
 
 
 async def test_missing_initializer(pool: InstancePool) -> None:
