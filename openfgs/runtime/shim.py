@@ -54,8 +54,10 @@ a keep-alive connection (opened again when the function closed it):
   invocation with a message saying so.
 
 **The bootstrap process.** If it exits during an invocation, that invocation fails with its exit
-status and ``serve`` returns; if it exits between invocations, the instance exits at once, so
-the service starts a new one rather than sending the next invocation to a dead instance. The
+status (the reply says ``"reusable": false``) and ``serve`` returns; if it exits between
+invocations, the instance exits at once, so the service starts a new one rather than sending
+the next invocation to a dead instance. Either way the instance exits with the bootstrap's exit
+code (128 + the signal number when a signal killed it). The
 service enforces timeouts by killing the instance; nothing here keeps time for it.
 """
 
@@ -286,6 +288,11 @@ class Runtime:
     def failed(self, message: str, started: float, status: str = FUNCTION_ERROR) -> Header:
         return reply(status, message, started, self.maxrss_kb())
 
+    def ended(self, started: float) -> Header:
+        """The reply of an invocation the bootstrap's exit ended; the instance ends too, which
+        ``reusable`` tells the service before it sees the process go."""
+        return {**self.failed(self.child.describe(), started), "reusable": False}
+
 
 def bootstrap_argv(code_dir: str, must_be_executable: bool) -> tuple[list[str], str]:
     """How to start the code's bootstrap, or why it cannot be."""
@@ -473,7 +480,7 @@ class CustomRuntime(Runtime):
         )
         outcome = self.invocations.run(invocation)
         if outcome is None:
-            return self.failed(self.child.describe(), started), b""
+            return self.ended(started), b""
         route, body = outcome
         if route == "response":
             return reply(OK, "", started, self.maxrss_kb()), body
@@ -932,6 +939,8 @@ class HttpFunction(Runtime):
             )
         except (http.client.HTTPException, OSError, ValueError) as exc:
             self.connection.close()
+            if self.child.exit_code is not None:
+                return self.ended(started), b""
             return self.failed(self._why(exc), started), b""
         if answer is None:
             message = f"function result is more than the limit of {limit} bytes"
@@ -943,8 +952,6 @@ class HttpFunction(Runtime):
         return reply(OK, "", started, self.maxrss_kb()), result
 
     def _why(self, exc: Exception) -> str:
-        if self.child.exit_code is not None:
-            return self.child.describe()
         if isinstance(exc, http.client.RemoteDisconnected):
             return "the function closed the connection without answering"
         if isinstance(exc, http.client.IncompleteRead):

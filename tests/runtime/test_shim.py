@@ -703,6 +703,7 @@ def test_a_bootstrap_dying_in_an_invocation_fails_it_and_ends_the_instance(
     instance.load()
     reply, body = instance.invoke(op)
     assert (reply["status"], reply["message"], body) == ("function_error", message, b"")
+    assert reply["reusable"] is False
     assert instance.wait_exit() == code
 
 
