@@ -637,6 +637,24 @@ def test_both_peer_lookups_name_the_clients_user(family: socket.AddressFamily) -
                 assert shim_module.proc_peer_uid(host, peer_port, 1) is None
 
 
+def test_connections_over_the_bound_are_closed_and_their_slots_come_back(
+    launch: Launch,
+) -> None:
+    instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
+    instance.load()
+    api = api_address(instance.result({"op": "echo"}))
+    held = [socket.create_connection(api, timeout=5) for _ in range(shim_module.MAX_CONNECTIONS)]
+    try:
+        # The bootstrap holds one of the slots already: the newest connection is refused.
+        assert raw_exchange(api, b"GET /x HTTP/1.1\r\n\r\n") == b""
+    finally:
+        for sock in held:
+            sock.close()
+    answered = wait_for(lambda: raw_exchange(api, b"GET /x HTTP/1.1\r\n\r\n"), 10)
+    assert answered.startswith(b"HTTP/1.1 404 ")
+    assert instance.result({"op": "echo"})["event"] == {"op": "echo"}
+
+
 def test_an_abandoned_poll_does_not_take_the_next_invocation(launch: Launch) -> None:
     instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
     instance.load()
@@ -916,6 +934,21 @@ def test_hop_by_hop_request_headers_are_not_forwarded(py_function: Instance) -> 
     # The connection stayed open although the caller asked to close it.
     again = answer_of(py_function.result(apig_event()))
     assert again["client_port"] == answer["client_port"]
+
+
+def test_an_event_cannot_inject_headers_or_requests(py_function: Instance) -> None:
+    event = apig_event(
+        "GET",
+        "/a\r\nX-Injected: 1\r\n\r\nGET /second HTTP/1.1",
+        query={"q\r\nX-Injected": "1\r\nX-Injected: 2"},
+        headers={"x-evil": "a\r\nX-Injected: 3", "bad name": "1", "x-nul": "a\x00b"},
+    )
+    answer = answer_of(py_function.result(event))
+    names = [name.lower() for name, _ in answer["headers"]]
+    assert "x-injected" not in names and "bad name" not in names
+    assert dict(answer["headers"])["x-evil"] == "aX-Injected: 3"  # one value, line ends removed
+    assert answer["path"].startswith("/a%0D%0AX-Injected")
+    assert answer_of(py_function.result(apig_event()))["count"] == 2  # no smuggled request
 
 
 def test_an_event_that_is_not_apig_is_posted_as_json(py_function: Instance) -> None:
