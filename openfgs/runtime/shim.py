@@ -404,10 +404,12 @@ class Invocations:
             if not self.polled:
                 self.polled = True
                 self._changed.notify_all()
-            while self._waiting is None and not self.closed:
-                self._changed.wait(POLL_CHECK_SECONDS)
+            while True:
                 if gone():  # an abandoned poll must not take, or hold a thread for, the next
                     return None
+                if self._waiting is not None or self.closed:
+                    break
+                self._changed.wait(POLL_CHECK_SECONDS)
             invocation, self._waiting = self._waiting, None
             if invocation is not None:
                 self._running = invocation
