@@ -372,7 +372,8 @@ class Instance:
 
     def _result(self, reply: dict[str, Any], body: bytes) -> RunResult:
         status = str(reply.get("status"))
-        self.reusable = status in _REUSABLE
+        # A runtime whose user process died answering (a custom runtime's bootstrap) says so.
+        self.reusable = status in _REUSABLE and reply.get("reusable", True) is not False
         ok = status == bootstrap.OK
         return RunResult(
             ok=ok,

@@ -120,11 +120,6 @@ EXITING_BOOTSTRAP = BASH_SAMPLE.replace(
 )
 
 
-@pytest.mark.xfail(
-    reason="the pool takes a function_error reply as reusable and may hand the next invocation "
-    "to the instance before its exit is seen (the shim's reply says reusable: false)",
-    strict=False,
-)
 def test_a_bootstrap_that_exits_fails_that_invocation_only(sdk: Any) -> None:
     create(sdk, "bash-exit", "Custom", zipped({"bootstrap": EXITING_BOOTSTRAP}))
     assert invoke(sdk, "bash-exit", {"n": 1}).result == """Echoing request: '{"n": 1}'"""
