@@ -1054,6 +1054,7 @@ def exec_node(argv: list[str], request: int, reply: int, output: int, options: H
     for fd, target in zip((*high, high[2], high[2]), (3, 4, 5, 1, 2), strict=True):
         os.dup2(fd, target)  # inheritable: these are what node keeps
     _close_stray_fds(keep=(3, 4, 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # as every instance: no core dumps
     os.execve(argv[0], [*argv, json.dumps(options)], dict(os.environ))
 
 

@@ -59,6 +59,8 @@ MIN_LOAD_SECONDS = 30.0
 OUTPUT_GRACE_SECONDS = 2.0
 EXIT_GRACE_SECONDS = 2.0
 MAX_HEADER_BYTES = 1 << 20
+# What node writes when V8's heap reached its limit, just before it aborts.
+V8_HEAP_EXHAUSTED = "JavaScript heap out of memory"
 # Where an HTTP function's server listens, in its own network namespace (FunctionGraph's rule).
 HTTP_PORT = 8000
 OWN_NETWORK = bootstrap.OWN_NETWORK
@@ -359,13 +361,19 @@ class Instance:
             code, message = self._fate
         self._pending = self._pending.then(self._final, self._max_log_bytes)
         log = self._take_log()
+        node = (family_of(self.spec.runtime) or PYTHON).program == "node"
+        if node and code == ErrorCode.INSTANCE_CRASHED and V8_HEAP_EXHAUSTED in log:
+            # V8 aborts when the heap reaches its limit (sized for memory_size); as process 1
+            # of its namespace node then dies of SIGSEGV rather than SIGABRT.
+            code, message = ErrorCode.OUT_OF_MEMORY, out_of_memory(self.spec)
         return RunResult(
             ok=False, error_code=code, error_message=message, log=log, duration_ms=duration_ms
         )
 
     def _result(self, reply: dict[str, Any], body: bytes) -> RunResult:
         status = str(reply.get("status"))
-        self.reusable = status in _REUSABLE
+        # A runtime whose user process died answering (a custom runtime's bootstrap) says so.
+        self.reusable = status in _REUSABLE and reply.get("reusable", True) is not False
         ok = status == bootstrap.OK
         return RunResult(
             ok=ok,

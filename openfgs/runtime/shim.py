@@ -23,7 +23,9 @@ under ``/bin/sh``, as a shell would run it); whatever it starts is killed with t
   is taken raw, whatever its Content-Type (curl's ``-d`` says form-urlencoded; nothing is
   decoded), with Content-Length or chunked. An id that is not the running invocation's is 404,
   one already answered 409; a result larger than the invocation's ``max_result_bytes`` is 413
-  and ends it as ``result_too_large``. Any other path is 404, a malformed request 400.
+  and ends it as ``result_too_large``. Any other path is 404, another method 405, a malformed
+  request 400 (414/431 for a request line or headers over 64 KiB, 501 for a transfer coding
+  other than chunked); the connection is then closed and the API serves on.
 - An error body that is JSON is the error object as it is; any other body becomes
   ``{"errorMessage": <text>, "errorType": "FunctionError"}``.
 - The instance is loaded when the bootstrap first asks for an invocation.
@@ -52,8 +54,10 @@ a keep-alive connection (opened again when the function closed it):
   invocation with a message saying so.
 
 **The bootstrap process.** If it exits during an invocation, that invocation fails with its exit
-status and ``serve`` returns; if it exits between invocations, the instance exits at once, so
-the service starts a new one rather than sending the next invocation to a dead instance. The
+status (the reply says ``"reusable": false``) and ``serve`` returns; if it exits between
+invocations, the instance exits at once, so the service starts a new one rather than sending
+the next invocation to a dead instance. Either way the instance exits with the bootstrap's exit
+code (128 + the signal number when a signal killed it). The
 service enforces timeouts by killing the instance; nothing here keeps time for it.
 """
 
@@ -284,6 +288,11 @@ class Runtime:
     def failed(self, message: str, started: float, status: str = FUNCTION_ERROR) -> Header:
         return reply(status, message, started, self.maxrss_kb())
 
+    def ended(self, started: float) -> Header:
+        """The reply of an invocation the bootstrap's exit ended; the instance ends too, which
+        ``reusable`` tells the service before it sees the process go."""
+        return {**self.failed(self.child.describe(), started), "reusable": False}
+
 
 def bootstrap_argv(code_dir: str, must_be_executable: bool) -> tuple[list[str], str]:
     """How to start the code's bootstrap, or why it cannot be."""
@@ -395,10 +404,12 @@ class Invocations:
             if not self.polled:
                 self.polled = True
                 self._changed.notify_all()
-            while self._waiting is None and not self.closed:
-                self._changed.wait(POLL_CHECK_SECONDS)
+            while True:
                 if gone():  # an abandoned poll must not take, or hold a thread for, the next
                     return None
+                if self._waiting is not None or self.closed:
+                    break
+                self._changed.wait(POLL_CHECK_SECONDS)
             invocation, self._waiting = self._waiting, None
             if invocation is not None:
                 self._running = invocation
@@ -471,7 +482,7 @@ class CustomRuntime(Runtime):
         )
         outcome = self.invocations.run(invocation)
         if outcome is None:
-            return self.failed(self.child.describe(), started), b""
+            return self.ended(started), b""
         route, body = outcome
         if route == "response":
             return reply(OK, "", started, self.maxrss_kb()), body
@@ -774,8 +785,10 @@ class RuntimeApi:
         if status != 200:
             message = "already answered" if status == 409 else "is not the running invocation"
             raise BadRequest(status, f"request {request_id[:100]!r} {message}")
-        if request.headers.get("expect", "").lower() == "100-continue":
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = request.headers.get("content-length", "")
+        too_long = length.isascii() and length.isdigit() and int(length) > limit
+        if not too_long and request.headers.get("expect", "").lower() == "100-continue":
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # else 413 before the body comes
         body = read_body(reader, request, limit)
         if body is None:
             self._invocations.answer(request_id, TOO_LARGE, b"")
@@ -928,6 +941,8 @@ class HttpFunction(Runtime):
             )
         except (http.client.HTTPException, OSError, ValueError) as exc:
             self.connection.close()
+            if self.child.exit_code is not None:
+                return self.ended(started), b""
             return self.failed(self._why(exc), started), b""
         if answer is None:
             message = f"function result is more than the limit of {limit} bytes"
@@ -939,8 +954,6 @@ class HttpFunction(Runtime):
         return reply(OK, "", started, self.maxrss_kb()), result
 
     def _why(self, exc: Exception) -> str:
-        if self.child.exit_code is not None:
-            return self.child.describe()
         if isinstance(exc, http.client.RemoteDisconnected):
             return "the function closed the connection without answering"
         if isinstance(exc, http.client.IncompleteRead):

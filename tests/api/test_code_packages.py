@@ -105,7 +105,7 @@ def test_a_hostile_package_is_refused_at_code_update_too(sdk: Any) -> None:
 def test_a_zip_over_50_mb_is_too_large_before_it_is_decoded() -> None:
     text = "A" * (ZIP_LIMIT * 4 // 3 + 8)
     with pytest.raises(PayloadTooLarge) as info:
-        decode_code("zip", BodyFuncCode(file=text))
+        decode_code("zip", BodyFuncCode(file=text), "Python3.9")
     assert (info.value.status, info.value.error_code) == (413, "FSS.1071")
 
 

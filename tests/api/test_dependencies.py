@@ -209,7 +209,7 @@ def test_valid_names_are_accepted(sdk: Any, name: str) -> None:
     assert create_dependency(sdk, name).name == name
 
 
-@pytest.mark.parametrize("runtime", ["Node.js18.15", "Python2.7", "Java11", "python3.9", ""])
+@pytest.mark.parametrize("runtime", ["Custom", "Python2.7", "Java11", "python3.9", ""])
 def test_a_runtime_openfgs_does_not_run_is_refused(sdk: Any, runtime: str) -> None:
     error = client_error(lambda: create_dependency(sdk, runtime=runtime))
 

@@ -157,3 +157,20 @@ def test_custom_runtimes_take_no_dependencies(sdk: Any) -> None:
     body.runtime = NODEJS.runtimes[0]  # a Node.js dependency is fine
     created = sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))
     assert created.runtime == NODEJS.runtimes[0]
+
+
+def test_a_node_function_requires_a_module_of_its_dependency(sdk: Any) -> None:
+    """A Node.js dependency's node_modules is merged over the code, as for Python."""
+    module = b"module.exports = (name) => `hello, ${name}`;\n"
+    body = CreateDependencyRequestBody(
+        depend_type="zip",
+        runtime="Node.js20.15",
+        name="greeting",
+        depend_file=zipped({"node_modules/greeting/index.js": module}),
+    )
+    dependency = sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))
+    code = "const greet = require('greeting');\nexports.handler = async (e) => greet(e.name);\n"
+    create_function(
+        sdk, "uses-dep", code, runtime="Node.js20.15", depend_version_list=[dependency.id]
+    )
+    assert invoke(sdk, "uses-dep", {"name": "node"}) == "hello, node"

@@ -26,7 +26,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
     TriggerEventDataRequestBody,
 )
 
-from tests.runtime.test_shim import BASH_SAMPLE, PY_SERVER
+from tests.runtime.test_shim import BASH_SAMPLE, NODE_SERVER, PY_SERVER
 from tests.support import PROJECT, LiveServer, urn, wait_for_terminal_record
 
 pytestmark = pytest.mark.slow
@@ -111,6 +111,23 @@ def test_an_error_posted_by_the_bootstrap_fails_the_invocation(sdk: Any) -> None
     record = wait_for_terminal_record(sdk, urn("bash-error"), request_id)
     assert record.status == "FAIL", record
     assert "cannot handle this event" in record.error_message
+
+
+# The bash sample, but an event that says "exit" ends the bootstrap.
+EXITING_BOOTSTRAP = BASH_SAMPLE.replace(
+    "  # Run the handler function",
+    '  if [[ "$EVENT_DATA" == *exit* ]]; then exit 3; fi\n  # Run the handler function',
+)
+
+
+def test_a_bootstrap_that_exits_fails_that_invocation_only(sdk: Any) -> None:
+    create(sdk, "bash-exit", "Custom", zipped({"bootstrap": EXITING_BOOTSTRAP}))
+    assert invoke(sdk, "bash-exit", {"n": 1}).result == """Echoing request: '{"n": 1}'"""
+    failed = invoke(sdk, "bash-exit", {"exit": True}, status=500)
+    assert "the bootstrap exited with code 3" in failed.result
+    for number in range(3):  # each on a new instance or the old one, never a dead one
+        answer = invoke(sdk, "bash-exit", {"n": number})
+        assert answer.result == f"""Echoing request: '{{"n": {number}}}'""", answer
 
 
 # Answers each invocation with its runtime API's address.
@@ -215,3 +232,18 @@ def test_an_http_function_invoked_synchronously(sdk: Any) -> None:
     seen = json.loads(base64.b64decode(plain["body"]))
     assert (seen["method"], seen["path"], seen["count"]) == ("POST", "/", 2)
     assert json.loads(base64.b64decode(seen["body"])) == {"a": 1}
+
+
+def test_a_node_http_function(sdk: Any, http: httpx.Client) -> None:
+    """node in the sandbox (no address-space limit: V8 reserves gigabytes it never touches)."""
+    files = {"bootstrap": "node server.js 8000\n", "server.js": NODE_SERVER}
+    create(sdk, "web-node", "http", zipped(files, executable=()))
+    route(sdk, "web-node", "/node")
+    first = http.get("/node/a", params={"q": "1"})
+    second = http.post("/node/b", content=b"\x00\x01")
+    assert first.status_code == second.status_code == 200, first.text
+    assert first.headers.get_list("X-Powered-By") == ["node", "test"]
+    seen = second.json()
+    assert (seen["count"], seen["method"], seen["url"]) == (2, "POST", "/node/b")
+    assert base64.b64decode(seen["body"]) == b"\x00\x01"
+    assert seen["headers"]["x-cff-func-name"] == "web-node"

@@ -277,12 +277,6 @@ def test_a_handler_past_its_memory_size_fails_out_of_memory(sdk: Any) -> None:
     assert json.loads(answer.result)["errorCode"] == ErrorCode.OUT_OF_MEMORY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with V8's heap limit set for the memory size, node dies of V8's fatal heap error "
-    "(abort: SIGABRT, or SIGSEGV as process 1 of its namespace), which the service reports as "
-    "INSTANCE_CRASHED: it knows only control-group OOM kills",
-)
 def test_a_handler_filling_the_javascript_heap_fails_out_of_memory(sdk: Any) -> None:
     create_node_function(
         sdk,

@@ -508,6 +508,22 @@ def test_malformed_bodies_of_the_running_invocation_are_refused(launch: Launch) 
     assert (reply["status"], body) == ("ok", b"abcde")
 
 
+def test_an_announced_oversized_result_is_refused_before_its_body(launch: Launch) -> None:
+    instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
+    instance.load()
+    api = api_address(instance.result({"op": "echo"}))
+    instance.send({"request_id": "r-big", "max_result_bytes": 100}, b'{"op": "hold"}')
+    wait_for(lambda: "holding r-big" in instance.log(), 10, what="invocation taken")
+    head = (
+        b"POST /v1/runtime/invocation/response/r-big HTTP/1.1\r\n"
+        b"Content-Length: 101\r\nExpect: 100-continue\r\n\r\n"
+    )
+    answer = raw_exchange_keepalive(api, head)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer  # no "100 Continue" first
+    reply, body = instance.receive()
+    assert (reply["status"], body) == ("result_too_large", b"")
+
+
 def raw_exchange_keepalive(api: tuple[str, int], data: bytes) -> bytes:
     """Send ``data`` and read one response's head."""
     with socket.create_connection(api, timeout=5) as sock:
@@ -621,6 +637,24 @@ def test_both_peer_lookups_name_the_clients_user(family: socket.AddressFamily) -
                 assert shim_module.proc_peer_uid(host, peer_port, 1) is None
 
 
+def test_connections_over_the_bound_are_closed_and_their_slots_come_back(
+    launch: Launch,
+) -> None:
+    instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
+    instance.load()
+    api = api_address(instance.result({"op": "echo"}))
+    held = [socket.create_connection(api, timeout=5) for _ in range(shim_module.MAX_CONNECTIONS)]
+    try:
+        # The bootstrap holds one of the slots already: the newest connection is refused.
+        assert raw_exchange(api, b"GET /x HTTP/1.1\r\n\r\n") == b""
+    finally:
+        for sock in held:
+            sock.close()
+    answered = wait_for(lambda: raw_exchange(api, b"GET /x HTTP/1.1\r\n\r\n"), 10)
+    assert answered.startswith(b"HTTP/1.1 404 ")
+    assert instance.result({"op": "echo"})["event"] == {"op": "echo"}
+
+
 def test_an_abandoned_poll_does_not_take_the_next_invocation(launch: Launch) -> None:
     instance = launch("Custom", {"bootstrap": PY_BOOTSTRAP})
     instance.load()
@@ -687,6 +721,7 @@ def test_a_bootstrap_dying_in_an_invocation_fails_it_and_ends_the_instance(
     instance.load()
     reply, body = instance.invoke(op)
     assert (reply["status"], reply["message"], body) == ("function_error", message, b"")
+    assert reply["reusable"] is False
     assert instance.wait_exit() == code
 
 
@@ -724,7 +759,9 @@ import base64, json, os, socket, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 count = 0
-time.sleep(float(os.environ.get("START_DELAY", "0")))  # a slow start, for the test that wants one
+if os.environ.get("START_DELAY"):  # a slow start, for the test that wants one
+    time.sleep(float(os.environ["START_DELAY"]))
+    print("slept; listening next", flush=True)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -901,6 +938,21 @@ def test_hop_by_hop_request_headers_are_not_forwarded(py_function: Instance) -> 
     assert again["client_port"] == answer["client_port"]
 
 
+def test_an_event_cannot_inject_headers_or_requests(py_function: Instance) -> None:
+    event = apig_event(
+        "GET",
+        "/a\r\nX-Injected: 1\r\n\r\nGET /second HTTP/1.1",
+        query={"q\r\nX-Injected": "1\r\nX-Injected: 2"},
+        headers={"x-evil": "a\r\nX-Injected: 3", "bad name": "1", "x-nul": "a\x00b"},
+    )
+    answer = answer_of(py_function.result(event))
+    names = [name.lower() for name, _ in answer["headers"]]
+    assert "x-injected" not in names and "bad name" not in names
+    assert dict(answer["headers"])["x-evil"] == "aX-Injected: 3"  # one value, line ends removed
+    assert answer["path"].startswith("/a%0D%0AX-Injected")
+    assert answer_of(py_function.result(apig_event()))["count"] == 2  # no smuggled request
+
+
 def test_an_event_that_is_not_apig_is_posted_as_json(py_function: Instance) -> None:
     answer = answer_of(py_function.result({"a": 1, "httpMethod": 5}))
     assert (answer["method"], answer["path"]) == ("POST", "/")
@@ -993,9 +1045,9 @@ def test_a_slow_start_is_waited_for(launch: Launch) -> None:
     instance = launch(
         "http", files, executable=False, http_port=port, extra_env={"START_DELAY": "1"}
     )
-    started = time.monotonic()
     assert instance.load()["status"] == "ok"
-    assert time.monotonic() - started >= 1.0
+    # Printed before the server listens: the load came after it, not when the process started.
+    assert "slept; listening next" in instance.segments()[0]
     assert answer_of(instance.result(apig_event()))["count"] == 1
 
 
