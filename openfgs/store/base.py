@@ -199,3 +199,9 @@ class Store(Protocol):
         self, function_id: int, begin: int, end: int
     ) -> list[dict[str, int | None]]: ...
     async def waiting_by_function(self) -> list[tuple[str, str, str, str, int, int]]: ...
+    async def async_minutes(
+        self, function_id: int, begin: int, end: int
+    ) -> list[tuple[int, str, int, int | None, int]]:
+        """Per minute of ``start_time`` in ``[begin, end]``: ``(minute, kind, a, b, count)``
+        rows of the records' statuses, binned dispatch and run times, and waits."""
+        ...
