@@ -167,9 +167,6 @@ KINDS = ("SUCCESS", "FAIL", "DISCARD", "CANCELED", "RUNNING", "WAIT")
 PERCENTILES = (50, 90, 99)
 BUCKET_MINUTES = (1, 5, 15, 60)  # the first size that gives at most MAX_BUCKETS buckets
 MAX_BUCKETS = 180
-# A record waits at most its event age (a day at most) before it is discarded: a wait that
-# began longer ago than this before a window ended before the window began.
-WAIT_LOOK_BACK_MINUTES = (24 * HOUR_MS + SETTLE_MS) // MINUTE_MS
 ASYNC_MINUTE_WEIGHT = 4  # a remembered minute of the async series weighs about four tallies
 
 Bins = tuple[tuple[int, int, int], ...]  # (bin, records, the smallest time in it), by bin
@@ -288,15 +285,20 @@ class AsyncSeries:
         self,
         functions: Sequence[Function],
         period: int,
-        end: int | None = None,
+        end: int,
+        event_age_ms: int,
         now: int | None = None,
     ) -> tuple[Buckets, list[AsyncBucket], list[int]]:
-        """The window of ``period`` minutes ending at ``end`` (now, and never later), and each
-        of its buckets over the records of ``functions``: its sum, and the waiting depth."""
+        """The window of ``period`` minutes ending at ``end`` (now at the latest), and each of
+        its buckets over the records of ``functions``: its sum, and the waiting depth.
+
+        A record is discarded once it waited ``event_age_ms`` (the longest of the functions'):
+        the waits that reach into the window are those of records accepted that long before
+        it, plus records still waiting that were accepted earlier (a backlog no worker took)."""
         now = now_ms() if now is None else now
-        window = Buckets.fitting(period, now if end is None else min(end, now))
+        window = Buckets.fitting(period, min(end, now))
         minutes = window.minutes
-        read = range(minutes.start - WAIT_LOOK_BACK_MINUTES, minutes.stop)
+        read = range(minutes.start - (event_age_ms + SETTLE_MS) // MINUTE_MS, minutes.stop)
         buckets = [AsyncBucket() for _ in range(window.count)]
         waits: list[tuple[int, int | None, int]] = []
         for function in functions:
@@ -304,6 +306,8 @@ class AsyncSeries:
             for index, start in enumerate(window.starts):
                 buckets[index].add(self._bucket(function, window.size, start, found, now))
             waits += (wait for counted in found.values() for wait in counted.waits)
+            older = await self._store.count_waiting_before(function.id, read.start * MINUTE_MS)
+            waits.append((read.start - 1, None, older))  # waiting since before the minutes read
         return window, buckets, waiting_depth(waits, window, now)
 
     def _bucket(

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from openfgs.api.deps import FunctionsDep, ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.errors import BadRequest
+from openfgs.invocations import DEFAULT_EVENT_AGE_SECONDS
 from openfgs.models import Function, now_ms
 from openfgs.services import Services
 from openfgs.statistics import (
@@ -143,8 +144,9 @@ async def list_function_async_series(
 ) -> dict[str, Any]:
     minutes = parse_period(period)
     end = epoch_ms("end_time", end_time, now_ms())
+    age = await event_age_ms(services, functions)
     window, buckets, waiting = await services.invocations.statistics.async_series(
-        functions, minutes, end
+        functions, minutes, end, age
     )
     return {
         "bucket_ms": window.size,
@@ -152,6 +154,16 @@ async def list_function_async_series(
         **async_values(buckets),
         "waiting": waiting,
     }
+
+
+async def event_age_ms(services: Services, functions: list[Function]) -> int:
+    """The longest time a record of ``functions`` may wait before it is discarded (ms)."""
+    ages = [DEFAULT_EVENT_AGE_SECONDS]
+    for function in functions:
+        config = await services.invocations.config(function)
+        if config is not None:
+            ages.append(config.max_async_event_age_in_seconds)
+    return max(ages) * 1000
 
 
 def async_values(buckets: list[AsyncBucket]) -> dict[str, Any]:

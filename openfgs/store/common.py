@@ -862,3 +862,9 @@ class SqlStore(abc.ABC):
             )
             for r in rows
         ]
+
+    async def count_waiting_before(self, function_id: int, before: int) -> int:
+        """A function row's waiting records accepted before ``before``."""
+        params = {"function_id": function_id, "before": before}
+        row = await self._read(fetch_one("count_waiting_before", params))
+        return int(row["count"])

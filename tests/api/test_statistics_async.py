@@ -196,6 +196,20 @@ def test_buckets_hold_the_records_their_times_and_the_waiting(any_server: LiveSe
     )
 
 
+def test_a_backlog_older_than_the_event_age_is_waiting_throughout(
+    shared_server: LiveServer,
+) -> None:
+    """Records no worker took for hours (the default event age is an hour): counted from the
+    status index, they wait at every bucket's end; records started then are not read."""
+    create_function(sdk_client(shared_server.url), "echo")
+    hours_ago = now_ms() - 3 * 3_600_000
+    insert_records(shared_server, "echo", [hours_ago, hours_ago + 1])
+    write(shared_server, function_id(shared_server), [Record(hours_ago, dispatch=1)])
+    answer = series(shared_server, urn("echo"), 15)
+    assert answer["waiting"] == [2] * 15
+    assert sum(answer["accepted"]) == 0  # accepted before the window
+
+
 def test_percentiles_are_times_of_the_bucket(any_server: LiveServer) -> None:
     sdk = sdk_client(any_server.url)
     create_function(sdk, "echo")
@@ -267,6 +281,9 @@ def test_a_window_may_end_in_the_past(shared_server: LiveServer) -> None:
     assert answer["waiting"][-2] == 1  # the older one, still waiting; the newer not yet there
     later = series(shared_server, urn("echo"), 10, end_time=str(10**15))  # never beyond now
     assert later["timestamps"][-1] <= now_ms()
+    epoch = series(shared_server, urn("echo"), 10080, end_time="0")  # before any record
+    assert epoch["timestamps"][-1] == 0 and sum(epoch["accepted"]) == 0
+    assert epoch["waiting"] == [0] * 168
 
 
 def test_functiongraph_statistics_keep_their_shape(shared_server: LiveServer, raw: RawApi) -> None:

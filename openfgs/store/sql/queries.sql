@@ -519,3 +519,8 @@ UNION ALL
 SELECT minute, 'WAITED' AS kind, since / 60000 AS a, until / 60000 AS b, count(*) AS count
 FROM waits WHERE until IS NULL OR until / 60000 > since / 60000
 GROUP BY 1, 2, 3, 4;
+
+-- name: count_waiting_before
+-- Waiting records accepted before a time, walked in the status index.
+SELECT count(*) AS count FROM invocations
+WHERE function_id = :function_id AND status = 'WAIT' AND start_time < :before;
