@@ -9,6 +9,12 @@ The store aggregates records per minute of ``start_time`` in SQL, walking the
 ``SETTLE_MS`` ago, no longer changes (records are created at the current time only, and a
 terminal record stays terminal) until retention purges it: it is remembered, so a console
 polling the last hour every few seconds makes the store read only its last minutes.
+
+openfgs's async series (``AsyncSeries``, the console's charts) are made the same way from a
+second per-minute reading of the records: counts per status, dispatch and run times binned to
+two significant digits (bins of minutes merge into any bucket, so percentiles of remembered
+minutes stay exact to the bin), and the waits that span a minute's end (the waiting depth at
+each bucket's end is their sum).
 """
 
 from __future__ import annotations
@@ -159,6 +165,56 @@ class Buckets:
         return range(first, first + self.count * self.size // MINUTE_MS)
 
 
+class Minute(Protocol):
+    """What a remembered minute tells its cache: how many of its records may still change."""
+
+    @property
+    def active(self) -> int: ...
+
+
+M = TypeVar("M", bound=Minute)
+ReadMinutes = Callable[[int, int, int], Awaitable[dict[int, M]]]
+
+
+def settled(minute: int, counted: Minute, now: int) -> bool:
+    """Whether ``minute`` no longer changes: no waiting or running record, and ended
+    ``SETTLE_MS`` ago."""
+    return counted.active == 0 and (minute + 1) * MINUTE_MS + SETTLE_MS <= now
+
+
+class SettledMinutes(Generic[M]):
+    """What the store counted for each minute of each function row, remembered once settled
+    (``limit`` entries, the least recently used forgotten first)."""
+
+    def __init__(self, read: ReadMinutes[M], empty: M, limit: int) -> None:
+        self._read = read  # (function id, first ms, last ms) → {minute: counted}
+        self._empty = empty
+        self._limit = limit
+        self._settled: OrderedDict[tuple[str, int], M] = OrderedDict()
+
+    async def get(self, function: Function, minutes: range, now: int) -> dict[int, M]:
+        key = f"{function.id}:{function.func_id}"  # ids of deleted functions may come back
+        found: dict[int, M] = {}
+        missing = []
+        for minute in minutes:
+            counted = self._settled.get((key, minute))
+            if counted is None:
+                missing.append(minute)
+            else:
+                self._settled.move_to_end((key, minute))
+                found[minute] = counted
+        for run in runs(missing):
+            read = await self._read(function.id, run.start * MINUTE_MS, run.stop * MINUTE_MS - 1)
+            for minute in run:
+                counted = read.get(minute, self._empty)
+                found[minute] = counted
+                if settled(minute, counted, now):
+                    self._settled[(key, minute)] = counted
+        while len(self._settled) > self._limit:
+            self._settled.popitem(last=False)
+        return found
+
+
 # -- openfgs's async series ---------------------------------------------------------------------
 
 # The statuses a bucket's records are stacked by: a FAIL or DISCARD that was a cancel (4208) is
@@ -200,10 +256,10 @@ class AsyncMinute:
                 part["kinds"].append((kind, count))
         return {
             minute: AsyncMinute(
-                tuple(sorted(part["kinds"])),
-                tuple(sorted(part["dispatch"])),
-                tuple(sorted(part["run"])),
-                tuple(sorted(part["waits"], key=lambda w: (w[0], w[1] is None, w[1] or 0))),
+                tuple(part["kinds"]),
+                tuple(part["dispatch"]),
+                tuple(part["run"]),
+                tuple(part["waits"]),
             )
             for minute, part in parts.items()
         }
@@ -327,56 +383,6 @@ class AsyncSeries:
             while len(self._buckets) > self._max_buckets:
                 self._buckets.popitem(last=False)
         return bucket
-
-
-class Minute(Protocol):
-    """What a remembered minute tells its cache: how many of its records may still change."""
-
-    @property
-    def active(self) -> int: ...
-
-
-M = TypeVar("M", bound=Minute)
-ReadMinutes = Callable[[int, int, int], Awaitable[dict[int, M]]]
-
-
-def settled(minute: int, counted: Minute, now: int) -> bool:
-    """Whether ``minute`` no longer changes: no waiting or running record, and ended
-    ``SETTLE_MS`` ago."""
-    return counted.active == 0 and (minute + 1) * MINUTE_MS + SETTLE_MS <= now
-
-
-class SettledMinutes(Generic[M]):
-    """What the store counted for each minute of each function row, remembered once settled
-    (``limit`` entries, the least recently used forgotten first)."""
-
-    def __init__(self, read: ReadMinutes[M], empty: M, limit: int) -> None:
-        self._read = read  # (function id, first ms, last ms) → {minute: counted}
-        self._empty = empty
-        self._limit = limit
-        self._settled: OrderedDict[tuple[str, int], M] = OrderedDict()
-
-    async def get(self, function: Function, minutes: range, now: int) -> dict[int, M]:
-        key = f"{function.id}:{function.func_id}"  # ids of deleted functions may come back
-        found: dict[int, M] = {}
-        missing = []
-        for minute in minutes:
-            counted = self._settled.get((key, minute))
-            if counted is None:
-                missing.append(minute)
-            else:
-                self._settled.move_to_end((key, minute))
-                found[minute] = counted
-        for run in runs(missing):
-            read = await self._read(function.id, run.start * MINUTE_MS, run.stop * MINUTE_MS - 1)
-            for minute in run:
-                counted = read.get(minute, self._empty)
-                found[minute] = counted
-                if settled(minute, counted, now):
-                    self._settled[(key, minute)] = counted
-        while len(self._settled) > self._limit:
-            self._settled.popitem(last=False)
-        return found
 
 
 class Statistics:

@@ -21,7 +21,8 @@ from huaweicloudsdkfunctiongraph.v2 import (
 from openfgs.models import ErrorCode, NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
 from tests.api.conftest import FAR_FUTURE_MS, RawApi, function_path, insert_records
-from tests.support import PROJECT, LiveServer, create_function, sdk_client, urn
+from tests.api.test_statistics import run_workload
+from tests.support import PROJECT, REPORTER_CODE, LiveServer, create_function, sdk_client, urn
 
 MINUTE_MS = 60_000
 
@@ -194,6 +195,34 @@ def test_buckets_hold_the_records_their_times_and_the_waiting(any_server: LiveSe
     assert first["waiting"][: first["timestamps"].index(base)] == [0] * (
         first["timestamps"].index(base)
     )
+
+
+def test_a_workload_run_by_the_worker(any_server: LiveServer) -> None:
+    sdk = sdk_client(any_server.url)
+    create_function(sdk, "echo")
+    create_function(sdk, "reporter", REPORTER_CODE)
+    run_workload(sdk, urn("echo"), 3)
+    run_workload(sdk, urn("reporter"), 2)
+
+    for name, status, count in (("echo", "SUCCESS", 3), ("reporter", "FAIL", 2)):
+        answer = series(any_server, urn(name), 5)
+        assert sum(answer["accepted"]) == count
+        assert sum(answer["statuses"][status]) == count
+        assert answer["waiting"] == [0] * 5
+        for times in (answer["dispatch_ms"], answer["run_ms"]):
+            ran = [i for i, n in enumerate(answer["accepted"]) if n]
+            for i in ran:  # every bucket with records has their times, in order
+                p50, p90, p99 = (times[p][i] for p in ("p50", "p90", "p99"))
+                assert 0 <= p50 <= p90 <= p99 < 30_000
+            assert all(times["p50"][i] is None for i in set(range(5)) - set(ran))
+
+
+def test_another_projects_function_is_not_found(shared_server: LiveServer, raw: RawApi) -> None:
+    create_function(sdk_client(shared_server.url), "echo")
+    other = urn("echo", project="f" * 32)
+    response = raw.call("GET", function_path(other, "/openfgs-statistics/5"))
+    assert response.status_code == 404, response.text
+    assert response.json()["error_code"].startswith("FSS.")
 
 
 def test_a_backlog_older_than_the_event_age_is_waiting_throughout(
