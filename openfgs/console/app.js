@@ -694,8 +694,10 @@ const PERCENTILES = ["p50", "p90", "p99"];
 // openfgs's async series over the window (ListFunctionAsyncSeries: records per status, dispatch
 // and run-time percentiles, waiting depth, per bucket), or null when the server has none.
 async function loadSeries(urn, begin, end) {
-  // Every minute the window touches, so that its first bucket holds its beginning.
-  const minutes = Math.min(MAX_PERIOD_MINUTES, Math.floor(end.getTime() / 60e3) - Math.floor(begin.getTime() / 60e3) + 1);
+  // Every minute the window touches, so that its first bucket holds its beginning (the last
+  // week of a longer window).
+  const touched = Math.floor(end.getTime() / 60e3) - Math.floor(begin.getTime() / 60e3) + 1;
+  const minutes = Math.min(MAX_PERIOD_MINUTES, Math.max(1, touched));
   try {
     return await get(functionPath(urn, `/openfgs-statistics/${minutes}`), { end_time: String(end.getTime()) });
   } catch (error) {
