@@ -1,4 +1,5 @@
-"""Function statistics: ListFunctionStatistics, ShowFunctionMetrics and ListStatistics.
+"""Function statistics: ListFunctionStatistics, ShowFunctionMetrics and ListStatistics, and
+openfgs's async series (ListFunctionAsyncSeries, an extension the console draws).
 
 The series come from the invocation records (openfgs.statistics); docs/api.md "Statistics"
 says what each one counts here.
@@ -14,9 +15,18 @@ from pydantic import BaseModel
 from openfgs.api.deps import FunctionsDep, ProjectDep, ServicesDep
 from openfgs.api.errors import ERROR_RESPONSES
 from openfgs.errors import BadRequest
+from openfgs.invocations import DEFAULT_EVENT_AGE_SECONDS
 from openfgs.models import Function, now_ms
 from openfgs.services import Services
-from openfgs.statistics import MAX_PERIOD_MINUTES, NO_DATA, parse_period
+from openfgs.statistics import (
+    KINDS,
+    MAX_PERIOD_MINUTES,
+    NO_DATA,
+    PERCENTILES,
+    AsyncBucket,
+    parse_period,
+    percentile,
+)
 
 # Static segments after /fgs/functions/ (``statistics``) are declared before any
 # ``{function_urn}`` route: create_app includes this router first.
@@ -66,6 +76,24 @@ class StatisticsOut(BaseModel):
     statistics: FunctionStatisticsOut
 
 
+class Percentiles(BaseModel):
+    p50: list[int | None]
+    p90: list[int | None]
+    p99: list[int | None]
+
+
+class AsyncSeriesOut(BaseModel):
+    """openfgs's async series: one value per bucket in each list, oldest first."""
+
+    bucket_ms: int
+    timestamps: list[int]  # each bucket's start, epoch milliseconds
+    accepted: list[int]  # records accepted in the bucket: the sum of the statuses
+    statuses: dict[str, list[int]]  # SUCCESS, FAIL, DISCARD, CANCELED, RUNNING, WAIT
+    dispatch_ms: Percentiles  # accept → first start; None: no record in the bucket started
+    run_ms: Percentiles  # the last attempt's run time; None: none ended
+    waiting: list[int]  # records waiting at the bucket's end (now, for the bucket holding now)
+
+
 class FunctionMetric(BaseModel):
     key: str  # the function's unqualified URN
     value: int
@@ -101,6 +129,51 @@ async def list_function_statistics(
 ) -> dict[str, Any]:
     minutes = parse_period(period)
     return await services.invocations.statistics.series(functions, minutes)
+
+
+@router.get(
+    "/openfgs-statistics/{period}",
+    response_model=AsyncSeriesOut,
+    summary="ListFunctionAsyncSeries (openfgs)",
+)
+async def list_function_async_series(
+    period: str,
+    functions: FunctionsDep,
+    services: ServicesDep,
+    end_time: Annotated[str, Query(max_length=20)] = "",
+) -> dict[str, Any]:
+    minutes = parse_period(period)
+    end = epoch_ms("end_time", end_time, now_ms())
+    age = await event_age_ms(services, functions)
+    window, buckets, waiting = await services.invocations.statistics.async_series(
+        functions, minutes, end, age
+    )
+    return {
+        "bucket_ms": window.size,
+        "timestamps": list(window.starts),
+        **async_values(buckets),
+        "waiting": waiting,
+    }
+
+
+async def event_age_ms(services: Services, functions: list[Function]) -> int:
+    """The longest time a record of ``functions`` may wait before it is discarded (ms)."""
+    ages = [DEFAULT_EVENT_AGE_SECONDS]
+    for function in functions:
+        config = await services.invocations.config(function)
+        if config is not None:
+            ages.append(config.max_async_event_age_in_seconds)
+    return max(ages) * 1000
+
+
+def async_values(buckets: list[AsyncBucket]) -> dict[str, Any]:
+    """The per-bucket lists of the async series from the buckets' sums."""
+    return {
+        "accepted": [sum(b.kinds.values()) for b in buckets],
+        "statuses": {kind: [b.kinds[kind] for b in buckets] for kind in KINDS},
+        "dispatch_ms": {f"p{p}": [percentile(b.dispatch, p) for b in buckets] for p in PERCENTILES},
+        "run_ms": {f"p{p}": [percentile(b.run, p) for b in buckets] for p in PERCENTILES},
+    }
 
 
 @router.get(

@@ -14,8 +14,6 @@ const RANGES = [
   ["custom", "Custom", 0],
 ];
 const PAGE_SIZES = [10, 20, 50, 100];
-const CHART_RECORDS = 500; // ListAsyncInvocations' largest page: what the per-status chart counts
-const CHART_BUCKETS = 24;
 const REFRESH_MS = 5000;
 const MAX_TEXT = 4096; // longest text shown for one field; the rest is cut
 
@@ -599,7 +597,7 @@ async function invocationsView(name) {
       const page = await get(functionPath(urn, "/async-invocations"), { ...query, marker: filters.marker, limit: filters.limit });
       if (!current.alive()) return;
       list.replaceChildren(recordsTable(name, urn, page, filters, load));
-      await drawCharts(charts, { urn, query, begin, end, view: current });
+      await drawCharts(charts, { urn, begin, end, view: current });
     } catch (error) {
       if (current.alive()) showError(error);
     } finally {
@@ -687,67 +685,42 @@ async function rerunInvocation(urn, record) {
 
 // ---- Charts ----------------------------------------------------------------------------------
 
-// Per-status counts over the window, in buckets. This is the one place that decides where the
-// counts come from: today the records list (its largest page); once ListFunctionStatistics
-// offers counts per status, read them here instead.
-async function loadStatusSeries({ urn, query, begin, end }) {
-  const page = await get(functionPath(urn, "/async-invocations"), { ...query, marker: 0, limit: CHART_RECORDS });
-  const records = page?.invocations ?? [];
-  const from = begin.getTime();
-  const width = Math.max(1, (end.getTime() - from) / CHART_BUCKETS);
-  const series = Object.fromEntries(STATUSES.map((status) => [status, new Array(CHART_BUCKETS).fill(0)]));
-  for (const record of records) {
-    const at = Math.floor((parseApiTime(record.start_time) - from) / width);
-    const bucket = Math.min(CHART_BUCKETS - 1, Math.max(0, at));
-    if (series[record.status]) series[record.status][bucket] += 1;
-  }
-  const times = Array.from({ length: CHART_BUCKETS }, (_, i) => from + i * width);
-  const note = page.count > records.length ? `the newest ${records.length} of ${page.count} records` : `${records.length} records`;
-  return { times, series, note: `Counted from ${note}.` };
-}
+// The statuses a bucket's records are stacked by, bottom up, as the async series names them
+// (CANCELED: a FAIL or DISCARD that was a cancel; RUNNING and WAIT: not ended yet).
+const KINDS = ["SUCCESS", "FAIL", "DISCARD", "CANCELED", "RUNNING", "WAIT"];
+const MAX_PERIOD_MINUTES = 10080; // the statistics' longest window: a week
+const PERCENTILES = ["p50", "p90", "p99"];
 
-// ListFunctionStatistics over the window ("period" is the last N minutes), or null when the
-// server has no statistics for the function (404).
-async function loadStatistics(urn, begin, end) {
-  const minutes = Math.max(1, Math.ceil((end.getTime() - begin.getTime()) / 60e3));
+// openfgs's async series over the window (ListFunctionAsyncSeries: records per status, dispatch
+// and run-time percentiles, waiting depth, per bucket), or null when the server has none.
+async function loadSeries(urn, begin, end) {
+  // Every minute the window touches, so that its first bucket holds its beginning (the last
+  // week of a longer window).
+  const touched = Math.floor(end.getTime() / 60e3) - Math.floor(begin.getTime() / 60e3) + 1;
+  const minutes = Math.min(MAX_PERIOD_MINUTES, Math.max(1, touched));
   try {
-    return await get(functionPath(urn, `/statistics/${minutes}`));
+    return await get(functionPath(urn, `/openfgs-statistics/${minutes}`), { end_time: String(end.getTime()) });
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404) return null;
+    if (error instanceof ApiError && error.status === 404 && error.code === "FSS.0404") return null;
     throw error;
   }
 }
 
-// Which statistics arrays each panel draws: FunctionGraph's names (duration, max_duration,
-// min_duration: run time in ms) and any a server adds for dispatch time or waiting depth.
-const STATISTICS_PANELS = [
-  ["Dispatch time (ms)", (key) => /dispatch/i.test(key)],
-  ["Run time (ms)", (key) => /^(duration|max_duration|min_duration)$|percentile|^p\d+_duration$/i.test(key)],
-  ["Waiting depth", (key) => /waiting|depth|backlog/i.test(key)],
+// Each panel: its title and what it draws from the series.
+const PANELS = [
+  ["Invocations per status", (data) => [stackedBars(data), legend(KINDS)]],
+  ["Dispatch time (ms)", (data) => percentileLines(data, data.dispatch_ms, "dispatch")],
+  ["Run time (ms)", (data) => percentileLines(data, data.run_ms, "run")],
+  ["Waiting depth", (data) => [lines(data, [{ name: "waiting", values: data.waiting }]), legend(["waiting at each bucket's end"], true)]],
 ];
 
-async function drawCharts(container, { urn, query, begin, end, view }) {
-  const [statuses, statistics, counts] = await Promise.allSettled([
-    loadStatusSeries({ urn, query, begin, end }),
-    loadStatistics(urn, begin, end),
-    get(projectPath(`/openfgs/functions/${enc(urn)}/stats`)),
-  ]);
+async function drawCharts(container, { urn, begin, end, view }) {
+  const [settled] = await Promise.allSettled([loadSeries(urn, begin, end)]);
   if (!view.alive()) return;
-  const panels = [chartPanel("Invocations per status", statuses, (data) => [stackedBars(data.times, data.series), legend(STATUSES), h("p", { class: "muted" }, data.note)])];
-  for (const [title, wanted] of STATISTICS_PANELS) {
-    panels.push(
-      chartPanel(title, statistics, (data) => {
-        const series = statisticsSeries(data, wanted);
-        if (series.length) return [lines(series, begin.getTime(), end.getTime()), legend(series.map((x) => x.name), true)];
-        return h("p", { class: "unavailable" }, "not in the statistics of this server");
-      }),
-    );
-  }
-  // Until the statistics carry a waiting series, say how many wait now (InvocationStats).
-  const waiting = panels[panels.length - 1];
-  if (counts.status === "fulfilled" && !waiting.querySelector("svg")) {
-    const now = counts.value ?? {};
-    waiting.append(h("p", { class: "muted", "data-testid": "waiting-now" }, `Now: ${now.WAIT ?? 0} waiting, ${now.RUNNING ?? 0} running.`));
+  const panels = PANELS.map(([title, show]) => chartPanel(title, settled, show));
+  if (settled.status === "fulfilled" && settled.value) {
+    const minutes = settled.value.bucket_ms / 60e3;
+    panels.push(h("p", { class: "muted chart-note" }, `Buckets of ${minutes < 60 ? `${minutes} min` : `${minutes / 60} h`} by accept time; a gap is a bucket without a time to show.`));
   }
   container.replaceChildren(...panels);
 }
@@ -760,15 +733,17 @@ function chartPanel(title, settled, show) {
   return h("figure", { class: "chart", "data-chart": title }, h("h2", {}, title), body);
 }
 
-function statisticsSeries(data, wanted) {
-  const source = data?.statistics ?? data ?? {};
-  return Object.entries(source)
-    .filter(([key, value]) => wanted(key) && Array.isArray(value) && value.length)
-    .map(([key, value]) => ({
-      name: key,
-      points: value.map((p) => [Number(p.timestamp) < 1e12 ? Number(p.timestamp) * 1000 : Number(p.timestamp), Number(p.value)]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v) && v >= 0), // -1: no data
-    }))
-    .filter((x) => x.points.length);
+function percentileLines(data, percentiles, what) {
+  const series = PERCENTILES.map((p) => ({ name: `${what} ${p}`, values: percentiles?.[p] ?? [] }));
+  const shown = [lines(data, series), legend(series.map((x) => x.name), true)];
+  if (!series.some((x) => x.values.some((v) => v !== null))) shown.push(h("p", { class: "muted" }, "No record of this window has a time yet."));
+  return shown;
+}
+
+// The window the series cover: the first bucket's start to the last one's end.
+function span(data) {
+  const times = data.timestamps;
+  return [times[0], times[times.length - 1] + data.bucket_ms];
 }
 
 const CHART_W = 600;
@@ -792,45 +767,70 @@ function formatNumber(value) {
   return value >= 1000 ? `${(value / 1000).toFixed(1)}k` : String(Math.round(value * 10) / 10);
 }
 
-function stackedBars(times, series) {
-  const n = times.length;
-  const totals = times.map((_, i) => STATUSES.reduce((sum, status) => sum + series[status][i], 0));
+function stackedBars(data) {
+  const times = data.timestamps;
+  const counts = (kind) => data.statuses?.[kind] ?? [];
+  const totals = times.map((_, i) => KINDS.reduce((sum, kind) => sum + (counts(kind)[i] ?? 0), 0));
   const max = Math.max(1, ...totals);
   const plotW = CHART_W - PAD.left - PAD.right;
   const plotH = CHART_H - PAD.top - PAD.bottom;
-  const barW = plotW / n;
+  const barW = plotW / Math.max(1, times.length);
   const bars = [];
   times.forEach((time, i) => {
     let y = PAD.top + plotH;
-    for (const status of STATUSES) {
-      const count = series[status][i];
+    for (const kind of KINDS) {
+      const count = counts(kind)[i] ?? 0;
       if (!count) continue;
       const height = (count / max) * plotH;
       y -= height;
       bars.push(
-        s("rect", { class: `bar-${status}`, x: (PAD.left + i * barW + 1).toFixed(1), y: y.toFixed(1), width: Math.max(1, barW - 2).toFixed(1), height: height.toFixed(1) }, s("title", {}, `${new Date(time).toISOString().slice(0, 16)}Z ${status}: ${count}`)),
+        s("rect", { class: `bar-${kind}`, "data-bucket": time, x: (PAD.left + i * barW + 0.5).toFixed(1), y: y.toFixed(1), width: Math.max(0.5, barW - 1).toFixed(1), height: height.toFixed(1) }, s("title", {}, `${new Date(time).toISOString().slice(0, 16)}Z ${kind}: ${count}`)),
       );
     }
   });
-  const last = times[n - 1] + (n > 1 ? times[1] - times[0] : 0);
-  return s("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": "invocations per status" }, axes(max, times[0], last), bars);
+  const [from, to] = span(data);
+  return s("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": "invocations per status" }, axes(max, from, to), bars);
 }
 
-const LINE_COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2"];
+const LINE_COLOURS = ["#2563eb", "#d97706", "#dc2626", "#16a34a", "#7c3aed", "#0891b2"];
 
-function lines(series, from, to) {
-  const all = series.flatMap((x) => x.points);
-  const t0 = Math.min(from, ...all.map(([t]) => t));
-  const t1 = Math.max(to, ...all.map(([t]) => t), t0 + 1);
-  const max = Math.max(1, ...all.map(([, v]) => v));
+// Lines over the buckets (each value at its bucket's middle); a bucket without a value (null)
+// breaks its line, and a value between two gaps is a dot.
+function lines(data, series) {
+  const [t0, t1] = span(data);
+  const middle = data.bucket_ms / 2;
+  const max = Math.max(1, ...series.flatMap((x) => x.values.filter((v) => v !== null)));
   const plotW = CHART_W - PAD.left - PAD.right;
   const plotH = CHART_H - PAD.top - PAD.bottom;
-  const x = (t) => (PAD.left + ((t - t0) / (t1 - t0)) * plotW).toFixed(1);
+  const x = (t) => (PAD.left + ((t + middle - t0) / (t1 - t0)) * plotW).toFixed(1);
   const y = (v) => (PAD.top + plotH - (v / max) * plotH).toFixed(1);
-  const paths = series.map((one, i) =>
-    s("polyline", { class: "line", stroke: LINE_COLOURS[i % LINE_COLOURS.length], points: one.points.map(([t, v]) => `${x(t)},${y(v)}`).join(" ") }, s("title", {}, one.name)),
-  );
-  return s("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": series.map((x) => x.name).join(", ") }, axes(max, t0, t1), paths);
+  const marks = series.flatMap((one, i) => {
+    const colour = LINE_COLOURS[i % LINE_COLOURS.length];
+    return runsOf(data.timestamps, one.values).map((run) => {
+      const attrs = { "data-series": one.name, "data-points": run.length };
+      const title = s("title", {}, one.name);
+      if (run.length === 1) return s("circle", { ...attrs, class: "dot", fill: colour, cx: x(run[0][0]), cy: y(run[0][1]), r: 2.5 }, title);
+      return s("polyline", { ...attrs, class: "line", stroke: colour, points: run.map(([t, v]) => `${x(t)},${y(v)}`).join(" ") }, title);
+    });
+  });
+  return s("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": series.map((x) => x.name).join(", ") }, axes(max, t0, t1), marks);
+}
+
+// The unbroken runs of [time, value] in a series: a null (or missing) value ends a run.
+function runsOf(times, values) {
+  const found = [];
+  let run = [];
+  times.forEach((time, i) => {
+    const value = values[i];
+    if (typeof value === "number" && Number.isFinite(value)) {
+      run.push([time, value]);
+    } else if (run.length) {
+      found.push(run);
+      run = [];
+    }
+  });
+  if (run.length) found.push(run);
+  return found;
 }
 
 function legend(names, coloured = false) {

@@ -843,3 +843,28 @@ class SqlStore(abc.ABC):
             )
             for r in rows
         ]
+
+    async def async_minutes(
+        self, function_id: int, begin: int, end: int
+    ) -> list[tuple[int, str, int, int | None, int]]:
+        """Per minute of ``start_time`` in ``[begin, end]``: ``(minute, kind, a, b, count)``
+        rows of the statuses, binned times and waits of the records (the query
+        ``async_minutes`` says what each kind holds)."""
+        params = {"function_id": function_id, "begin": begin, "end": end}
+        rows = await self._read(fetch_all("async_minutes", params))
+        return [
+            (
+                int(r["minute"]),
+                str(r["kind"]),
+                int(r["a"]),
+                None if r["b"] is None else int(r["b"]),
+                int(r["count"]),
+            )
+            for r in rows
+        ]
+
+    async def count_waiting_before(self, function_id: int, before: int) -> int:
+        """A function row's waiting records accepted before ``before``."""
+        params = {"function_id": function_id, "before": before}
+        row = await self._read(fetch_one("count_waiting_before", params))
+        return int(row["count"])

@@ -30,11 +30,14 @@ from huaweicloudsdkfunctiongraph.v2 import (
     TriggerEventDataRequestBody,
 )
 
+from openfgs.models import Status
 from tests.api.conftest import (
     insert_records,
 )
+from tests.api.test_statistics_async import Record, write
 from tests.support import (
     CREDENTIAL,
+    PROJECT,
     REPORTER_CODE,
     LiveServer,
     create_function,
@@ -384,6 +387,8 @@ def test_a_custom_window(page: Any, live: Seeded) -> None:
     expect(page.get_by_test_id("count")).to_have_text("1–5 of 5")
     expect(rows(page).first).to_have_attribute("data-request-id", waiting[5])
     expect(rows(page).last).to_have_attribute("data-request-id", waiting[9])
+    # The charts cover the same window: its five records, each in its minute.
+    expect(page.locator(f"{STATUS_CHART} svg rect")).to_have_count(5)
 
 
 def test_auto_refresh_shows_new_records(page: Any, live: Seeded) -> None:
@@ -396,33 +401,70 @@ def test_auto_refresh_shows_new_records(page: Any, live: Seeded) -> None:
     expect(page.locator(f'tr[data-request-id="{request_id}"]')).to_be_visible()
 
 
-def test_statistics_panels_draw_listfunctionstatistics(page: Any, live: Seeded) -> None:
-    """FunctionGraph's statistics shape, answered in the browser: the panels draw its series."""
-    now = int(time.time()) * 1000
-    points = [{"timestamp": now - 600_000 + 60_000 * i, "value": float(10 + i)} for i in range(10)]
-    empty = [{"timestamp": now, "value": -1.0}]  # FunctionGraph's "no data"
-    body = {
-        "count": points,
-        "duration": points,
-        "max_duration": points,
-        "min_duration": points,
-        "concurrency_num": empty,
-    }
+def test_charts_draw_the_async_series(page: Any, live: Seeded, tmp_path: Path) -> None:
+    """Each chart from the async series: records of the last hour in three runs of minutes."""
+    sdk = sdk_client(live.url)
+    create_function(sdk, "charted")
+    server = live.server
+    function = server.run(server.services.registry.resolve(PROJECT, urn("charted")))
+    base = int(time.time() * 1000) // 60_000 * 60_000
+    minutes = [50, 49, 30, 10, 9, 8]  # ago: runs of two, one and three buckets
+    records = [
+        Record(base - m * 60_000 + 1_000 + j, 3 + j * j + m // 10, 40 + 12 * j * j + m)
+        for m in minutes
+        for j in range(10)
+    ]
+    records.append(Record(base - 30 * 60_000 + 2_000, 9, 30, Status.FAIL, 4200))
+    records.append(Record(base - 10 * 60_000 + 2_000, status=None))  # left waiting
+    write(server, function.id, records)
+
+    page.goto(records_url(live, "charted"))
+    sign_in(page)
+    expect(page.locator(f"{STATUS_CHART} svg rect.bar-SUCCESS")).to_have_count(len(minutes))
+    for title, name in (("Dispatch time (ms)", "dispatch"), ("Run time (ms)", "run")):
+        chart = page.locator(f'figure[data-chart="{title}"]')
+        for p in ("p50", "p90", "p99"):
+            # A gap between the runs: two lines and a dot for each percentile.
+            expect(chart.locator(f'polyline[data-series="{name} {p}"]')).to_have_count(2)
+            expect(chart.locator(f'circle[data-series="{name} {p}"]')).to_have_count(1)
+            points = chart.locator(f'[data-series="{name} {p}"]').evaluate_all(
+                "marks => marks.map((m) => Number(m.dataset.points))"
+            )
+            assert sorted(points) == [1, 2, 3], (title, p, points)
+    waiting = page.locator('figure[data-chart="Waiting depth"] polyline[data-series="waiting"]')
+    expect(waiting).to_have_count(1)
+    expect(waiting).to_have_attribute("data-points", "61")  # every minute the hour touches
+    expect(page.locator(f"{STATUS_CHART} svg rect.bar-WAIT")).to_have_count(1)
+    screenshot(page, "charts-desktop.png", tmp_path)
+
+
+def test_charts_of_waiting_records(page: Any, live: Seeded) -> None:
+    page.goto(records_url(live, "waiter"))
+    sign_in(page)
+    # One bucket each (they are two minutes apart); one may have been stopped by another test.
+    expect(page.locator(f"{STATUS_CHART} svg rect")).to_have_count(WAITING)
+    assert page.locator(f"{STATUS_CHART} svg rect.bar-WAIT").count() >= WAITING - 1
+    depth = page.locator('figure[data-chart="Waiting depth"] polyline[data-series="waiting"]')
+    expect(depth).to_have_attribute("data-points", "61")
+    last = depth.evaluate("line => line.points[line.points.numberOfItems - 1].y")
+    assert last < depth.evaluate("line => line.points[0].y")  # more wait now than an hour ago
+    for title in ("Dispatch time (ms)", "Run time (ms)"):  # none ran: axes, no marks
+        chart = page.locator(f'figure[data-chart="{title}"]')
+        expect(chart.locator("svg")).to_be_visible()
+        assert chart.locator("[data-series]").count() == 0
+
+
+def test_charts_without_the_async_series(page: Any, live: Seeded) -> None:
+    """A server without the extension (404 FSS.0404): the panels say so, the records show."""
+    body = {"error_code": "FSS.0404", "error_msg": "not found"}
     page.route(
-        re.compile(r".*/statistics/\d+$"),
-        lambda route: route.fulfill(status=200, json=body),
+        re.compile(r".*/openfgs-statistics/\d+.*"),
+        lambda route: route.fulfill(status=404, json=body),
     )
     page.goto(records_url(live, "waiter"))
     sign_in(page)
-    run_time = page.locator('figure[data-chart="Run time (ms)"]')
-    expect(run_time.locator("svg polyline")).to_have_count(3)
-    expect(run_time).to_contain_text("max_duration")
-    waiting = page.locator('figure[data-chart="Waiting depth"]')
-    expect(waiting).to_contain_text("not in the statistics of this server")
-    # The waiter's records never run; one of them may have been stopped by another test.
-    expect(waiting.get_by_test_id("waiting-now")).to_have_text(
-        re.compile(f"^Now: ({WAITING}|{WAITING - 1}) waiting, 0 running.$")
-    )
+    expect(rows(page).first).to_be_visible()
+    expect(page.locator("figure.chart .unavailable")).to_have_count(4)
 
 
 def test_a_refused_token_signs_out_with_the_reason(page: Any, live: Seeded) -> None:

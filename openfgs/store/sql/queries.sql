@@ -458,3 +458,69 @@ SELECT project_id, package, name, qualifier, waiting, oldest FROM (
     FROM functions f
 ) AS w
 WHERE oldest IS NOT NULL;
+
+-- name: async_minutes
+-- openfgs's async series (openfgs.statistics.AsyncMinute): rows of (minute of start_time, kind,
+-- a, b, count), the records read once through the (function_id, start_time) index:
+-- * each status: kind = the status, CANCELED for a FAIL or DISCARD canceled (error 4208);
+-- * dispatch (accept → start of the first attempt; RUNNING, SUCCESS and FAIL records) and run
+--   time (the last attempt; SUCCESS and FAIL) in ms, binned to two significant digits:
+--   a = the bin, b = the smallest time in it (a time a record has);
+-- * waits that span the end of a minute, for the waiting depth: a = the minute a wait began,
+--   b = the minute it ended (NULL: waiting now). A record waits from its accept to its first
+--   start, and, back in WAIT for a retry, from its last start on.
+WITH r AS (
+    SELECT start_time / 60000 AS minute, start_time, status, error_code, attempt,
+        attempt_started_at, end_time,
+        CASE WHEN attempt = 1 THEN attempt_started_at
+            WHEN attempt > 1 THEN (SELECT a.start_time FROM invocation_attempts a
+                WHERE a.request_id = i.request_id AND a.attempt = 1)
+        END AS first_start
+    FROM invocations i
+    WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+),
+timed AS (
+    SELECT minute, 'dispatch' AS kind, first_start - start_time AS ms FROM r
+    WHERE status IN ('RUNNING', 'SUCCESS', 'FAIL') AND first_start IS NOT NULL
+    UNION ALL
+    SELECT minute, 'run' AS kind, end_time - attempt_started_at AS ms FROM r
+    WHERE status IN ('SUCCESS', 'FAIL') AND attempt_started_at IS NOT NULL
+),
+clamped AS (
+    -- Clocks of two nodes may disagree by a few ms: a negative time counts as 0.
+    SELECT minute, kind, CASE WHEN ms < 0 THEN 0 ELSE ms END AS ms FROM timed
+),
+waits AS (
+    SELECT minute, start_time AS since, first_start AS until FROM r
+    WHERE first_start IS NOT NULL
+    UNION ALL
+    SELECT minute, CASE WHEN attempt = 0 THEN start_time ELSE attempt_started_at END AS since,
+        NULL AS until
+    FROM r WHERE status = 'WAIT'
+)
+SELECT minute,
+    CASE WHEN error_code = 4208 AND status IN ('FAIL', 'DISCARD') THEN 'CANCELED'
+        ELSE status END AS kind,
+    0 AS a, 0 AS b, count(*) AS count
+FROM r GROUP BY 1, 2
+UNION ALL
+SELECT minute, kind,
+    CASE WHEN ms < 100 THEN ms
+        WHEN ms < 1000 THEN ms / 10 * 10
+        WHEN ms < 10000 THEN ms / 100 * 100
+        WHEN ms < 100000 THEN ms / 1000 * 1000
+        WHEN ms < 1000000 THEN ms / 10000 * 10000
+        WHEN ms < 10000000 THEN ms / 100000 * 100000
+        WHEN ms < 100000000 THEN ms / 1000000 * 1000000
+        ELSE ms / 10000000 * 10000000 END AS a,
+    min(ms) AS b, count(*) AS count
+FROM clamped GROUP BY 1, 2, 3
+UNION ALL
+SELECT minute, 'WAITED' AS kind, since / 60000 AS a, until / 60000 AS b, count(*) AS count
+FROM waits WHERE until IS NULL OR until / 60000 > since / 60000
+GROUP BY 1, 2, 3, 4;
+
+-- name: count_waiting_before
+-- Waiting records accepted before a time, walked in the status index.
+SELECT count(*) AS count FROM invocations
+WHERE function_id = :function_id AND status = 'WAIT' AND start_time < :before;
