@@ -246,6 +246,7 @@ def test_hostile_zips_are_refused(sdk: Any, case: str) -> None:
     assert "Invalid dependency zip" in error.error_msg
 
 
+@pytest.mark.slow  # about 8 s of CPU on a quiet 2-core machine: twice that on a busy one
 def test_a_zip_bomb_is_refused(sdk: Any) -> None:
     chunk = bytes(64 << 20)  # zeros: 64 MiB deflate to about 64 KB
     buffer = io.BytesIO()
@@ -267,6 +268,7 @@ def test_a_name_ending_in_a_tilde_is_refused(sdk: Any) -> None:
     assert "'~'" in error.error_msg
 
 
+@pytest.mark.slow  # 30,000 entries written and read back: seconds of CPU
 def test_up_to_30000_files_are_accepted_and_no_more(sdk: Any) -> None:
     def archive(count: int) -> bytes:
         buffer = io.BytesIO()
