@@ -4,7 +4,8 @@ The operations are :class:`~openfgs.store.common.SqlStore`'s; this module runs t
 on pooled connections (rows as dicts) and accepts and claims in its own way.
 
 Accepted invocations are inserted in batches (one transaction for every insert waiting at that
-moment), so durable accepts are not capped by one commit per request. Claims use
+moment), so durable accepts are not capped by one commit per request; outcomes are written the
+same way, every outcome waiting at that moment in one statement. Claims use
 ``FOR UPDATE SKIP LOCKED``; a trigger NOTIFYs ``openfgs_invocations`` whenever a row becomes
 WAIT, and :meth:`PostgresStore.subscribe` turns those notifications into wake-ups.
 """
@@ -15,19 +16,21 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from openfgs.errors import ConflictError, StoreError
-from openfgs.models import ClaimedInvocation, NewInvocation, now_ms
+from openfgs.models import ClaimedInvocation, NewInvocation, Outcome, Status, now_ms
 from openfgs.store.common import Kind, Script, SqlStore, Step, claim_params, invocation_params
 from openfgs.store.queries import load_queries, migration_files
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 log = logging.getLogger("openfgs.store")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x0F65  # pg_advisory_xact_lock key: one migrating node at a time
@@ -48,13 +51,67 @@ def _wrap(exc: Exception) -> StoreError:
     return StoreError(f"postgresql: {exc}")
 
 
-def _settle(future: asyncio.Future[None], error: StoreError | None) -> None:
+def _settle(future: asyncio.Future[R], result: R | Exception) -> None:
     if future.done():
         return
-    if error is None:
-        future.set_result(None)
+    if isinstance(result, Exception):
+        future.set_exception(result)
     else:
-        future.set_exception(error)
+        future.set_result(result)
+
+
+class _Batches(Generic[Item, R]):
+    """Writes that wait for each other: one write at a time takes every item waiting at that
+    moment (up to ``_MAX_BATCH``), so concurrent callers share a round trip and a commit.
+    ``write`` settles each item's future."""
+
+    def __init__(self, write: Callable[[list[tuple[Item, asyncio.Future[R]]]], Awaitable[None]]):
+        self._write = write
+        self._pending: list[tuple[Item, asyncio.Future[R]]] = []
+        self._wanted = asyncio.Event()
+
+    async def submit(self, item: Item) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wanted.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while self._pending:
+                batch = self._pending[:_MAX_BATCH]
+                del self._pending[:_MAX_BATCH]
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # a bug must fail its callers, not hang them
+                    log.exception("a batched write failed")
+                    for _, future in batch:
+                        _settle(future, _wrap(exc))
+
+
+class _Ending(NamedTuple):
+    """One attempt's outcome waiting for the batch that writes it."""
+
+    request_id: str
+    attempt: int
+    outcome: Outcome
+    end_time: int
+
+
+def _ending_arrays(batch: list[_Ending]) -> dict[str, list[Any]]:
+    """The parameters of ``finish_invocations``: one array per column."""
+    return {
+        "request_ids": [e.request_id for e in batch],
+        "attempts": [e.attempt for e in batch],
+        "statuses": [e.outcome.status.value for e in batch],
+        "end_times": [e.end_time for e in batch],
+        "error_codes": [e.outcome.error_code for e in batch],
+        "error_messages": [e.outcome.error_message for e in batch],
+        "results": [e.outcome.result for e in batch],
+        "available_ats": [e.outcome.retry_at for e in batch],
+    }
 
 
 def postgres_queries() -> dict[str, str]:
@@ -92,11 +149,12 @@ class PostgresStore(SqlStore):
         self._q = postgres_queries()
         self._pool_size = pool_size
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flush_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._claims: psycopg.AsyncConnection[DictRow] | None = None
+        # Claims and outcomes skip the pool: each on a connection of its own, in autocommit
+        # and without waiting for the WAL flush (a lost claim or outcome runs the record again).
+        self._claims = _OwnConnection(url)
         self._claim_lock = asyncio.Lock()
+        self._outcomes = _OwnConnection(url)
 
     async def open(self) -> None:
         try:
@@ -113,8 +171,12 @@ class PostgresStore(SqlStore):
             await self._pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
-        self._flush_wanted = asyncio.Event()
-        self._tasks.append(asyncio.create_task(self._flush_loop()))
+        self._accepts: _Batches[dict[str, Any], None] = _Batches(self._flush)
+        self._endings: _Batches[_Ending, bool] = _Batches(self._write_endings)
+        self._tasks += [
+            asyncio.create_task(self._accepts.run()),
+            asyncio.create_task(self._endings.run()),
+        ]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -123,7 +185,8 @@ class PostgresStore(SqlStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self._drop_claim_connection()
+        await self._claims.drop()
+        await self._outcomes.drop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -199,23 +262,12 @@ class PostgresStore(SqlStore):
     # -- what the cluster store does its own way ------------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
-        params = invocation_params(invocation)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((params, future))
-        self._flush_wanted.set()
-        await future
-
-    async def _flush_loop(self) -> None:
-        """Insert every accept waiting at that moment in one transaction (group commit)."""
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            while self._pending:
-                batch = self._pending[:_MAX_BATCH]
-                del self._pending[:_MAX_BATCH]
-                await self._flush(batch)
+        if self._pool is None:
+            raise StoreError("store is closed")
+        await self._accepts.submit(invocation_params(invocation))
 
     async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        """Insert every accept waiting at that moment in one transaction (group commit)."""
         try:
             await self._insert_rows([params for params, _ in batch])
         except StoreError as exc:
@@ -252,7 +304,9 @@ class PostgresStore(SqlStore):
         rows: list[DictRow] = []
         async with self._claim_lock:  # one claim at a time per process, on its own connection
             try:
-                conn = await self._claim_connection()
+                if self._pool is None:
+                    raise StoreError("store is closed")
+                conn = await self._claims.get()
                 # One round trip: both statements pipelined, the results read at the end.
                 async with conn.pipeline():
                     expired = claimed = None
@@ -266,27 +320,89 @@ class PostgresStore(SqlStore):
                 if claimed is not None:
                     rows = await claimed.fetchall()
             except psycopg.Error as exc:
-                await self._drop_claim_connection()
+                await self._claims.drop()
                 raise _wrap(exc) from exc
         return (
             [ClaimedInvocation.from_row(r) for r in expired_rows],
             [ClaimedInvocation.from_row(r) for r in rows],
         )
 
-    async def _claim_connection(self) -> psycopg.AsyncConnection[DictRow]:
-        """The worker's claims skip the pool: a connection of their own, in autocommit and
-        without waiting for the WAL flush (a lost claim is claimed again)."""
+    # -- outcomes, in batches -----------------------------------------------------------------
+
+    async def finish_invocation(
+        self,
+        request_id: str,
+        attempt: int,
+        outcome: Outcome,
+        end_time: int,
+        follow_up: NewInvocation | None = None,
+    ) -> bool:
+        if follow_up is not None:  # the destination's insert commits with it: a script
+            return await super().finish_invocation(
+                request_id, attempt, outcome, end_time, follow_up
+            )
+        return await self._end(_Ending(request_id, attempt, outcome, end_time))
+
+    async def requeue_invocation(
+        self, request_id: str, attempt: int, outcome: Outcome, end_time: int
+    ) -> bool:
+        return await self._end(_Ending(request_id, attempt, outcome, end_time))
+
+    async def _end(self, ending: _Ending) -> bool:
         if self._pool is None:
             raise StoreError("store is closed")
-        if self._claims is None or self._claims.closed:
-            self._claims = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, row_factory=dict_row
-            )
-            await self._claims.execute("SET synchronous_commit = off")
-        return self._claims
+        return await self._endings.submit(ending)
 
-    async def _drop_claim_connection(self) -> None:
-        if self._claims is not None:
+    async def _write_endings(self, batch: list[tuple[_Ending, asyncio.Future[bool]]]) -> None:
+        """Every outcome waiting at that moment in one statement; when that fails, each one
+        alone, so an outcome the store refuses (a message it cannot hold) fails only itself."""
+        try:
+            conn = await self._outcomes.get()
+            cursor = await conn.execute(
+                self._q["finish_invocations"], _ending_arrays([e for e, _ in batch])
+            )
+            written = {row["request_id"] for row in await cursor.fetchall()}
+        except Exception as exc:
+            if isinstance(exc, psycopg.Error):
+                await self._outcomes.drop()
+            if len(batch) == 1:
+                _settle(batch[0][1], _wrap(exc) if isinstance(exc, psycopg.Error) else exc)
+                return
+            for ending, future in batch:
+                try:
+                    ended = await self._end_alone(ending)
+                except Exception as single:
+                    _settle(future, single)
+                else:
+                    _settle(future, ended)
+            return
+        for ending, future in batch:
+            _settle(future, ending.request_id in written)
+
+    async def _end_alone(self, ending: _Ending) -> bool:
+        if ending.outcome.status is Status.WAIT:
+            return await super().requeue_invocation(*ending)
+        return await super().finish_invocation(*ending)
+
+
+class _OwnConnection:
+    """A connection kept apart from the pool for one hot path: autocommit, and commits that do
+    not wait for the WAL flush (what it writes is bookkeeping a crash may lose)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.AsyncConnection[DictRow] | None = None
+
+    async def get(self) -> psycopg.AsyncConnection[DictRow]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, row_factory=dict_row
+            )
+            await self._conn.execute("SET synchronous_commit = off")
+        return self._conn
+
+    async def drop(self) -> None:
+        if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
-                await self._claims.close()
-            self._claims = None
+                await self._conn.close()
+            self._conn = None

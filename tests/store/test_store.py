@@ -754,6 +754,57 @@ async def test_finish_inserts_its_follow_up_only_when_it_finishes(store: Store) 
     assert (claimed.request_id, claimed.depth) == (follow_up.request_id, 1)
 
 
+async def test_outcomes_written_together_each_answer_for_itself(store: Store) -> None:
+    # Outcomes that arrive together may share one write (PostgreSQL: one statement); each
+    # still ends only its own row, answers for itself, and a refused one fails alone.
+    function = await add_function(store, "hello")
+    ids = await add_invocations(store, function.id, [BASE + i for i in range(6)])
+    assert len(await claim(store, "w1", BASE + 10, 10, FAR)) == 6
+    success, failure, retry, stale, refused, discard = ids
+    written = await asyncio.gather(
+        store.finish_invocation(success, 1, Outcome(Status.SUCCESS, 0, "", b'"ok"'), BASE + 20),
+        store.finish_invocation(failure, 1, Outcome(Status.FAIL, 4200, "boom"), BASE + 21),
+        store.requeue_invocation(
+            retry, 1, Outcome(Status.WAIT, 4200, "again", retry_at=BASE + 500), BASE + 22
+        ),
+        store.finish_invocation(stale, 2, Outcome(Status.SUCCESS), BASE + 23),
+        store.finish_invocation(refused, 1, Outcome(Status.FAIL, 4200, "\ud800"), BASE + 24),
+        store.finish_invocation(discard, 1, Outcome(Status.DISCARD, 4211, "old"), BASE + 25),
+        return_exceptions=True,
+    )
+    assert list(written[:4]) == [True, True, True, False] and written[5] is True
+    assert isinstance(written[4], Exception)
+
+    found = await records(store, function.id)
+    assert {r: (found[r].status, found[r].error_code, found[r].end_time) for r in ids} == {
+        success: (Status.SUCCESS, 0, BASE + 20),
+        failure: (Status.FAIL, 4200, BASE + 21),
+        retry: (Status.WAIT, 4200, None),
+        stale: (Status.RUNNING, 0, None),
+        refused: (Status.RUNNING, 0, None),
+        discard: (Status.DISCARD, 4211, BASE + 25),
+    }
+    assert await store.next_available_at() == BASE + 500
+    assert {c.request_id for c in await store.list_expired_leases(FAR + 1, 10)} == {
+        stale,
+        refused,
+    }
+    history = {}
+    for request_id in (success, retry):
+        detail = await store.get_invocation(request_id)
+        assert detail is not None
+        history[request_id] = [
+            (a.attempt, a.outcome, a.worker_id, a.start_time, a.end_time, a.error_message)
+            for a in detail.attempts
+        ]
+    assert history == {
+        success: [(1, "SUCCESS", "w1", BASE + 10, BASE + 20, "")],
+        retry: [(1, "RETRY", "w1", BASE + 10, BASE + 22, "again")],
+    }
+    (again,) = await claim(store, "w2", BASE + 500, 10, FAR)
+    assert (again.request_id, again.attempt, again.last_error) == (retry, 2, "again")
+
+
 async def test_get_invocation_keeps_the_history_of_attempts(store: Store) -> None:
     function = await add_function(store, "hello")
     row = new_invocation(function.id, BASE, max_attempts=3, rerun_of="earlier-request")
@@ -1115,7 +1166,10 @@ def test_each_dialect_defines_every_query_name_exactly_once() -> None:
     # The SQLite store claims in two steps (it walks the due rows in Python, where PostgreSQL
     # claims in one statement, one round trip); every other name is in both dialects.
     sqlite_only = {"list_due_invocations", "function_room"}
-    assert set(own["sqlite"]) - sqlite_only == set(own["postgres"])
+    # PostgreSQL writes the outcomes waiting at one moment in one statement; the SQLite writer
+    # already commits them together, each with the shared queries.
+    postgres_only = {"finish_invocations"}
+    assert set(own["sqlite"]) - sqlite_only == set(own["postgres"]) - postgres_only
 
 
 def test_every_query_is_used_by_the_code_of_its_dialect() -> None:

@@ -131,3 +131,43 @@ SELECT DISTINCT v.id, v.digest
 FROM functions f
 CROSS JOIN LATERAL jsonb_array_elements_text(CAST(f.depend_versions AS jsonb)) AS j(value)
 JOIN dependency_versions v ON v.id = j.value;
+
+-- name: finish_invocations
+-- Outcomes of many attempts in one statement (one round trip, one commit): each row still
+-- RUNNING that attempt gets its attempt history row and ends (SUCCESS/FAIL/DISCARD) or waits
+-- again until :available_ats (WAIT, the outcome RETRY), as finish_invocation and
+-- requeue_invocation do one at a time. The rows are locked in id order, as every statement
+-- locking several rows does, so two batches cannot deadlock. Returns the request ids written.
+WITH outcome AS (
+    SELECT * FROM unnest(
+        CAST(:request_ids AS TEXT[]), CAST(:attempts AS INTEGER[]), CAST(:statuses AS TEXT[]),
+        CAST(:end_times AS BIGINT[]), CAST(:error_codes AS INTEGER[]),
+        CAST(:error_messages AS TEXT[]), CAST(:results AS BYTEA[]),
+        CAST(:available_ats AS BIGINT[])
+    ) AS o (request_id, attempt, status, end_time, error_code, error_message, result,
+        available_at)
+), running AS MATERIALIZED (
+    SELECT i.id, i.worker_id, i.attempt_started_at, o.*
+    FROM outcome o JOIN invocations i ON i.request_id = o.request_id
+    WHERE i.attempt = o.attempt AND i.status = 'RUNNING'
+    ORDER BY i.id
+    FOR UPDATE OF i
+), recorded AS (
+    INSERT INTO invocation_attempts (request_id, attempt, worker_id, start_time, end_time,
+        outcome, error_code, error_message)
+    SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, end_time), end_time,
+        CASE WHEN status = 'WAIT' THEN 'RETRY' ELSE status END, error_code, error_message
+    FROM running
+    ON CONFLICT (request_id, attempt) DO NOTHING
+)
+UPDATE invocations i
+SET status = r.status,
+    end_time = CASE WHEN r.status = 'WAIT' THEN i.end_time ELSE r.end_time END,
+    result = CASE WHEN r.status = 'WAIT' THEN i.result ELSE r.result END,
+    available_at = CASE WHEN r.status = 'WAIT' THEN r.available_at ELSE i.available_at END,
+    worker_id = CASE WHEN r.status = 'WAIT' THEN NULL ELSE i.worker_id END,
+    cancel_requested = CASE WHEN r.status = 'WAIT' THEN FALSE ELSE i.cancel_requested END,
+    error_code = r.error_code, error_message = r.error_message, lease_until = NULL
+FROM running r
+WHERE i.id = r.id
+RETURNING i.request_id;
