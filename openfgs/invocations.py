@@ -555,15 +555,13 @@ class InvocationService:
         self, claimed: ClaimedInvocation, started_ms: int, seconds: float
     ) -> None:
         """Metrics of one attempt that ran: its duration, and for a first attempt how long it
-        waited from accept (``expires_at`` less the max event age) to the handler's start."""
+        waited from its accept to the handler's start."""
         function = await self._registry.get_by_id(claimed.function_id)
         if function is None:
             return
         self.metrics.ran(function, seconds)
         if claimed.attempt == 1:
-            config = await self.config(function)
-            age = config.max_async_event_age_in_seconds if config else DEFAULT_EVENT_AGE_SECONDS
-            self.metrics.dispatched((started_ms - (claimed.expires_at - age * 1000)) / 1000)
+            self.metrics.dispatched((started_ms - claimed.accepted_at) / 1000)
 
     # -- cancel, recover, leases ------------------------------------------------------------
 

@@ -923,6 +923,29 @@ async def test_an_expired_claim_planned_on_a_small_table_takes_no_more_than_its_
         assert len(await claim_expired(store, "w1", BASE + 100, 4, FAR)) == 4
 
 
+async def test_every_claimed_row_carries_its_accept_time(store: Store) -> None:
+    # The dispatch histogram measures from the accept (start_time), exactly.
+    function = await add_function(store, "hello")
+    due, expired, canceled, lost = (
+        new_invocation(function.id, BASE + 1, available_at=BASE + 10),
+        new_invocation(function.id, BASE + 2, available_at=FAR, expires_at=BASE + 10),
+        new_invocation(function.id, BASE + 3, available_at=FAR),
+        new_invocation(function.id, BASE + 4, available_at=BASE + 10),
+    )
+    for row in (due, expired, canceled, lost):
+        await store.insert_invocation(row)
+    expired_rows, runnable = await store.claim_due("w1", BASE + 20, 10, 10, BASE + 30)
+    assert {(c.request_id, c.accepted_at) for c in expired_rows + runnable} == {
+        (due.request_id, BASE + 1),
+        (expired.request_id, BASE + 2),
+        (lost.request_id, BASE + 4),
+    }
+    taken = await store.claim_waiting(canceled.request_id, function.id, "c", BASE + 20, FAR)
+    assert taken is not None and taken.accepted_at == BASE + 3
+    recovered = await store.list_expired_leases(BASE + 31, 10)
+    assert {c.request_id: c.accepted_at for c in recovered}[lost.request_id] == BASE + 4
+
+
 async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
     function = await add_function(store, "hello")
     other = await add_function(store, "other")

@@ -61,7 +61,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
 FROM picked
 WHERE invocations.id = picked.picked_id AND invocations.status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 -- name: claim_expired_invocations
 -- Materialized for the same reason as claim_invocations: the rows are chosen once.
@@ -78,7 +78,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
 FROM due
 WHERE invocations.id = due.id
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 
 -- Dependencies (migration 0005) -------------------------------------------------------------
