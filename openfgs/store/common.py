@@ -516,6 +516,17 @@ class SqlStore(abc.ABC):
         rows = await self._read(fetch_all("count_invocations_by_hour", params))
         return [(int(r["hour"]), Status(r["status"]), int(r["count"])) for r in rows]
 
+    @abc.abstractmethod
+    async def insert_invocation(self, invocation: NewInvocation) -> None:
+        """Insert an accepted row WAIT, durably (each backend batches accepts its own way)."""
+
+    async def insert_started_invocation(
+        self, invocation: NewInvocation, worker_id: str, lease_until: int
+    ) -> bool:
+        """A backend whose claim costs no round trip (SQLite) inserts the row WAIT."""
+        await self.insert_invocation(invocation)
+        return False
+
     async def finish_invocation(
         self,
         request_id: str,

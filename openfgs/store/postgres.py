@@ -34,7 +34,7 @@ R = TypeVar("R")
 log = logging.getLogger("openfgs.store")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x0F65  # pg_advisory_xact_lock key: one migrating node at a time
-_CLAIM_LOCK = 0x0F66  # and one claiming worker at a time
+_CLAIM_LOCK = 0x0F66  # and one claiming worker at a time (per schema: see claim_lock_key)
 # Claims, outcomes and lease renewals do not wait for the WAL flush: a server crash may lose
 # the last few (the record is run again); accepts and all a client is told is done still wait.
 _NO_WAL_FLUSH = "SET LOCAL synchronous_commit = off"
@@ -91,6 +91,14 @@ class _Batches(Generic[Item, R]):
                         _settle(future, _wrap(exc))
 
 
+class _Accept(NamedTuple):
+    """An accepted row waiting for the batch that inserts it; ``start``: the worker, lease
+    and claim lock it is started under at once, when the claims' rules allow."""
+
+    params: dict[str, Any]
+    start: dict[str, Any] | None
+
+
 class _Ending(NamedTuple):
     """One attempt's outcome waiting for the batch that writes it."""
 
@@ -117,6 +125,15 @@ def _ending_arrays(batch: list[_Ending]) -> dict[str, list[Any]]:
 def postgres_queries() -> dict[str, str]:
     """The named queries with ``:name`` parameters turned into psycopg's ``%(name)s``."""
     return {name: _PARAM.sub(r"%(\1)s", sql) for name, sql in load_queries("postgres").items()}
+
+
+async def claim_lock_key(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The claims' advisory lock of the schema ``conn`` works in: advisory locks are
+    database-wide, and deployments in other schemas of one database need not wait for ours."""
+    cursor = await conn.execute("SELECT hashtext(current_schema())")
+    row = await cursor.fetchone()
+    assert row is not None
+    return (_CLAIM_LOCK << 32) | (int(row[0]) & 0xFFFFFFFF)
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
@@ -154,12 +171,14 @@ class PostgresStore(SqlStore):
         # and without waiting for the WAL flush (a lost claim or outcome runs the record again).
         self._claims = _OwnConnection(url)
         self._claim_lock = asyncio.Lock()
+        self._claim_lock_key = _CLAIM_LOCK
         self._outcomes = _OwnConnection(url)
 
     async def open(self) -> None:
         try:
             async with await psycopg.AsyncConnection.connect(self.url) as conn:
                 await migrate(conn)
+                self._claim_lock_key = await claim_lock_key(conn)
             self._pool = AsyncConnectionPool(
                 self.url,
                 connection_class=psycopg.AsyncConnection[DictRow],
@@ -171,7 +190,7 @@ class PostgresStore(SqlStore):
             await self._pool.open(wait=True, timeout=30)
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
-        self._accepts: _Batches[dict[str, Any], None] = _Batches(self._flush)
+        self._accepts: _Batches[_Accept, bool] = _Batches(self._flush)
         self._endings: _Batches[_Ending, bool] = _Batches(self._write_endings)
         self._tasks += [
             asyncio.create_task(self._accepts.run()),
@@ -262,43 +281,77 @@ class PostgresStore(SqlStore):
     # -- what the cluster store does its own way ------------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
+        await self._accept(_Accept(invocation_params(invocation), None))
+
+    async def insert_started_invocation(
+        self, invocation: NewInvocation, worker_id: str, lease_until: int
+    ) -> bool:
+        start = {
+            "worker_id": worker_id,
+            "lease_until": lease_until,
+            "claim_lock": self._claim_lock_key,
+        }
+        return await self._accept(_Accept(invocation_params(invocation), start))
+
+    async def _accept(self, accept: _Accept) -> bool:
         if self._pool is None:
             raise StoreError("store is closed")
-        await self._accepts.submit(invocation_params(invocation))
+        return await self._accepts.submit(accept)
 
-    async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+    async def _flush(self, batch: list[tuple[_Accept, asyncio.Future[bool]]]) -> None:
         """Insert every accept waiting at that moment in one transaction (group commit)."""
         try:
-            await self._insert_rows([params for params, _ in batch])
-        except StoreError as exc:
+            started = await self._insert_rows([accept for accept, _ in batch])
+        except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
                 return
             # One bad row must not fail its neighbours: insert them one by one instead.
-            for params, future in batch:
+            for accept, future in batch:
                 try:
-                    await self._insert_rows([params])
-                except StoreError as single:
+                    (alone,) = await self._insert_rows([accept])
+                except Exception as single:
                     _settle(future, single)
                 else:
-                    _settle(future, None)
+                    _settle(future, alone)
             return
-        for _, future in batch:
-            _settle(future, None)
+        for (_, future), running in zip(batch, started, strict=True):
+            _settle(future, running)
 
-    async def _insert_rows(self, rows: list[dict[str, Any]]) -> None:
+    async def _insert_rows(self, rows: list[_Accept]) -> list[bool]:
+        """Insert ``rows`` in one durable transaction, pipelined (one round trip); whether
+        each was started at once (see ``insert_started_invocation``)."""
+        plain = [row.params for row in rows if row.start is None]
+        starts = [{**row.params, **row.start} for row in rows if row.start is not None]
+        statuses: list[str] = []
         try:
-            async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(self._q["insert_invocation"], rows)
+            async with self._connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    if plain:
+                        async with conn.cursor() as cur:
+                            await cur.executemany(self._q["insert_invocation"], plain)
+                    cursors = []
+                    if starts:
+                        await conn.execute(self._q["try_claim_lock"], starts[0])
+                        sql = self._q["insert_started_invocation"]
+                        cursors = [await conn.execute(sql, params) for params in starts]
+                for cursor in cursors:
+                    row = await cursor.fetchone()
+                    statuses.append("" if row is None else str(row["status"]))
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
+        running = iter(statuses)
+        return [False if row.start is None else next(running) == "RUNNING" for row in rows]
 
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
     ) -> tuple[list[ClaimedInvocation], list[ClaimedInvocation]]:
         # Claims take turns (openfgs_pick_due locks), so per-function concurrency holds across
         # every worker.
-        params = {**claim_params(worker_id, now, limit, lease_until), "claim_lock": _CLAIM_LOCK}
+        params = {
+            **claim_params(worker_id, now, limit, lease_until),
+            "claim_lock": self._claim_lock_key,
+        }
         expired_params = {**params, "limit": expired_limit}
         expired_rows: list[DictRow] = []
         rows: list[DictRow] = []

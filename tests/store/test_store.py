@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from openfgs.errors import ConflictError
@@ -33,8 +34,10 @@ from openfgs.store import postgres as postgres_module
 from openfgs.store import queries as queries_module
 from openfgs.store import sqlite as sqlite_module
 from openfgs.store.base import Store
+from openfgs.store.postgres import PostgresStore
 from openfgs.store.queries import SHARED, load_queries, migration_files, query_blocks
 from openfgs.store.sqlite import SqliteStore
+from tests.support import database_url
 
 from .conftest import Backend
 
@@ -946,6 +949,68 @@ async def test_every_claimed_row_carries_its_accept_time(store: Store) -> None:
     assert {c.request_id: c.accepted_at for c in recovered}[lost.request_id] == BASE + 4
 
 
+async def test_an_accepted_row_starts_at_once_only_within_the_claims_rules(
+    store: Store, backend: Backend
+) -> None:
+    # PostgreSQL starts the row under the accepting node's worker (no claim round trip) while
+    # the function has room and nothing older waits; SQLite inserts it WAIT (it has no round
+    # trip to save). Either way the claims' rules hold.
+    starts = backend.name == "postgres"
+    function = await add_function(store, "hello")
+    await store.update_function(replace(function, concurrency=2), None)
+    other = await add_function(store, "other")
+    rows = [new_invocation(function.id, BASE + i) for i in range(3)]
+    started = [await store.insert_started_invocation(row, "w1", FAR) for row in rows]
+    assert started == [starts, starts, False]  # the third: no room under concurrency 2
+    found = await records(store, function.id)
+    expected = Status.RUNNING if starts else Status.WAIT
+    assert [(found[r.request_id].status, found[r.request_id].attempt) for r in rows] == [
+        (expected, 1 if starts else 0),
+        (expected, 1 if starts else 0),
+        (Status.WAIT, 0),
+    ]
+    # Something due waits (the third row, at its limit): the other function's row waits too.
+    late = new_invocation(other.id, BASE + 10)
+    assert not await store.insert_started_invocation(late, "w1", FAR)
+    # A claim counts the started rows: nothing of the function runs past its limit.
+    claimed = await claim(store, "w2", BASE + 20, 10, FAR)
+    assert {c.request_id for c in claimed} == (
+        {late.request_id} if starts else {rows[0].request_id, rows[1].request_id, late.request_id}
+    )
+    if starts:  # started rows run under w1's lease, and are recovered when it ends
+        assert await store.renew_leases("w1", BASE + 500) == 2
+        recovered = await store.list_expired_leases(BASE + 501, 10)
+        assert {(c.request_id, c.attempt, c.accepted_at) for c in recovered} == {
+            (rows[0].request_id, 1, BASE),
+            (rows[1].request_id, 1, BASE + 1),
+        }
+
+
+@pytest.mark.postgres
+async def test_an_accepted_row_waits_while_a_claim_holds_the_lock(tmp_path: Path) -> None:
+    # Never waited for: a claim running elsewhere means the row waits like any other.
+    with database_url("postgres") as url:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        try:
+            function = await add_function(store, "hello")
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                key = await postgres_module.claim_lock_key(conn)
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                    held = new_invocation(function.id, BASE)
+                    assert not await store.insert_started_invocation(held, "w1", FAR)
+            free = new_invocation(function.id, BASE + 1)
+            # The held row waits and is due, so the next one waits behind it.
+            assert not await store.insert_started_invocation(free, "w1", FAR)
+            assert await claim_ids(store, BASE + 5) == {held.request_id, free.request_id}
+            assert await store.insert_started_invocation(
+                new_invocation(function.id, BASE + 6), "w1", FAR
+            )
+        finally:
+            await store.close()
+
+
 async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
     function = await add_function(store, "hello")
     other = await add_function(store, "other")
@@ -1189,9 +1254,10 @@ def test_each_dialect_defines_every_query_name_exactly_once() -> None:
     # The SQLite store claims in two steps (it walks the due rows in Python, where PostgreSQL
     # claims in one statement, one round trip); every other name is in both dialects.
     sqlite_only = {"list_due_invocations", "function_room"}
-    # PostgreSQL writes the outcomes waiting at one moment in one statement; the SQLite writer
-    # already commits them together, each with the shared queries.
-    postgres_only = {"finish_invocations"}
+    # PostgreSQL writes the outcomes waiting at one moment in one statement (the SQLite writer
+    # already commits them together, each with the shared queries), and starts an accepted row
+    # at once on the accepting node (SQLite's claim has no round trip to save).
+    postgres_only = {"finish_invocations", "try_claim_lock", "insert_started_invocation"}
     assert set(own["sqlite"]) - sqlite_only == set(own["postgres"]) - postgres_only
 
 

@@ -171,3 +171,40 @@ SET status = r.status,
 FROM running r
 WHERE i.id = r.id
 RETURNING i.request_id;
+
+-- name: try_claim_lock
+-- For an accept whose rows this node's worker would start at once: the claims' lock if it is
+-- free now, never waited for (when it is busy, claims are running and the rows wait like any
+-- other), remembered for this transaction in openfgs.claim_locked for
+-- insert_started_invocation, whose own snapshot is then taken with the lock held.
+SELECT set_config('openfgs.claim_locked',
+    CAST(pg_try_advisory_xact_lock(:claim_lock) AS TEXT), TRUE) AS locked;
+
+-- name: insert_started_invocation
+-- An accepted row started at once by the accepting node's worker — attempt 1, RUNNING under
+-- its lease — when that keeps the claims' rules: their lock is held (try_claim_lock), nothing
+-- due is waiting (older rows go first) and the function has room under its concurrency, as
+-- openfgs_pick_due counts it. Otherwise it waits like any accepted row. Returns its status.
+INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
+    available_at, expires_at, max_attempts, depth, rerun_of, attempt, lease_until, worker_id,
+    attempt_started_at)
+SELECT :request_id, :function_id, :version, CASE WHEN s.start THEN 'RUNNING' ELSE 'WAIT' END,
+    :payload, :start_time, :available_at, :expires_at, :max_attempts, :depth, :rerun_of,
+    CASE WHEN s.start THEN 1 ELSE 0 END,
+    CASE WHEN s.start THEN CAST(:lease_until AS BIGINT) END,
+    CASE WHEN s.start THEN CAST(:worker_id AS TEXT) END,
+    CASE WHEN s.start THEN CAST(:start_time AS BIGINT) END
+FROM (
+    SELECT coalesce(current_setting('openfgs.claim_locked', TRUE), '') = 'true'
+        AND NOT EXISTS (
+            SELECT 1 FROM invocations WHERE status = 'WAIT' AND available_at <= :start_time
+        )
+        AND coalesce((
+            SELECT f.concurrency - (
+                SELECT count(*) FROM invocations r
+                WHERE r.function_id = f.id AND r.status = 'RUNNING'
+            )
+            FROM functions f WHERE f.id = :function_id
+        ), 0) > 0 AS start
+) s
+RETURNING status;
