@@ -37,6 +37,9 @@ class Store(Protocol):
     :class:`openfgs.errors.StoreError`.
     """
 
+    # Whether insert_started_invocation may start a row (else it always inserts it WAIT).
+    starts_accepted_rows: bool
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...

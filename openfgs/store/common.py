@@ -174,6 +174,8 @@ class SqlStore(abc.ABC):
     ``open``/``close``/``subscribe``, ``insert_invocation`` and ``claim_due``.
     """
 
+    starts_accepted_rows = False
+
     @overload
     async def _read(self, work: Step, snapshot: bool = False) -> Any: ...
     @overload

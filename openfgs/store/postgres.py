@@ -161,6 +161,8 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
 class PostgresStore(SqlStore):
     """The cluster store: every node of a deployment shares one PostgreSQL database."""
 
+    starts_accepted_rows = True
+
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self._q = postgres_queries()
