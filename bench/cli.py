@@ -291,7 +291,7 @@ def cmd_statements(args: argparse.Namespace) -> int:
     from bench.statements import count_statements
 
     with terminate_on_sigterm():
-        count_statements(args.count)
+        count_statements(args.count, args.clients)
     return 0
 
 
@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "statements", help="PostgreSQL statements and commits per invocation (pg_stat_statements)"
     )
     statements.add_argument("--count", type=int, default=5000)
+    statements.add_argument("--clients", type=int, default=64)
     statements.set_defaults(func=cmd_statements)
     return parser
 
