@@ -179,7 +179,9 @@ class Worker:
         self._slot_freed.set()
 
     async def _idle(self, stopping: asyncio.Future[Any]) -> None:
-        """Sleep until work may be there: a wake-up, a freed slot, a due retry or the poll."""
+        """Sleep until work may be there: a wake-up, a due retry or the poll, or a freed slot
+        while the last claim left work queued (after one that came back short, a freed slot
+        alone finds nothing: whatever is queued since comes with a wake-up)."""
         timeout = self._poll_interval
         if self._free() > 0:
             if (refill := self._refill_wait()) > 0:
@@ -188,14 +190,22 @@ class Worker:
                 due = await self._service.next_wakeup()
                 if due is not None:
                     timeout = max(0.0, min(timeout, (due - now_ms()) / 1000))
-        self._slot_freed.clear()
+        deadline = time.monotonic() + timeout
         notified = asyncio.ensure_future(self._service.notifier.wait())
-        freed = asyncio.ensure_future(self._slot_freed.wait())
-        await asyncio.wait(
-            [notified, freed, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        notified.cancel()
-        freed.cancel()
+        try:
+            while True:
+                self._slot_freed.clear()
+                freed = asyncio.ensure_future(self._slot_freed.wait())
+                done, _ = await asyncio.wait(
+                    [notified, freed, stopping],
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                freed.cancel()
+                if done != {freed} or self._backlog:
+                    return
+        finally:
+            notified.cancel()
 
     async def _run_one(self, claimed: ClaimedInvocation) -> None:
         started_ms, started = now_ms(), time.monotonic()
