@@ -77,18 +77,24 @@ class _Batches(Generic[Item, R]):
         return await future
 
     async def run(self) -> None:
-        while True:
-            await self._wanted.wait()
-            self._wanted.clear()
-            while self._pending:
-                batch = self._pending[:_MAX_BATCH]
-                del self._pending[:_MAX_BATCH]
-                try:
-                    await self._write(batch)
-                except Exception as exc:  # a bug must fail its callers, not hang them
-                    log.exception("a batched write failed")
-                    for _, future in batch:
-                        _settle(future, _wrap(exc))
+        batch: list[tuple[Item, asyncio.Future[R]]] = []
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted.clear()
+                while self._pending:
+                    batch = self._pending[:_MAX_BATCH]
+                    del self._pending[:_MAX_BATCH]
+                    try:
+                        await self._write(batch)
+                    except Exception as exc:  # a bug must fail its callers, not hang them
+                        log.exception("a batched write failed")
+                        for _, future in batch:
+                            _settle(future, _wrap(exc))
+        finally:  # the store closed: nobody waits for a write that will not come
+            for _, future in batch + self._pending:
+                _settle(future, StoreError("store is closed"))
+            self._pending.clear()
 
 
 class _Accept(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from openfgs.errors import ConflictError
+from openfgs.errors import ConflictError, StoreError
 from openfgs.models import (
     AsyncConfig,
     ClaimedInvocation,
@@ -806,6 +806,28 @@ async def test_outcomes_written_together_each_answer_for_itself(store: Store) ->
     }
     (again,) = await claim(store, "w2", BASE + 500, 10, FAR)
     assert (again.request_id, again.attempt, again.last_error) == (retry, 2, "again")
+
+
+@pytest.mark.postgres
+async def test_a_write_waiting_for_its_batch_fails_when_the_store_closes() -> None:
+    # Accepts and outcomes wait for a batch; closing the store must answer them, not hang them.
+    with database_url("postgres") as url:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        function = await add_function(store, "hello")
+        (request_id,) = await add_invocations(store, function.id, [BASE])
+        await claim(store, "w1", BASE, 10, FAR)
+        ending = asyncio.create_task(
+            store.finish_invocation(request_id, 1, Outcome(Status.SUCCESS), BASE + 1)
+        )
+        accept = asyncio.create_task(store.insert_invocation(new_invocation(function.id, BASE)))
+        await asyncio.sleep(0)  # both are queued for their batches
+        await store.close()
+        answers = await asyncio.wait_for(
+            asyncio.gather(ending, accept, return_exceptions=True), timeout=5
+        )
+        for answer in answers:
+            assert answer in (True, None) or isinstance(answer, StoreError), answer
 
 
 async def test_get_invocation_keeps_the_history_of_attempts(store: Store) -> None:
