@@ -287,6 +287,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_statements(args: argparse.Namespace) -> int:
+    from bench.statements import count_statements
+
+    with terminate_on_sigterm():
+        count_statements(args.count, args.clients)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -317,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--seconds", type=float, default=10.0)
     profile.add_argument("--clients", type=int, default=64)
     profile.set_defaults(func=cmd_profile)
+    statements = sub.add_parser(
+        "statements", help="PostgreSQL statements and commits per invocation (pg_stat_statements)"
+    )
+    statements.add_argument("--count", type=int, default=5000)
+    statements.add_argument("--clients", type=int, default=64)
+    statements.set_defaults(func=cmd_statements)
     return parser
 
 

@@ -24,7 +24,11 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# Another server (one with pg_stat_statements loaded, for ``bench statements``) through
+# OPENFGS_BENCH_DATABASE_URL.
+PG_BASE_URL = os.environ.get(
+    "OPENFGS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 7
 
 

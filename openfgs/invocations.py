@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from openfgs.cache import TtlCache
 from openfgs.counting import WindowCounter
@@ -73,6 +73,32 @@ class Notifier:
         """Return once notified since the last return (at once if that already happened)."""
         await self._event.wait()
         self._event.clear()
+
+
+class LocalSlots(Protocol):
+    """A worker in this process that starts what this node accepts without a claim."""
+
+    def reserve(self) -> tuple[str, int] | None:
+        """Hold a free slot for one accept: ``(worker id, lease until)``, or None when there
+        is none or the queue may hold older work."""
+
+    def started(self, claimed: ClaimedInvocation | None) -> None:
+        """End a reservation: run ``claimed`` in its slot, or (None) give the slot back."""
+
+
+def started_claim(invocation: NewInvocation) -> ClaimedInvocation:
+    """The first attempt of a row inserted already RUNNING, as a claim would return it."""
+    return ClaimedInvocation(
+        request_id=invocation.request_id,
+        function_id=invocation.function_id,
+        version=invocation.version,
+        payload=invocation.payload,
+        attempt=1,
+        expires_at=invocation.expires_at,
+        max_attempts=invocation.max_attempts,
+        depth=invocation.depth,
+        accepted_at=invocation.start_time,
+    )
 
 
 # -- the decision -----------------------------------------------------------------------------
@@ -247,6 +273,7 @@ class InvocationService:
         self._counter = WindowCounter(store, self._settings.retention_seconds * 1000)
         self._waiting: dict[int, tuple[float, int]] = {}
         self.cancel_hooks: list[Callable[[str], Any]] = []
+        self.local_slots: LocalSlots | None = None  # this process's worker, while it runs
         # Observability: metric series from the records (ListFunctionStatistics).
         self.statistics = Statistics(store)
         self.metrics = Metrics()
@@ -264,12 +291,29 @@ class InvocationService:
             request_id = await self._store.insert_invocation_once(
                 invocation, idempotency_key, cutoff
             )
+            self.notifier.notify()
         else:
-            await self._store.insert_invocation(invocation)
             request_id = invocation.request_id
-        self.notifier.notify()
+            if not await self._insert(invocation):
+                self.notifier.notify()
         self.metrics.accepted(function)
         return request_id
+
+    async def _insert(self, invocation: NewInvocation) -> bool:
+        """Insert an accepted row; True when this node's worker started it at once (a slot
+        was free and the store allowed it), which spares the claim's round trip."""
+        slots = self.local_slots if self._store.starts_accepted_rows else None
+        slot = slots.reserve() if slots is not None else None
+        if slots is None or slot is None:
+            await self._store.insert_invocation(invocation)
+            return False
+        claimed = None
+        try:
+            if await self._store.insert_started_invocation(invocation, *slot):
+                claimed = started_claim(invocation)
+        finally:
+            slots.started(claimed)
+        return claimed is not None
 
     async def new_invocation(
         self, function: Function, payload: bytes, depth: int = 0, rerun_of: str | None = None
@@ -567,15 +611,13 @@ class InvocationService:
         self, claimed: ClaimedInvocation, started_ms: int, seconds: float
     ) -> None:
         """Metrics of one attempt that ran: its duration, and for a first attempt how long it
-        waited from accept (``expires_at`` less the max event age) to the handler's start."""
+        waited from its accept to the handler's start."""
         function = await self._registry.get_by_id(claimed.function_id)
         if function is None:
             return
         self.metrics.ran(function, seconds)
         if claimed.attempt == 1:
-            config = await self.config(function)
-            age = config.max_async_event_age_in_seconds if config else DEFAULT_EVENT_AGE_SECONDS
-            self.metrics.dispatched((started_ms - (claimed.expires_at - age * 1000)) / 1000)
+            self.metrics.dispatched((started_ms - claimed.accepted_at) / 1000)
 
     # -- cancel, recover, leases ------------------------------------------------------------
 

@@ -383,6 +383,7 @@ class ClaimedInvocation:
     max_attempts: int = 1
     depth: int = 0
     last_error: str = ""  # the message the previous attempt ended with, if any
+    accepted_at: int = 0  # the record's start_time: when its 202 was sent
 
     @classmethod
     def from_row(cls, row: Row) -> ClaimedInvocation:
@@ -396,6 +397,7 @@ class ClaimedInvocation:
             row["max_attempts"],
             row["depth"],
             row["last_error"],
+            row["accepted_at"],
         )
 
 

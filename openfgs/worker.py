@@ -1,7 +1,9 @@
 """The worker loop: wait for work, claim a batch, run each invocation, persist its outcome.
 
 Besides running invocations, a worker keeps its leases alive, stops invocations someone
-canceled, recovers rows whose worker died, and purges records past their retention.
+canceled, recovers rows whose worker died, and purges records past their retention. While it
+runs, it lends its free slots to this node's accepts (:meth:`Worker.reserve`): a row the store
+starts at once in the accept's transaction is run here without a claim.
 """
 
 from __future__ import annotations
@@ -62,18 +64,28 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._freed_at: float | None = None  # when the first slot freed since the last claim
         self._shutting_down = False
+        self._reserved = 0  # slots held for accepts in flight
+        self._reservations_over = asyncio.Event()
+        self._reservations_over.set()
+        # Whether the last claim filled every slot it asked for: the queue may hold more, which
+        # then goes first (an accept started at once would overtake it).
+        self._backlog = True
+        self._lending = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then let running invocations finish within the grace
         period; the ones still running after it are stopped and queued again."""
         stopping = asyncio.ensure_future(stop.wait())
         upkeep = asyncio.create_task(self._upkeep(stop))
+        self._lend_slots(True)
         try:
             while not stop.is_set():
                 if await self._fill() == 0:
                     await self._idle(stopping)
         finally:
             stopping.cancel()
+            self._lend_slots(False)
+            await self._reservations_over.wait()  # an accept in flight may still hand one over
             await self._drain()
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,8 +115,42 @@ class Worker:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
 
+    def _lend_slots(self, lend: bool) -> None:
+        self._lending = lend
+        if lend:
+            self._service.local_slots = self
+        elif self._service.local_slots is self:
+            self._service.local_slots = None
+
+    def reserve(self) -> tuple[str, int] | None:
+        """A free slot held for an accept of this node: ``(worker id, lease until)`` for the
+        store to start the row under, or None (no free slot, stopping, or work queued)."""
+        if not self._lending or self._backlog or self._free() <= 0:
+            return None
+        self._reserved += 1
+        self._reservations_over.clear()
+        return self.worker_id, now_ms() + self._lease_seconds * 1000
+
+    def started(self, claimed: ClaimedInvocation | None) -> None:
+        """The end of a reservation: run ``claimed`` (started by the store), or free the slot."""
+        self._reserved -= 1
+        if self._reserved == 0:
+            self._reservations_over.set()
+        if claimed is not None:
+            self._start(claimed)
+        else:
+            self._slot_freed.set()
+
+    def _free(self) -> int:
+        return self._concurrency - len(self._tasks) - self._reserved
+
+    def _start(self, claimed: ClaimedInvocation) -> None:
+        task = asyncio.create_task(self._run_one(claimed))
+        self._tasks[task] = claimed
+        task.add_done_callback(self._done)
+
     async def _fill(self) -> int:
-        free = self._concurrency - len(self._tasks)
+        free = self._free()
         if free <= 0 or self._refill_wait() > 0:
             return 0
         self._freed_at = None
@@ -113,17 +159,16 @@ class Worker:
         except Exception:
             log.exception("claiming invocations failed")
             return 0
+        self._backlog = len(claimed) >= free
         for item in claimed:
-            task = asyncio.create_task(self._run_one(item))
-            self._tasks[task] = item
-            task.add_done_callback(self._done)
+            self._start(item)
         return len(claimed)
 
     def _refill_wait(self) -> float:
         """Seconds to wait before claiming for the free slots (0: claim now)."""
         if not self._tasks or self._freed_at is None:
             return 0.0
-        if self._concurrency - len(self._tasks) >= max(1, self._concurrency // 2):
+        if self._free() >= max(1, self._concurrency // 2):
             return 0.0
         return self._freed_at + REFILL_DELAY_SECONDS - time.monotonic()
 
@@ -134,23 +179,33 @@ class Worker:
         self._slot_freed.set()
 
     async def _idle(self, stopping: asyncio.Future[Any]) -> None:
-        """Sleep until work may be there: a wake-up, a freed slot, a due retry or the poll."""
+        """Sleep until work may be there: a wake-up, a due retry or the poll, or a freed slot
+        while the last claim left work queued (after one that came back short, a freed slot
+        alone finds nothing: whatever is queued since comes with a wake-up)."""
         timeout = self._poll_interval
-        if len(self._tasks) < self._concurrency:
+        if self._free() > 0:
             if (refill := self._refill_wait()) > 0:
                 timeout = refill
             else:
                 due = await self._service.next_wakeup()
                 if due is not None:
                     timeout = max(0.0, min(timeout, (due - now_ms()) / 1000))
-        self._slot_freed.clear()
+        deadline = time.monotonic() + timeout
         notified = asyncio.ensure_future(self._service.notifier.wait())
-        freed = asyncio.ensure_future(self._slot_freed.wait())
-        await asyncio.wait(
-            [notified, freed, stopping], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        notified.cancel()
-        freed.cancel()
+        try:
+            while True:
+                self._slot_freed.clear()
+                freed = asyncio.ensure_future(self._slot_freed.wait())
+                done, _ = await asyncio.wait(
+                    [notified, freed, stopping],
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                freed.cancel()
+                if done != {freed} or self._backlog:
+                    return
+        finally:
+            notified.cancel()
 
     async def _run_one(self, claimed: ClaimedInvocation) -> None:
         started_ms, started = now_ms(), time.monotonic()

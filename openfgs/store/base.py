@@ -37,6 +37,9 @@ class Store(Protocol):
     :class:`openfgs.errors.StoreError`.
     """
 
+    # Whether insert_started_invocation may start a row (else it always inserts it WAIT).
+    starts_accepted_rows: bool
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
@@ -94,6 +97,15 @@ class Store(Protocol):
     async def function_dependency_digests(self) -> list[tuple[str, tuple[str, ...]]]: ...
 
     async def insert_invocation(self, invocation: NewInvocation) -> None: ...
+    async def insert_started_invocation(
+        self, invocation: NewInvocation, worker_id: str, lease_until: int
+    ) -> bool:
+        """Insert an accepted row (durably, as ``insert_invocation``) already started: attempt
+        1 RUNNING under ``worker_id``'s lease, when the claims' rules allow it at this moment
+        (the function's concurrency, nothing older waiting). False when it was inserted WAIT
+        instead, to be claimed as usual."""
+        ...
+
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage: ...
     async def count_by_hour(
         self, function_id: int, begin: int, end: int

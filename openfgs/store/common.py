@@ -174,6 +174,8 @@ class SqlStore(abc.ABC):
     ``open``/``close``/``subscribe``, ``insert_invocation`` and ``claim_due``.
     """
 
+    starts_accepted_rows = False
+
     @overload
     async def _read(self, work: Step, snapshot: bool = False) -> Any: ...
     @overload
@@ -515,6 +517,17 @@ class SqlStore(abc.ABC):
         params = {"function_id": function_id, "begin": begin, "end": end}
         rows = await self._read(fetch_all("count_invocations_by_hour", params))
         return [(int(r["hour"]), Status(r["status"]), int(r["count"])) for r in rows]
+
+    @abc.abstractmethod
+    async def insert_invocation(self, invocation: NewInvocation) -> None:
+        """Insert an accepted row WAIT, durably (each backend batches accepts its own way)."""
+
+    async def insert_started_invocation(
+        self, invocation: NewInvocation, worker_id: str, lease_until: int
+    ) -> bool:
+        """A backend whose claim costs no round trip (SQLite) inserts the row WAIT."""
+        await self.insert_invocation(invocation)
+        return False
 
     async def finish_invocation(
         self,

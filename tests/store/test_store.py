@@ -14,9 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from openfgs.errors import ConflictError
+from openfgs.errors import ConflictError, StoreError
 from openfgs.models import (
     AsyncConfig,
     ClaimedInvocation,
@@ -33,8 +34,10 @@ from openfgs.store import postgres as postgres_module
 from openfgs.store import queries as queries_module
 from openfgs.store import sqlite as sqlite_module
 from openfgs.store.base import Store
+from openfgs.store.postgres import PostgresStore
 from openfgs.store.queries import SHARED, load_queries, migration_files, query_blocks
 from openfgs.store.sqlite import SqliteStore
+from tests.support import database_url
 
 from .conftest import Backend
 
@@ -754,6 +757,79 @@ async def test_finish_inserts_its_follow_up_only_when_it_finishes(store: Store) 
     assert (claimed.request_id, claimed.depth) == (follow_up.request_id, 1)
 
 
+async def test_outcomes_written_together_each_answer_for_itself(store: Store) -> None:
+    # Outcomes that arrive together may share one write (PostgreSQL: one statement); each
+    # still ends only its own row, answers for itself, and a refused one fails alone.
+    function = await add_function(store, "hello")
+    ids = await add_invocations(store, function.id, [BASE + i for i in range(6)])
+    assert len(await claim(store, "w1", BASE + 10, 10, FAR)) == 6
+    success, failure, retry, stale, refused, discard = ids
+    written = await asyncio.gather(
+        store.finish_invocation(success, 1, Outcome(Status.SUCCESS, 0, "", b'"ok"'), BASE + 20),
+        store.finish_invocation(failure, 1, Outcome(Status.FAIL, 4200, "boom"), BASE + 21),
+        store.requeue_invocation(
+            retry, 1, Outcome(Status.WAIT, 4200, "again", retry_at=BASE + 500), BASE + 22
+        ),
+        store.finish_invocation(stale, 2, Outcome(Status.SUCCESS), BASE + 23),
+        store.finish_invocation(refused, 1, Outcome(Status.FAIL, 4200, "\ud800"), BASE + 24),
+        store.finish_invocation(discard, 1, Outcome(Status.DISCARD, 4211, "old"), BASE + 25),
+        return_exceptions=True,
+    )
+    assert list(written[:4]) == [True, True, True, False] and written[5] is True
+    assert isinstance(written[4], Exception)
+
+    found = await records(store, function.id)
+    assert {r: (found[r].status, found[r].error_code, found[r].end_time) for r in ids} == {
+        success: (Status.SUCCESS, 0, BASE + 20),
+        failure: (Status.FAIL, 4200, BASE + 21),
+        retry: (Status.WAIT, 4200, None),
+        stale: (Status.RUNNING, 0, None),
+        refused: (Status.RUNNING, 0, None),
+        discard: (Status.DISCARD, 4211, BASE + 25),
+    }
+    assert await store.next_available_at() == BASE + 500
+    assert {c.request_id for c in await store.list_expired_leases(FAR + 1, 10)} == {
+        stale,
+        refused,
+    }
+    history = {}
+    for request_id in (success, retry):
+        detail = await store.get_invocation(request_id)
+        assert detail is not None
+        history[request_id] = [
+            (a.attempt, a.outcome, a.worker_id, a.start_time, a.end_time, a.error_message)
+            for a in detail.attempts
+        ]
+    assert history == {
+        success: [(1, "SUCCESS", "w1", BASE + 10, BASE + 20, "")],
+        retry: [(1, "RETRY", "w1", BASE + 10, BASE + 22, "again")],
+    }
+    (again,) = await claim(store, "w2", BASE + 500, 10, FAR)
+    assert (again.request_id, again.attempt, again.last_error) == (retry, 2, "again")
+
+
+@pytest.mark.postgres
+async def test_a_write_waiting_for_its_batch_fails_when_the_store_closes() -> None:
+    # Accepts and outcomes wait for a batch; closing the store must answer them, not hang them.
+    with database_url("postgres") as url:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        function = await add_function(store, "hello")
+        (request_id,) = await add_invocations(store, function.id, [BASE])
+        await claim(store, "w1", BASE, 10, FAR)
+        ending = asyncio.create_task(
+            store.finish_invocation(request_id, 1, Outcome(Status.SUCCESS), BASE + 1)
+        )
+        accept = asyncio.create_task(store.insert_invocation(new_invocation(function.id, BASE)))
+        await asyncio.sleep(0)  # both are queued for their batches
+        await store.close()
+        answers = await asyncio.wait_for(
+            asyncio.gather(ending, accept, return_exceptions=True), timeout=5
+        )
+        for answer in answers:
+            assert answer in (True, None) or isinstance(answer, StoreError), answer
+
+
 async def test_get_invocation_keeps_the_history_of_attempts(store: Store) -> None:
     function = await add_function(store, "hello")
     row = new_invocation(function.id, BASE, max_attempts=3, rerun_of="earlier-request")
@@ -870,6 +946,91 @@ async def test_an_expired_claim_planned_on_a_small_table_takes_no_more_than_its_
     )
     for _ in range(3):
         assert len(await claim_expired(store, "w1", BASE + 100, 4, FAR)) == 4
+
+
+async def test_every_claimed_row_carries_its_accept_time(store: Store) -> None:
+    # The dispatch histogram measures from the accept (start_time), exactly.
+    function = await add_function(store, "hello")
+    due, expired, canceled, lost = (
+        new_invocation(function.id, BASE + 1, available_at=BASE + 10),
+        new_invocation(function.id, BASE + 2, available_at=FAR, expires_at=BASE + 10),
+        new_invocation(function.id, BASE + 3, available_at=FAR),
+        new_invocation(function.id, BASE + 4, available_at=BASE + 10),
+    )
+    for row in (due, expired, canceled, lost):
+        await store.insert_invocation(row)
+    expired_rows, runnable = await store.claim_due("w1", BASE + 20, 10, 10, BASE + 30)
+    assert {(c.request_id, c.accepted_at) for c in expired_rows + runnable} == {
+        (due.request_id, BASE + 1),
+        (expired.request_id, BASE + 2),
+        (lost.request_id, BASE + 4),
+    }
+    taken = await store.claim_waiting(canceled.request_id, function.id, "c", BASE + 20, FAR)
+    assert taken is not None and taken.accepted_at == BASE + 3
+    recovered = await store.list_expired_leases(BASE + 31, 10)
+    assert {c.request_id: c.accepted_at for c in recovered}[lost.request_id] == BASE + 4
+
+
+async def test_an_accepted_row_starts_at_once_only_within_the_claims_rules(
+    store: Store, backend: Backend
+) -> None:
+    # PostgreSQL starts the row under the accepting node's worker (no claim round trip) while
+    # the function has room and nothing older waits; SQLite inserts it WAIT (it has no round
+    # trip to save). Either way the claims' rules hold.
+    starts = backend.name == "postgres"
+    function = await add_function(store, "hello")
+    await store.update_function(replace(function, concurrency=2), None)
+    other = await add_function(store, "other")
+    rows = [new_invocation(function.id, BASE + i) for i in range(3)]
+    started = [await store.insert_started_invocation(row, "w1", FAR) for row in rows]
+    assert started == [starts, starts, False]  # the third: no room under concurrency 2
+    found = await records(store, function.id)
+    expected = Status.RUNNING if starts else Status.WAIT
+    assert [(found[r.request_id].status, found[r.request_id].attempt) for r in rows] == [
+        (expected, 1 if starts else 0),
+        (expected, 1 if starts else 0),
+        (Status.WAIT, 0),
+    ]
+    # Something due waits (the third row, at its limit): the other function's row waits too.
+    late = new_invocation(other.id, BASE + 10)
+    assert not await store.insert_started_invocation(late, "w1", FAR)
+    # A claim counts the started rows: nothing of the function runs past its limit.
+    claimed = await claim(store, "w2", BASE + 20, 10, FAR)
+    assert {c.request_id for c in claimed} == (
+        {late.request_id} if starts else {rows[0].request_id, rows[1].request_id, late.request_id}
+    )
+    if starts:  # started rows run under w1's lease, and are recovered when it ends
+        assert await store.renew_leases("w1", BASE + 500) == 2
+        recovered = await store.list_expired_leases(BASE + 501, 10)
+        assert {(c.request_id, c.attempt, c.accepted_at) for c in recovered} == {
+            (rows[0].request_id, 1, BASE),
+            (rows[1].request_id, 1, BASE + 1),
+        }
+
+
+@pytest.mark.postgres
+async def test_an_accepted_row_waits_while_a_claim_holds_the_lock(tmp_path: Path) -> None:
+    # Never waited for: a claim running elsewhere means the row waits like any other.
+    with database_url("postgres") as url:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        try:
+            function = await add_function(store, "hello")
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                key = await postgres_module.claim_lock_key(conn)
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                    held = new_invocation(function.id, BASE)
+                    assert not await store.insert_started_invocation(held, "w1", FAR)
+            free = new_invocation(function.id, BASE + 1)
+            # The held row waits and is due, so the next one waits behind it.
+            assert not await store.insert_started_invocation(free, "w1", FAR)
+            assert await claim_ids(store, BASE + 5) == {held.request_id, free.request_id}
+            assert await store.insert_started_invocation(
+                new_invocation(function.id, BASE + 6), "w1", FAR
+            )
+        finally:
+            await store.close()
 
 
 async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
@@ -1115,7 +1276,11 @@ def test_each_dialect_defines_every_query_name_exactly_once() -> None:
     # The SQLite store claims in two steps (it walks the due rows in Python, where PostgreSQL
     # claims in one statement, one round trip); every other name is in both dialects.
     sqlite_only = {"list_due_invocations", "function_room"}
-    assert set(own["sqlite"]) - sqlite_only == set(own["postgres"])
+    # PostgreSQL writes the outcomes waiting at one moment in one statement (the SQLite writer
+    # already commits them together, each with the shared queries), and starts an accepted row
+    # at once on the accepting node (SQLite's claim has no round trip to save).
+    postgres_only = {"finish_invocations", "try_claim_lock", "insert_started_invocation"}
+    assert set(own["sqlite"]) - sqlite_only == set(own["postgres"]) - postgres_only
 
 
 def test_every_query_is_used_by_the_code_of_its_dialect() -> None:

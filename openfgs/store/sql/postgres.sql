@@ -51,17 +51,19 @@ WHERE function_id = :function_id
 -- walk is openfgs_pick_due (migration 0003), which takes the claim advisory lock first.
 -- The walk runs once, materialized: as the inner side of a join (a plan PostgreSQL keeps for a
 -- prepared statement made while the table was nearly empty) it ran once per waiting row, and
--- one claim took hundreds of rows past its limit.
+-- one claim took hundreds of rows past its limit. Its ids are then looked up in the primary
+-- key (= ANY of the one array): joined, they were hashed against every waiting row, read
+-- whole at each claim (~1 ms per thousand waiting).
 WITH picked AS MATERIALIZED (
-    SELECT unnest(openfgs_pick_due(:now, :limit, :scan, :claim_lock)) AS picked_id
+    SELECT openfgs_pick_due(:now, :limit, :scan, :claim_lock) AS ids
 )
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
-FROM picked
-WHERE invocations.id = picked.picked_id AND invocations.status = 'WAIT'
+WHERE invocations.id = ANY(CAST((SELECT ids FROM picked) AS BIGINT[]))
+  AND invocations.status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 -- name: claim_expired_invocations
 -- Materialized for the same reason as claim_invocations: the rows are chosen once.
@@ -78,7 +80,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
 FROM due
 WHERE invocations.id = due.id
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 
 -- Dependencies (migration 0005) -------------------------------------------------------------
@@ -131,3 +133,81 @@ SELECT DISTINCT v.id, v.digest
 FROM functions f
 CROSS JOIN LATERAL jsonb_array_elements_text(CAST(f.depend_versions AS jsonb)) AS j(value)
 JOIN dependency_versions v ON v.id = j.value;
+
+-- name: finish_invocations
+-- Outcomes of many attempts in one statement (one round trip, one commit): each row still
+-- RUNNING that attempt gets its attempt history row and ends (SUCCESS/FAIL/DISCARD) or waits
+-- again until :available_ats (WAIT, the outcome RETRY), as finish_invocation and
+-- requeue_invocation do one at a time. The rows are locked in id order, as every statement
+-- locking several rows does, so two batches cannot deadlock. Returns the request ids written.
+WITH outcome AS (
+    SELECT * FROM unnest(
+        CAST(:request_ids AS TEXT[]), CAST(:attempts AS INTEGER[]), CAST(:statuses AS TEXT[]),
+        CAST(:end_times AS BIGINT[]), CAST(:error_codes AS INTEGER[]),
+        CAST(:error_messages AS TEXT[]), CAST(:results AS BYTEA[]),
+        CAST(:available_ats AS BIGINT[])
+    ) AS o (request_id, attempt, status, end_time, error_code, error_message, result,
+        available_at)
+), running AS MATERIALIZED (
+    SELECT i.id, i.worker_id, i.attempt_started_at, o.*
+    FROM outcome o JOIN invocations i ON i.request_id = o.request_id
+    WHERE i.request_id = ANY(CAST(:request_ids AS TEXT[]))  -- found by key, not among all running
+      AND i.attempt = o.attempt AND i.status = 'RUNNING'
+    ORDER BY i.id
+    FOR UPDATE OF i
+), recorded AS (
+    INSERT INTO invocation_attempts (request_id, attempt, worker_id, start_time, end_time,
+        outcome, error_code, error_message)
+    SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, end_time), end_time,
+        CASE WHEN status = 'WAIT' THEN 'RETRY' ELSE status END, error_code, error_message
+    FROM running
+    ON CONFLICT (request_id, attempt) DO NOTHING
+)
+UPDATE invocations i
+SET status = r.status,
+    end_time = CASE WHEN r.status = 'WAIT' THEN i.end_time ELSE r.end_time END,
+    result = CASE WHEN r.status = 'WAIT' THEN i.result ELSE r.result END,
+    available_at = CASE WHEN r.status = 'WAIT' THEN r.available_at ELSE i.available_at END,
+    worker_id = CASE WHEN r.status = 'WAIT' THEN NULL ELSE i.worker_id END,
+    cancel_requested = CASE WHEN r.status = 'WAIT' THEN FALSE ELSE i.cancel_requested END,
+    error_code = r.error_code, error_message = r.error_message, lease_until = NULL
+FROM running r
+WHERE i.id = r.id
+RETURNING i.request_id;
+
+-- name: try_claim_lock
+-- For an accept whose rows this node's worker would start at once: the claims' lock if it is
+-- free now, never waited for (when it is busy, claims are running and the rows wait like any
+-- other), remembered for this transaction in openfgs.claim_locked for
+-- insert_started_invocation, whose own snapshot is then taken with the lock held.
+SELECT set_config('openfgs.claim_locked',
+    CAST(pg_try_advisory_xact_lock(:claim_lock) AS TEXT), TRUE) AS locked;
+
+-- name: insert_started_invocation
+-- An accepted row started at once by the accepting node's worker — attempt 1, RUNNING under
+-- its lease — when that keeps the claims' rules: their lock is held (try_claim_lock), nothing
+-- due is waiting (older rows go first) and the function has room under its concurrency, as
+-- openfgs_pick_due counts it. Otherwise it waits like any accepted row. Returns its status.
+INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
+    available_at, expires_at, max_attempts, depth, rerun_of, attempt, lease_until, worker_id,
+    attempt_started_at)
+SELECT :request_id, :function_id, :version, CASE WHEN s.start THEN 'RUNNING' ELSE 'WAIT' END,
+    :payload, :start_time, :available_at, :expires_at, :max_attempts, :depth, :rerun_of,
+    CASE WHEN s.start THEN 1 ELSE 0 END,
+    CASE WHEN s.start THEN CAST(:lease_until AS BIGINT) END,
+    CASE WHEN s.start THEN CAST(:worker_id AS TEXT) END,
+    CASE WHEN s.start THEN CAST(:start_time AS BIGINT) END
+FROM (
+    SELECT coalesce(current_setting('openfgs.claim_locked', TRUE), '') = 'true'
+        AND NOT EXISTS (
+            SELECT 1 FROM invocations WHERE status = 'WAIT' AND available_at <= :start_time
+        )
+        AND coalesce((
+            SELECT f.concurrency - (
+                SELECT count(*) FROM invocations r
+                WHERE r.function_id = f.id AND r.status = 'RUNNING'
+            )
+            FROM functions f WHERE f.id = :function_id
+        ), 0) > 0 AS start
+) s
+RETURNING status;

@@ -169,7 +169,7 @@ WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
 
 -- name: list_expired_leases
 SELECT request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error
+    error_message AS last_error, start_time AS accepted_at
 FROM invocations
 WHERE status = 'RUNNING' AND lease_until < :now
 LIMIT :limit;
@@ -205,7 +205,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
 WHERE request_id = :request_id AND function_id = :function_id AND status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 -- name: request_cancel
 UPDATE invocations SET cancel_requested = TRUE

@@ -69,7 +69,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'WAIT'
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 -- name: claim_expired_invocations
 UPDATE invocations
@@ -82,7 +82,7 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error;
+    error_message AS last_error, start_time AS accepted_at;
 
 
 -- Dependencies (migration 0005) -------------------------------------------------------------
