@@ -21,7 +21,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shlex
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -330,6 +333,62 @@ def spent(before: Snapshot, after: Snapshot, conn: psycopg.Connection[Any]) -> d
     }
 
 
+WALDUMP_LINE = re.compile(r"^rmgr: (\S+)\s+len \(rec/tot\):\s*\d+/\s*(\d+), tx:\s*(\d+),")
+BLOCK_REF = re.compile(r"blkref #\d+: rel \d+/\d+/(\d+)")
+
+
+def wal_by_relation(url: str, start: str, end: str) -> dict[str, float]:
+    """The WAL bytes between two positions that touched this schema's tables and indexes (and
+    the commits of their transactions), read with ``pg_waldump``: on a cluster shared with other
+    work the position difference alone counts theirs too. Empty when the segments are gone (a
+    checkpoint recycled them) or the tool or the directory cannot be reached."""
+    with psycopg.connect(url) as conn:
+        data_dir = str(conn.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+        names = {
+            str(node): str(name)
+            for node, name in conn.execute(
+                "SELECT pg_relation_filenode(c.oid), coalesce(t.relname || ' (toast)', c.relname) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "LEFT JOIN pg_class t ON t.reltoastrelid = c.oid "
+                "WHERE (n.nspname = current_schema() OR t.relnamespace = "
+                "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())) "
+                "AND pg_relation_filenode(c.oid) IS NOT NULL"
+            ).fetchall()
+        }
+    tools = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_waldump"))
+    tool = shutil.which("pg_waldump") or (str(tools[-1]) if tools else None)
+    if tool is None:
+        return {}
+    argv = [tool, "-p", f"{data_dir}/pg_wal", "-s", start, "-e", end]
+    try:
+        dump = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if dump.returncode != 0:
+        return {}
+    return _sum_wal(dump.stdout.splitlines(), names)
+
+
+def _sum_wal(lines: Iterable[str], names: dict[str, str]) -> dict[str, float]:
+    by_name: dict[str, float] = {}
+    ours: set[str] = set()
+    commits: list[tuple[str, int]] = []
+    for line in lines:
+        match = WALDUMP_LINE.match(line)
+        if match is None:
+            continue
+        rmgr, size, xid = match.group(1), int(match.group(2)), match.group(3)
+        block = BLOCK_REF.search(line)
+        if block is not None and block.group(1) in names:
+            name = names[block.group(1)]
+            by_name[name] = by_name.get(name, 0.0) + size
+            ours.add(xid)
+        elif rmgr == "Transaction":
+            commits.append((xid, size))
+    by_name["commit records"] = float(sum(size for xid, size in commits if xid in ours))
+    return by_name
+
+
 # -- settling and checking --------------------------------------------------------------------
 
 
@@ -433,6 +492,8 @@ def per_invocation(result: dict[str, float]) -> dict[str, float]:
         if key.startswith("cpu_") and key.endswith("_s")
     }
     out["wal_bytes_per_invocation"] = result["wal_bytes"] / done
+    if "wal_ours" in result:
+        out["wal_ours_per_invocation"] = result["wal_ours"] / done
     if result.get("claims"):
         out["invocations_per_claim"] = result["answered_202"] / result["claims"]
         out["claim_call_ms"] = result["claim_walk_ms_total"] / result["claims"]
@@ -477,19 +538,20 @@ ROWS: tuple[tuple[str, str, int], ...] = (
     ("row_writes_per_invocation", "rows inserted or updated per invocation", 2),
     ("hot_update_percent", "updates of a record that were HOT (no index entries), %", 0),
     ("wal_bytes_per_invocation", "WAL bytes per invocation (whole PostgreSQL cluster)", 0),
+    ("wal_ours_per_invocation", "WAL bytes per invocation, this run's relations (pg_waldump)", 0),
     ("disk_bytes_per_record", "bytes on disk per record (tables + indexes, after the run)", 0),
     ("machine_busy_percent", "machine busy during the run (% of all cores)", 0),
     ("other_busy_cores", "cores busy with anything else (other jobs, PostgreSQL's own)", 2),
 )
 
 
-def render(plan: Plan, result: dict[str, float], statuses: dict[str, int]) -> str:
+def render(plan: Plan, outcome: Outcome) -> str:
     lines = ["| figure | value |", "|---|---|"]
     for key, label, digits in ROWS:
-        value = result.get(key, float("nan"))
+        value = outcome.result.get(key, float("nan"))
         shown = "—" if value != value else f"{value:,.{digits}f}"
         lines.append(f"| {label} | {shown} |")
-    shown_statuses = ", ".join(f"{s} {n:,}" for s, n in sorted(statuses.items()))
+    shown_statuses = ", ".join(f"{s} {n:,}" for s, n in sorted(outcome.statuses.items()))
     lines.append(f"| records by status at the end | {shown_statuses} |")
     head = (
         f"{plan.api} API + {plan.workers} worker processes on one PostgreSQL database, "
@@ -497,14 +559,28 @@ def render(plan: Plan, result: dict[str, float], statuses: dict[str, int]) -> st
         f"warm-up (pool {plan.pool_size} connections a node, {plan.connections} client "
         "connections an API node)."
     )
-    return head + "\n\n" + "\n".join(lines)
+    parts = [head, "", *lines]
+    if outcome.wal:
+        parts += ["", "WAL bytes per invocation by relation (pg_waldump):", ""]
+        parts += ["| relation | bytes |", "|---|---|"]
+        parts += [f"| {name} | {size:,.0f} |" for name, size in outcome.wal.items()]
+    return "\n".join(parts)
 
 
 # -- the command ------------------------------------------------------------------------------
 
 
-def simulate(res: Resources, plan: Plan) -> tuple[dict[str, float], dict[str, int]]:
-    """Run the plan; the figures and the records by status at the end."""
+@dataclass
+class Outcome:
+    """What a run measured: the figures, the records by status, WAL bytes by relation."""
+
+    result: dict[str, float]
+    statuses: dict[str, int]
+    wal: dict[str, float]  # per accepted invocation; empty when pg_waldump could not read it
+
+
+def simulate(res: Resources, plan: Plan) -> Outcome:
+    """Run the plan and measure it."""
     cluster = start_cluster(res, plan)
     cluster.apis[0].deploy("noop", "noop")
     before = snapshot(cluster)
@@ -520,8 +596,12 @@ def simulate(res: Resources, plan: Plan) -> tuple[dict[str, float], dict[str, in
     with psycopg.connect(cluster.database_url, autocommit=True) as conn:
         result.update(spent(before, after, conn))
     result.update(table_figures(cluster.database_url))
+    wal = wal_by_relation(cluster.database_url, before.wal_lsn, after.wal_lsn)
+    if wal:
+        result["wal_ours"] = sum(wal.values())
     result.update(per_invocation(result))
-    return result, statuses
+    per = {name: size / (result["answered_202"] or 1.0) for name, size in sorted(wal.items())}
+    return Outcome(result, statuses, per)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -537,7 +617,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     with terminate_on_sigterm():
         res = Resources(keep_logs=args.keep_logs)
         try:
-            result, statuses = simulate(res, plan)
+            outcome = simulate(res, plan)
         finally:
             res.close()
     if git_commit() != machine["openfgs"]:
@@ -545,12 +625,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     text = "\n".join(
         [
             "## Machine", "", *(f"- {k}: {v}" for k, v in machine.items()), "",
-            "## Simulated run", "", render(plan, result, statuses), "", f"Command: `{_command()}`",
+            "## Simulated run", "", render(plan, outcome), "", f"Command: `{_command()}`",
         ]
     )  # fmt: skip
     print(text, flush=True)
-    save(args.json, text, {"plan": asdict(plan), "machine": machine, "result": result,
-                           "statuses": statuses, "command": _command()})  # fmt: skip
+    payload = {"plan": asdict(plan), "machine": machine, **asdict(outcome), "command": _command()}
+    save(args.json, text, payload)
+    result = outcome.result
     return 0 if result["lost"] == 0 and result["answered_202"] > 0 else 1
 
 
