@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -337,6 +338,20 @@ WALDUMP_LINE = re.compile(r"^rmgr: (\S+)\s+len \(rec/tot\):\s*\d+/\s*(\d+), tx:\
 BLOCK_REF = re.compile(r"blkref #\d+: rel \d+/\d+/(\d+)")
 
 
+@contextlib.contextmanager
+def retain_wal(url: str) -> Iterator[None]:
+    """Keep the WAL written meanwhile from being recycled by a checkpoint (every 5 minutes by
+    default), so ``pg_waldump`` can read all of a long run: a temporary replication slot, which
+    PostgreSQL drops itself when this connection ends, however the run ends."""
+    name = f"openfgs_sim_{os.getpid()}_wal"  # not the nodes' name: not counted as theirs
+    with psycopg.connect(url, autocommit=True, application_name=name) as conn:
+        conn.execute(
+            "SELECT pg_create_physical_replication_slot(%s, true, true)",
+            (name,),
+        )
+        yield
+
+
 def wal_by_relation(url: str, start: str, end: str) -> dict[str, float]:
     """The WAL bytes between two positions that touched this schema's tables and indexes (and
     the commits of their transactions), read with ``pg_waldump``: on a cluster shared with other
@@ -583,20 +598,21 @@ def simulate(res: Resources, plan: Plan) -> Outcome:
     """Run the plan and measure it."""
     cluster = start_cluster(res, plan)
     cluster.apis[0].deploy("noop", "noop")
-    before = snapshot(cluster)
-    offered = run(drive(cluster, plan))
-    assert isinstance(offered, Offered)
-    answered = sum(1 for a in offered.answers if a.status == 202)
-    drain_seconds, statuses = wait_settled(cluster.database_url, answered, plan.drain)
-    after = snapshot(cluster)  # after the drain: the work of every accepted invocation
-    stop_cluster(res, cluster)
+    with retain_wal(cluster.database_url):
+        before = snapshot(cluster)
+        offered = run(drive(cluster, plan))
+        assert isinstance(offered, Offered)
+        answered = sum(1 for a in offered.answers if a.status == 202)
+        drain_seconds, statuses = wait_settled(cluster.database_url, answered, plan.drain)
+        after = snapshot(cluster)  # after the drain: the work of every accepted invocation
+        stop_cluster(res, cluster)
+        wal = wal_by_relation(cluster.database_url, before.wal_lsn, after.wal_lsn)
     records = read_records(cluster.database_url)
     result = figures(plan, offered, records)
     result["drain_seconds"] = drain_seconds
     with psycopg.connect(cluster.database_url, autocommit=True) as conn:
         result.update(spent(before, after, conn))
     result.update(table_figures(cluster.database_url))
-    wal = wal_by_relation(cluster.database_url, before.wal_lsn, after.wal_lsn)
     if wal:
         result["wal_ours"] = sum(wal.values())
     result.update(per_invocation(result))
