@@ -407,18 +407,29 @@ def _sum_wal(lines: Iterable[str], names: dict[str, str]) -> dict[str, float]:
 # -- settling and checking --------------------------------------------------------------------
 
 
-def wait_settled(url: str, answered: int, timeout: float) -> tuple[float, dict[str, int]]:
+@dataclass
+class Settling:
+    """How the records settled after the load stopped."""
+
+    seconds: float  # until every answered record was terminal (or the deadline)
+    backlog: int  # records waiting or running when the load stopped
+    statuses: dict[str, int]  # records by status at the end
+
+
+def wait_settled(url: str, answered: int, timeout: float) -> Settling:
     """Poll the records' statuses until every answered one is terminal, or the deadline."""
     began = time.monotonic()
     deadline = began + timeout
+    backlog = -1
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
             rows = conn.execute("SELECT status, count(*) FROM invocations GROUP BY status")
             counts = {str(status): int(n) for status, n in rows.fetchall()}
-            if sum(counts.get(s, 0) for s in TERMINAL) >= answered:
-                return time.monotonic() - began, counts
-            if time.monotonic() > deadline:
-                return time.monotonic() - began, counts
+            terminal = sum(counts.get(s, 0) for s in TERMINAL)
+            if backlog < 0:
+                backlog = sum(counts.values()) - terminal
+            if terminal >= answered or time.monotonic() > deadline:
+                return Settling(time.monotonic() - began, backlog, counts)
             time.sleep(0.2)
 
 
@@ -471,6 +482,10 @@ def figures(
     timed = [a for a in offered.answers if a.due >= plan.warmup]
     accepted = [a for a in timed if a.status == 202]
     window_ms = (offered.started_at + plan.warmup) * 1000
+    window_end_ms = window_ms + plan.seconds * 1000
+    finished = sum(
+        1 for r in records.values() if r[3] is not None and window_ms <= r[3] < window_end_ms
+    )
     dispatch, end_to_end = [], []
     for answer in accepted:
         _, start, began, ended = records.get(answer.request_id, ("", 0, None, None))
@@ -483,6 +498,7 @@ def figures(
     return {
         "offered_rate": len(timed) / plan.seconds if plan.seconds else 0.0,
         "accepted_rate": len(accepted) / plan.seconds if plan.seconds else 0.0,
+        "finished_rate": finished / plan.seconds if plan.seconds else 0.0,
         "non_202": float(sum(1 for a in offered.answers if a.status != 202)),
         "broken": float(offered.broken),
         "peak_connections_busy": float(offered.peak_busy),
@@ -530,6 +546,7 @@ def per_invocation(result: dict[str, float]) -> dict[str, float]:
 ROWS: tuple[tuple[str, str, int], ...] = (
     ("offered_rate", "offered async invocations/s (open loop)", 0),
     ("accepted_rate", "accepted (202) /s", 0),
+    ("finished_rate", "finished /s (records that ended inside the window)", 0),
     ("non_202", "answers other than 202", 0),
     ("broken", "requests whose connection broke", 0),
     ("peak_connections_busy", "most client connections busy at once (of the pool)", 0),
@@ -541,6 +558,7 @@ ROWS: tuple[tuple[str, str, int], ...] = (
     ("e2e_p50_ms", "end to end p50: accepted → ended (ms, records)", 0),
     ("e2e_p99_ms", "end to end p99: accepted → ended (ms, records)", 0),
     ("answered_202", "202 answers (warm-up included)", 0),
+    ("backlog_at_end", "records waiting or running when the load stopped", 0),
     ("drain_seconds", "seconds from the last request until every record was terminal", 1),
     ("lost", "lost: a 202 whose record is missing or not terminal after the drain", 0),
     ("claims", "claims (calls of the claim walk)", 0),
@@ -560,6 +578,21 @@ ROWS: tuple[tuple[str, str, int], ...] = (
 )
 
 
+def sustained(plan: Plan, result: dict[str, float]) -> str:
+    """Whether the cluster kept up: accepted what was offered and finished what it accepted."""
+    kept = (
+        result["accepted_rate"] >= 0.99 * result["offered_rate"]
+        and result["finished_rate"] >= 0.97 * result["accepted_rate"]
+        and result["backlog_at_end"] < plan.rate
+    )
+    verdict = "**sustained**" if kept else "**not sustained**"
+    return (
+        f"{verdict} at {plan.rate:,g}/s: accepted ≥ 99 % of the offer, finished ≥ 97 % of the "
+        "accepts inside the window, and less than one second of load waiting or running when "
+        "it stopped."
+    )
+
+
 def render(plan: Plan, outcome: Outcome) -> str:
     lines = ["| figure | value |", "|---|---|"]
     for key, label, digits in ROWS:
@@ -574,7 +607,7 @@ def render(plan: Plan, outcome: Outcome) -> str:
         f"warm-up (pool {plan.pool_size} connections a node, {plan.connections} client "
         "connections an API node)."
     )
-    parts = [head, "", *lines]
+    parts = [head, "", *lines, "", sustained(plan, outcome.result)]
     if outcome.wal:
         parts += ["", "WAL bytes per invocation by relation (pg_waldump):", ""]
         parts += ["| relation | bytes |", "|---|---|"]
@@ -603,13 +636,14 @@ def simulate(res: Resources, plan: Plan) -> Outcome:
         offered = run(drive(cluster, plan))
         assert isinstance(offered, Offered)
         answered = sum(1 for a in offered.answers if a.status == 202)
-        drain_seconds, statuses = wait_settled(cluster.database_url, answered, plan.drain)
+        settling = wait_settled(cluster.database_url, answered, plan.drain)
         after = snapshot(cluster)  # after the drain: the work of every accepted invocation
         stop_cluster(res, cluster)
         wal = wal_by_relation(cluster.database_url, before.wal_lsn, after.wal_lsn)
     records = read_records(cluster.database_url)
     result = figures(plan, offered, records)
-    result["drain_seconds"] = drain_seconds
+    result["drain_seconds"] = settling.seconds
+    result["backlog_at_end"] = float(settling.backlog)
     with psycopg.connect(cluster.database_url, autocommit=True) as conn:
         result.update(spent(before, after, conn))
     result.update(table_figures(cluster.database_url))
@@ -617,7 +651,7 @@ def simulate(res: Resources, plan: Plan) -> Outcome:
         result["wal_ours"] = sum(wal.values())
     result.update(per_invocation(result))
     per = {name: size / (result["answered_202"] or 1.0) for name, size in sorted(wal.items())}
-    return Outcome(result, statuses, per)
+    return Outcome(result, settling.statuses, per)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
