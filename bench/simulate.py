@@ -592,9 +592,9 @@ def sustained(plan: Plan, result: dict[str, float]) -> str:
     )
     verdict = "**sustained**" if kept else "**not sustained**"
     return (
-        f"{verdict} at {plan.rate:,g}/s: accepted ≥ 99 % of the offer, finished ≥ 97 % of the "
-        "accepts inside the window, dispatch p99 under a second, and less than one second of "
-        "load waiting or running when it stopped."
+        f"{verdict} at {plan.rate:,g}/s (sustained: accepted ≥ 99 % of the offer, finished ≥ 97 % "
+        "of the accepts inside the window, dispatch p99 under a second, and less than one "
+        "second of load waiting or running when it stopped)."
     )
 
 
