@@ -306,7 +306,9 @@ def snapshot(cluster: Cluster) -> Snapshot:
         ).fetchall()
     tiers = {
         "api": cpu_ticks(with_descendants(s.process.pid for s in cluster.apis)),
-        "workers": cpu_ticks(with_descendants(p.pid for p in cluster.workers)),
+        "workers": cpu_ticks(p.pid for p in cluster.workers),
+        # The function instances (and the template they fork from): what running costs.
+        "instances": cpu_ticks(child for p in cluster.workers for child, _ in descendants(p.pid)),
         "load generator": cpu_ticks([os.getpid()]),
     }
     backends = {pid: cpu_ticks([pid]) for (pid,) in pids}
@@ -569,7 +571,8 @@ ROWS: tuple[tuple[str, str, int], ...] = (
     ("invocations_per_claim", "invocations per claim", 1),
     ("claim_call_ms", "claim walk per call, its turn on the claim lock included (ms)", 2),
     ("api_cpu_us", "CPU per invocation, API nodes (µs)", 0),
-    ("workers_cpu_us", "CPU per invocation, worker nodes and their instances (µs)", 0),
+    ("workers_cpu_us", "CPU per invocation, worker processes (µs)", 0),
+    ("instances_cpu_us", "CPU per invocation, their function instances (µs)", 0),
     ("postgresql_cpu_us", "CPU per invocation, the nodes' PostgreSQL backends (µs)", 0),
     ("load generator_cpu_us", "CPU per invocation, the load generator (µs)", 0),
     ("row_writes_per_invocation", "rows inserted or updated per invocation", 2),
