@@ -1,4 +1,4 @@
-"""``python -m bench run`` and ``python -m bench profile``: see docs/benchmarks.md."""
+"""``python -m bench run``, ``profile`` and ``simulate``: see docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from bench.procs import (
 from bench.query import query
 from bench.report import Report, Results, render, repetition_counts
 from bench.service import BACKENDS
+from bench.simulate import add_arguments as add_simulate_arguments
 from bench.workloads import Sample, Scale, accept, dispatch, end_to_end, memory, timer
 
 WORKLOADS = ("accept", "e2e", "dispatch", "timer", "query", "memory", "runtime")
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     statements.add_argument("--count", type=int, default=5000)
     statements.add_argument("--clients", type=int, default=64)
     statements.set_defaults(func=cmd_statements)
+    simulate = sub.add_parser(
+        "simulate", help="API and worker processes on one PostgreSQL under a steady load"
+    )
+    simulate.set_defaults(func=add_simulate_arguments(simulate))
     return parser
 
 
