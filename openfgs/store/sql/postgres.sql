@@ -161,7 +161,7 @@ WITH outcome AS (
     SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, end_time), end_time,
         CASE WHEN status = 'WAIT' THEN 'RETRY' ELSE status END, error_code, error_message
     FROM running
-    ON CONFLICT (request_id, attempt) DO NOTHING
+    ON CONFLICT DO NOTHING  -- the key holds the partition key (migration 0010)
 )
 UPDATE invocations i
 SET status = r.status,

@@ -153,7 +153,7 @@ SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, :end_time), 
     :outcome, :error_code, :error_message
 FROM invocations
 WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt
-ON CONFLICT (request_id, attempt) DO NOTHING;
+ON CONFLICT DO NOTHING;
 
 -- name: finish_invocation
 UPDATE invocations
