@@ -273,5 +273,7 @@ class Worker:
             log.warning("recovered %d invocations whose worker stopped", recovered)
 
     async def _purge(self) -> None:
+        # Tomorrow's partition is made here a day or more ahead, never by an accept.
+        await self._attempt("making partitions", self._service.prepare_partitions())
         if purged := await self._service.purge_expired_records():
             log.info("purged %d records past their retention", purged)

@@ -121,13 +121,20 @@ class Store(Protocol):
         outcome: Outcome,
         end_time: int,
         follow_up: NewInvocation | None = None,
+        start_time: int | None = None,
     ) -> bool:
         """End attempt ``attempt`` of a RUNNING record with a terminal ``outcome``, inserting
-        ``follow_up`` in the same transaction; False when the record is not running it."""
+        ``follow_up`` in the same transaction; False when the record is not running it.
+        ``start_time``: the record's, when the caller knows it (found faster)."""
         ...
 
     async def requeue_invocation(
-        self, request_id: str, attempt: int, outcome: Outcome, end_time: int
+        self,
+        request_id: str,
+        attempt: int,
+        outcome: Outcome,
+        end_time: int,
+        start_time: int | None = None,
     ) -> bool:
         """Return attempt ``attempt`` of a RUNNING record to WAIT until ``outcome.retry_at``."""
         ...
@@ -161,6 +168,16 @@ class Store(Protocol):
     ) -> list[tuple[str, bytes, int]]: ...
     async def count_waiting(self, function_id: int) -> int: ...
     async def delete_expired(self, cutoff: int, key_cutoff: int, limit: int) -> int: ...
+    async def ensure_partitions(self, now: int) -> int:
+        """Make the day partitions of records for today and the next days, where the backend
+        has them (PostgreSQL); how many it made. Cheap when they exist."""
+        ...
+
+    async def drop_expired_days(self, cutoff: int) -> int:
+        """Drop whole days of records (with their attempts) that ended before ``cutoff``, where
+        the backend keeps records by day (PostgreSQL); how many days. A day holding a record
+        still waiting or running is kept (``delete_expired`` deletes its rows)."""
+        ...
 
     async def insert_trigger(self, trigger: Trigger) -> Trigger: ...
     async def get_trigger(self, trigger_id: str) -> Trigger | None: ...

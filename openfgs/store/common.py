@@ -132,9 +132,28 @@ def depend_params(function_id: int, function: Function) -> Params:
     return {"id": function_id, "depend_versions": json.dumps(list(function.depend_versions))}
 
 
-def outcome_params(request_id: str, attempt: int, outcome: Outcome, end_time: int) -> Params:
+DAY_MS = 86_400_000
+# Days of record partitions made ahead of today (PostgreSQL): the worker's beat makes them at
+# least this many days before they are needed, so an accept never waits for one.
+PARTITION_DAYS_AHEAD = 3
+# The start_time bounds of a record whose start_time the caller does not know.
+ANY_START = (0, 2**62)
+
+
+def start_bounds(start_time: int | None) -> tuple[int, int]:
+    """``[start_from, start_to]`` of a record: its start_time when known (on PostgreSQL that
+    prunes a lookup to the record's day partition), else any."""
+    return ANY_START if start_time is None else (start_time, start_time)
+
+
+def outcome_params(
+    request_id: str, attempt: int, outcome: Outcome, end_time: int, start_time: int | None = None
+) -> Params:
     """Parameters of ``record_attempt`` and of the update that ends or requeues the row."""
+    start_from, start_to = start_bounds(start_time)
     return {
+        "start_from": start_from,
+        "start_to": start_to,
         "request_id": request_id,
         "attempt": attempt,
         "status": outcome.status.value,
@@ -536,10 +555,11 @@ class SqlStore(abc.ABC):
         outcome: Outcome,
         end_time: int,
         follow_up: NewInvocation | None = None,
+        start_time: int | None = None,
     ) -> bool:
         """End a RUNNING attempt with a terminal ``outcome`` (and start ``follow_up`` with it);
         False when the row is not running that attempt."""
-        params = outcome_params(request_id, attempt, outcome, end_time)
+        params = outcome_params(request_id, attempt, outcome, end_time, start_time)
 
         def script() -> Script[bool]:
             yield execute("record_attempt", params)
@@ -552,11 +572,16 @@ class SqlStore(abc.ABC):
         return await self._write(script(), durable=False)
 
     async def requeue_invocation(
-        self, request_id: str, attempt: int, outcome: Outcome, end_time: int
+        self,
+        request_id: str,
+        attempt: int,
+        outcome: Outcome,
+        end_time: int,
+        start_time: int | None = None,
     ) -> bool:
         """Return a RUNNING attempt to WAIT until ``outcome.retry_at``; False when the row is
         not running that attempt."""
-        params = outcome_params(request_id, attempt, outcome, end_time)
+        params = outcome_params(request_id, attempt, outcome, end_time, start_time)
 
         def script() -> Script[bool]:
             yield execute("record_attempt", params)
@@ -647,6 +672,16 @@ class SqlStore(abc.ABC):
             return int(deleted)
 
         return await self._write(script())
+
+    async def ensure_partitions(self, now: int) -> int:
+        today = now // DAY_MS
+        params = {"first_day": today, "last_day": today + PARTITION_DAYS_AHEAD, "lock_ms": 1000}
+        row = await self._write(fetch_one("ensure_partitions", params))
+        return int(row["made"])
+
+    async def drop_expired_days(self, cutoff: int) -> int:
+        params = {"cutoff": cutoff, "lock_ms": 1000}
+        return int((await self._write(fetch_one("drop_day_partitions", params)))["dropped"])
 
     # -- triggers ---------------------------------------------------------------------------
 

@@ -25,7 +25,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from openfgs.errors import ConflictError, StoreError
 from openfgs.models import ClaimedInvocation, NewInvocation, Outcome, Status, now_ms
-from openfgs.store.common import Kind, Script, SqlStore, Step, claim_params, invocation_params
+from openfgs.store.common import (
+    Kind,
+    Script,
+    SqlStore,
+    Step,
+    claim_params,
+    invocation_params,
+    start_bounds,
+)
 from openfgs.store.queries import load_queries, migration_files
 
 T = TypeVar("T")
@@ -112,11 +120,19 @@ class _Ending(NamedTuple):
     attempt: int
     outcome: Outcome
     end_time: int
+    start_time: int | None  # the record's, when known: its day partition is searched alone
 
 
-def _ending_arrays(batch: list[_Ending]) -> dict[str, list[Any]]:
-    """The parameters of ``finish_invocations``: one array per column."""
+def _ending_arrays(batch: list[_Ending]) -> dict[str, Any]:
+    """The parameters of ``finish_invocations``: one array per column, and the range of the
+    records' start_times (any time when one of them is not known)."""
+    known = [e.start_time for e in batch if e.start_time is not None]
+    start_from, start_to = (
+        (min(known), max(known)) if len(known) == len(batch) else start_bounds(None)
+    )
     return {
+        "start_from": start_from,
+        "start_to": start_to,
         "request_ids": [e.request_id for e in batch],
         "attempts": [e.attempt for e in batch],
         "statuses": [e.outcome.status.value for e in batch],
@@ -196,6 +212,7 @@ class PostgresStore(SqlStore):
                 open=False,
             )
             await self._pool.open(wait=True, timeout=30)
+            await self.ensure_partitions(now_ms())
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
         self._accepts: _Batches[_Accept, bool] = _Batches(self._flush)
@@ -397,17 +414,23 @@ class PostgresStore(SqlStore):
         outcome: Outcome,
         end_time: int,
         follow_up: NewInvocation | None = None,
+        start_time: int | None = None,
     ) -> bool:
         if follow_up is not None:  # the destination's insert commits with it: a script
             return await super().finish_invocation(
-                request_id, attempt, outcome, end_time, follow_up
+                request_id, attempt, outcome, end_time, follow_up, start_time
             )
-        return await self._end(_Ending(request_id, attempt, outcome, end_time))
+        return await self._end(_Ending(request_id, attempt, outcome, end_time, start_time))
 
     async def requeue_invocation(
-        self, request_id: str, attempt: int, outcome: Outcome, end_time: int
+        self,
+        request_id: str,
+        attempt: int,
+        outcome: Outcome,
+        end_time: int,
+        start_time: int | None = None,
     ) -> bool:
-        return await self._end(_Ending(request_id, attempt, outcome, end_time))
+        return await self._end(_Ending(request_id, attempt, outcome, end_time, start_time))
 
     async def _end(self, ending: _Ending) -> bool:
         if self._pool is None:
@@ -441,9 +464,14 @@ class PostgresStore(SqlStore):
             _settle(future, ending.request_id in written)
 
     async def _end_alone(self, ending: _Ending) -> bool:
-        if ending.outcome.status is Status.WAIT:
-            return await super().requeue_invocation(*ending)
-        return await super().finish_invocation(*ending)
+        request_id, attempt, outcome, end_time, start_time = ending
+        if outcome.status is Status.WAIT:
+            return await super().requeue_invocation(
+                request_id, attempt, outcome, end_time, start_time
+            )
+        return await super().finish_invocation(
+            request_id, attempt, outcome, end_time, None, start_time
+        )
 
 
 class _OwnConnection:

@@ -139,7 +139,9 @@ JOIN dependency_versions v ON v.id = j.value;
 -- RUNNING that attempt gets its attempt history row and ends (SUCCESS/FAIL/DISCARD) or waits
 -- again until :available_ats (WAIT, the outcome RETRY), as finish_invocation and
 -- requeue_invocation do one at a time. The rows are locked in id order, as every statement
--- locking several rows does, so two batches cannot deadlock. Returns the request ids written.
+-- locking several rows does, so two batches cannot deadlock. [start_from, start_to] holds the
+-- records' start_times (a worker's claims carry them): PostgreSQL searches only the day
+-- partitions it overlaps (migration 0010). Returns the request ids written.
 WITH outcome AS (
     SELECT * FROM unnest(
         CAST(:request_ids AS TEXT[]), CAST(:attempts AS INTEGER[]), CAST(:statuses AS TEXT[]),
@@ -149,9 +151,10 @@ WITH outcome AS (
     ) AS o (request_id, attempt, status, end_time, error_code, error_message, result,
         available_at)
 ), running AS MATERIALIZED (
-    SELECT i.id, i.worker_id, i.attempt_started_at, o.*
+    SELECT i.id, i.start_time, i.worker_id, i.attempt_started_at, o.*
     FROM outcome o JOIN invocations i ON i.request_id = o.request_id
     WHERE i.request_id = ANY(CAST(:request_ids AS TEXT[]))  -- found by key, not among all running
+      AND i.start_time >= :start_from AND i.start_time <= :start_to
       AND i.attempt = o.attempt AND i.status = 'RUNNING'
     ORDER BY i.id
     FOR UPDATE OF i
@@ -172,7 +175,8 @@ SET status = r.status,
     cancel_requested = CASE WHEN r.status = 'WAIT' THEN FALSE ELSE i.cancel_requested END,
     error_code = r.error_code, error_message = r.error_message, lease_until = NULL
 FROM running r
-WHERE i.id = r.id
+WHERE i.id = r.id AND i.start_time = r.start_time
+  AND i.start_time >= :start_from AND i.start_time <= :start_to
 RETURNING i.request_id;
 
 -- name: try_claim_lock
@@ -211,3 +215,12 @@ FROM (
         ), 0) > 0 AS start
 ) s
 RETURNING status;
+
+-- name: ensure_partitions
+-- The day partitions of records and attempts for the UTC days first_day … last_day (migration
+-- 0010), each waiting at most lock_ms for its lock.
+SELECT openfgs_ensure_partitions(:first_day, :last_day, :lock_ms) AS made;
+
+-- name: drop_day_partitions
+-- Retention by whole days (migration 0010): the number of days dropped.
+SELECT cardinality(openfgs_drop_day_partitions(:cutoff, :lock_ms)) AS dropped;

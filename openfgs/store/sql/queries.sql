@@ -153,19 +153,24 @@ SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, :end_time), 
     :outcome, :error_code, :error_message
 FROM invocations
 WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt
+  AND start_time >= :start_from AND start_time <= :start_to
 ON CONFLICT DO NOTHING;
 
 -- name: finish_invocation
+-- [start_from, start_to]: the record's start_time when the caller knows it (a worker's claim
+-- carries it), which on PostgreSQL prunes the search to the day's partition; else any time.
 UPDATE invocations
 SET status = :status, end_time = :end_time, error_code = :error_code,
     error_message = :error_message, result = :result, lease_until = NULL
-WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
+WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt
+  AND start_time >= :start_from AND start_time <= :start_to;
 
 -- name: requeue_invocation
 UPDATE invocations
 SET status = 'WAIT', available_at = :available_at, lease_until = NULL, worker_id = NULL,
     error_code = :error_code, error_message = :error_message, cancel_requested = FALSE
-WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt;
+WHERE request_id = :request_id AND status = 'RUNNING' AND attempt = :attempt
+  AND start_time >= :start_from AND start_time <= :start_to;
 
 -- name: list_expired_leases
 SELECT request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,

@@ -132,3 +132,10 @@ LIMIT 1;
 SELECT DISTINCT v.id, v.digest
 FROM functions f, json_each(f.depend_versions) j
 JOIN dependency_versions v ON v.id = j.value;
+
+-- name: ensure_partitions
+-- SQLite keeps records in one table (retention deletes rows): no partition to make.
+SELECT 0 AS made;
+
+-- name: drop_day_partitions
+SELECT 0 AS dropped;

@@ -54,8 +54,11 @@ $$ LANGUAGE plpgsql;
 
 -- The day partitions of both tables for the UTC days p_first … p_last, under the partition
 -- lock (two nodes making the same day take turns; the second finds it made). Cheap when they
--- all exist: no lock on the tables is taken then. Returns how many partitions it made.
-CREATE FUNCTION openfgs_ensure_partitions(p_first bigint, p_last bigint) RETURNS integer AS $$
+-- all exist: no lock on the tables is taken then. Making one locks the parent table (ACCESS
+-- EXCLUSIVE, briefly): each waits at most p_lock_ms for it, rather than queue accepts behind a
+-- long query; the ones left are made at the next call. Returns how many partitions it made.
+CREATE FUNCTION openfgs_ensure_partitions(p_first bigint, p_last bigint, p_lock_ms integer)
+RETURNS integer AS $$
 DECLARE
     made integer := 0;
     day bigint;
@@ -70,10 +73,16 @@ BEGIN
         RETURN 0;
     END IF;
     PERFORM pg_advisory_xact_lock(openfgs_partition_lock());
+    PERFORM set_config('lock_timeout', p_lock_ms || 'ms', TRUE);
     FOR day IN SELECT generate_series(p_first, p_last) LOOP
-        made := made + openfgs_ensure_partition('invocations', day)::integer;
-        made := made + openfgs_ensure_partition('invocation_attempts', day)::integer;
+        BEGIN
+            made := made + openfgs_ensure_partition('invocations', day)::integer;
+            made := made + openfgs_ensure_partition('invocation_attempts', day)::integer;
+        EXCEPTION WHEN lock_not_available THEN
+            EXIT;  -- busy now: the next call makes the rest
+        END;
     END LOOP;
+    PERFORM set_config('lock_timeout', '0', TRUE);
     RETURN made;
 END;
 $$ LANGUAGE plpgsql;
