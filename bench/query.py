@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -37,8 +38,9 @@ from bench.loadgen import Client, run
 from bench.procs import PG_BASE_URL, RESULTS, Resources, schema_url
 from bench.service import HANDLERS, REGION, Service, start_service
 from bench.stats import percentile
-from bench.workloads import Sample, Scale
+from bench.workloads import Sample, Scale, _accept, _end_to_end
 from openfgs.auth.service import new_credential
+from openfgs.client import ApiFailure, FunctionGraphClient
 from openfgs.functions import FunctionRegistry
 from openfgs.models import Credential
 from openfgs.schemas import CreateFunctionBody, FuncCode
@@ -289,7 +291,10 @@ def _first_id(functions: list[tuple[int, str]]) -> int:
 
 def _postgres_cache(rows: int) -> tuple[str, Path]:
     """The database a store of ``rows`` records is kept in between runs, and its description."""
-    return f"openfgs_query_{rows}", RESULTS / f"query-postgres-{rows}-{_schema_digest('postgres')}.json"
+    return (
+        f"openfgs_query_{rows}",
+        RESULTS / f"query-postgres-{rows}-{_schema_digest('postgres')}.json",
+    )
 
 
 def _database_url(database: str) -> str:
@@ -313,7 +318,9 @@ def build_postgres(res: Resources, rows: int, budget: float, use_cache: bool = T
         built = BuiltStore(**json.loads(meta_path.read_text()))
         built.cached = True
         return built
-    return build_postgres_database(rows, budget) if use_cache else _build_in_schema(res, rows, budget)
+    return (
+        build_postgres_database(rows, budget) if use_cache else _build_in_schema(res, rows, budget)
+    )
 
 
 def build_postgres_database(rows: int, budget: float) -> BuiltStore:
@@ -493,16 +500,110 @@ async def _time_queries(service: Service, built: BuiltStore, scale: Scale) -> Sa
     return sample
 
 
+# -- accepts and claims beside the history ----------------------------------------------------
+
+
+def history(res: Resources, scale: Scale) -> list[Sample]:
+    """Accepts (API node only) and end to end (one node with its worker) on the PostgreSQL
+    store of ``scale.query_rows`` records and on an empty store, in alternating pairs.
+
+    The built store's records of its last hour that were left WAIT or RUNNING are long due
+    (and expired) when it is reused: a worker settles them first, as a service coming back
+    would, so that what is measured is new work beside a history, not a backlog."""
+    built = build_postgres(res, scale.query_rows, scale.query_build_budget)
+    _settle(res, built)
+    rounds: list[Sample] = []
+    for _ in range(max(scale.repeat, 1)):
+        sample: Sample = {"rows": float(built.rows)}
+        for target in ("empty", "history"):
+            url = None if target == "empty" else built.database_url
+            credential = None if target == "empty" else built.credential
+            for workload in ("accept", "e2e"):
+                env = {"OPENFGS_MAX_WAITING_PER_FUNCTION": "1000000000"}
+                service = start_service(
+                    res,
+                    "postgres",
+                    worker=workload == "e2e",
+                    env=env,
+                    database_url=url,
+                    credential=credential,
+                    tag=f"{workload}-{target}",
+                )
+                try:
+                    _redeploy(service)
+                    measure = _accept if workload == "accept" else _end_to_end
+                    for key, value in _as_samples(run(measure(service, scale))).items():
+                        sample[f"{target}_{workload}_{key}"] = value
+                finally:
+                    res.stop(service.process)
+        rounds.append(sample)
+    return rounds
+
+
+def _redeploy(service: Service) -> None:
+    """A fresh "noop" function: the one a previous round left (and its records) deleted."""
+    client = FunctionGraphClient(service.endpoint, service.credential, timeout=600)
+    with client, contextlib.suppress(ApiFailure):
+        client.json("DELETE", f"/functions/{service.urn('noop')}")
+    service.deploy("noop", "noop")
+
+
+def _unsettled(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM invocations WHERE status = 'WAIT') "
+            "+ (SELECT count(*) FROM invocations WHERE status = 'RUNNING')"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _settle(res: Resources, built: BuiltStore) -> None:
+    if _unsettled(built.database_url) == 0:
+        return
+    service = start_service(
+        res,
+        "postgres",
+        worker=True,
+        database_url=built.database_url,
+        credential=built.credential,
+        tag="settle",
+    )
+    try:
+        deadline = time.monotonic() + 1800
+        while (left := _unsettled(built.database_url)) > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"history: {left} records still WAIT or RUNNING")
+            time.sleep(1.0)
+    finally:
+        res.stop(service.process)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m bench.query --rows N``: build the cached PostgreSQL query store ahead of a
-    run (no time box), which ``python -m bench run --only query --query-rows N`` then reuses."""
+    run (no time box), which ``python -m bench run --only query --query-rows N`` then reuses;
+    with ``--history``, then time accepts and end to end beside it and on an empty store
+    (``--repeat`` alternating pairs), a JSON sample per round on stdout."""
     import argparse
+    from dataclasses import replace
 
     parser = argparse.ArgumentParser(prog="python -m bench.query")
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--history", action="store_true")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--e2e-count", type=int, default=Scale().e2e_count)
     args = parser.parse_args(argv)
-    built = build_postgres_database(args.rows, budget=float("inf"))
-    print(json.dumps(asdict(built), indent=2))
+    database, meta_path = _postgres_cache(args.rows)
+    if not (meta_path.exists() and _database_exists(database)):
+        print(json.dumps(asdict(build_postgres_database(args.rows, float("inf"))), indent=2))
+    if args.history:
+        scale = replace(Scale(), query_rows=args.rows, repeat=args.repeat, e2e_count=args.e2e_count)
+        res = Resources()
+        try:
+            for sample in history(res, scale):
+                print(json.dumps(sample), flush=True)
+        finally:
+            res.close()
 
 
 if __name__ == "__main__":

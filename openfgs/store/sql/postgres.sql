@@ -224,3 +224,30 @@ SELECT openfgs_ensure_partitions(:first_day, :last_day, :lock_ms) AS made;
 -- name: drop_day_partitions
 -- Retention by whole days (migration 0010): the number of days dropped.
 SELECT cardinality(openfgs_drop_day_partitions(:cutoff, :lock_ms)) AS dropped;
+
+-- name: list_invocations
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE (id, start_time) IN (
+    -- The offset is walked in the index alone; only the page's rows are read, each looked up
+    -- in its own day's partition (the key holds start_time: runtime pruning per row).
+    SELECT id, start_time FROM invocations
+    WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+    ORDER BY start_time DESC, request_id DESC
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY start_time DESC, request_id DESC;
+
+-- name: list_invocations_by_status
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE (id, start_time) IN (
+    SELECT id, start_time FROM invocations
+    WHERE function_id = :function_id AND status = :status
+      AND start_time >= :begin AND start_time <= :end
+    ORDER BY start_time DESC, request_id DESC
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY start_time DESC, request_id DESC;

@@ -139,3 +139,29 @@ SELECT 0 AS made;
 
 -- name: drop_day_partitions
 SELECT 0 AS dropped;
+
+-- name: list_invocations
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE id IN (
+    -- The offset is walked in the index alone; only the page's rows are read.
+    SELECT id FROM invocations
+    WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+    ORDER BY start_time DESC, request_id DESC
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY start_time DESC, request_id DESC;
+
+-- name: list_invocations_by_status
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE id IN (
+    SELECT id FROM invocations
+    WHERE function_id = :function_id AND status = :status
+      AND start_time >= :begin AND start_time <= :end
+    ORDER BY start_time DESC, request_id DESC
+    LIMIT :limit OFFSET :offset
+)
+ORDER BY start_time DESC, request_id DESC;
