@@ -23,17 +23,31 @@ CREATE FUNCTION openfgs_partition_lock() RETURNS bigint AS $$
     SELECT (CAST(x'0F67' AS bigint) << 32) | (hashtext(current_schema()) & CAST(x'FFFFFFFF' AS bigint));
 $$ LANGUAGE sql STABLE;
 
+-- Whether relation p_name exists in the current schema, read from the catalog as committed now
+-- (to_regclass answers from a cache that taking an advisory lock does not refresh).
+CREATE FUNCTION openfgs_relation_exists(p_name text) RETURNS boolean AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = current_schema() AND c.relname = p_name
+    );
+$$ LANGUAGE sql STABLE;
+
+-- The name of p_table's partition of UTC day p_day: <table>_pYYYYMMDD.
+CREATE FUNCTION openfgs_partition_name(p_table text, p_day bigint) RETURNS text AS $$
+    SELECT p_table || '_p' || to_char(to_timestamp(p_day * 86400) AT TIME ZONE 'UTC', 'YYYYMMDD');
+$$ LANGUAGE sql IMMUTABLE;
+
 -- The partition of p_table ('invocations' or 'invocation_attempts') holding UTC day p_day
 -- (start_time / 86400000), made if missing. Rows of that day already in the DEFAULT partition
 -- are moved into it first (ATTACH would refuse them). Returns whether it made one.
 CREATE FUNCTION openfgs_ensure_partition(p_table text, p_day bigint) RETURNS boolean AS $$
 DECLARE
-    part text := p_table || '_p' || to_char(to_timestamp(p_day * 86400) AT TIME ZONE 'UTC', 'YYYYMMDD');
+    part text := openfgs_partition_name(p_table, p_day);
     lo bigint := p_day * 86400000;
     hi bigint := (p_day + 1) * 86400000;
     strays boolean;
 BEGIN
-    IF to_regclass(quote_ident(current_schema()) || '.' || quote_ident(part)) IS NOT NULL THEN
+    IF openfgs_relation_exists(part) THEN
         RETURN FALSE;
     END IF;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE start_time >= %s AND start_time < %s)',
@@ -66,9 +80,7 @@ BEGIN
     IF NOT EXISTS (
         SELECT 1 FROM generate_series(p_first, p_last) AS d(day), unnest(
             ARRAY['invocations', 'invocation_attempts']) AS t(name)
-        WHERE to_regclass(quote_ident(current_schema()) || '.' || quote_ident(
-            t.name || '_p' || to_char(to_timestamp(d.day * 86400) AT TIME ZONE 'UTC', 'YYYYMMDD')
-        )) IS NULL
+        WHERE NOT openfgs_relation_exists(openfgs_partition_name(t.name, d.day))
     ) THEN
         RETURN 0;
     END IF;
@@ -124,8 +136,7 @@ BEGIN
         BEGIN
             PERFORM set_config('lock_timeout', p_lock_ms || 'ms', TRUE);
             EXECUTE format('DROP TABLE %I', part.name);
-            IF to_regclass(quote_ident(current_schema()) || '.' || quote_ident(attempts))
-                    IS NOT NULL THEN
+            IF openfgs_relation_exists(attempts) THEN
                 EXECUTE format('DROP TABLE %I', attempts);
             END IF;
             dropped := dropped || ((part.upper - 1) / 86400000);
