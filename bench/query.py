@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -527,7 +528,7 @@ def history(res: Resources, scale: Scale) -> list[Sample]:
                     env=env,
                     database_url=url,
                     credential=credential,
-                    tag=f"{workload}-{target}",
+                    tag=f"{workload}_{target}",
                 )
                 try:
                     _redeploy(service)
@@ -544,7 +545,7 @@ def _redeploy(service: Service) -> None:
     """A fresh "noop" function: the one a previous round left (and its records) deleted."""
     client = FunctionGraphClient(service.endpoint, service.credential, timeout=600)
     with client, contextlib.suppress(ApiFailure):
-        client.json("DELETE", f"/functions/{service.urn('noop')}")
+        client.json("DELETE", f"/functions/{client.urn('noop', REGION, qualifier=None)}")
     service.deploy("noop", "noop")
 
 
@@ -579,6 +580,73 @@ def _settle(res: Resources, built: BuiltStore) -> None:
         res.stop(service.process)
 
 
+# -- lookups by request id, and retention by day ----------------------------------------------
+
+
+def detail_lookups(url: str, count: int = 500) -> Sample:
+    """``get_invocation`` (a record by request id alone: every day's partition probed) of
+    ``count`` records spread over the store, through the store as the API calls it."""
+    with psycopg.connect(url) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT request_id FROM invocations TABLESAMPLE SYSTEM (0.01) LIMIT %s", (count,)
+            ).fetchall()
+        ]
+
+    async def lookups() -> list[float]:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        try:
+            times = []
+            for request_id in ids:
+                began = time.perf_counter()
+                found = await store.get_invocation(request_id)
+                times.append((time.perf_counter() - began) * 1000)
+                assert found is not None
+            return times[5:]
+        finally:
+            await store.close()
+
+    times = asyncio.run(lookups())
+    return {"detail_p50_ms": percentile(times, 50), "detail_p99_ms": percentile(times, 99)}
+
+
+def _records_bytes(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+        "WHERE inhparent IN ('invocations'::regclass, 'invocation_attempts'::regclass)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def drop_oldest_day(rows: int) -> Sample:
+    """Retention of the cached store's oldest day: the drop's time and the records' bytes
+    before and after (the cache is spent: the next run builds it again)."""
+    database, meta_path = _postgres_cache(rows)
+    url = _database_url(database)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT min(start_time) FROM invocations").fetchone()
+        assert row is not None and row[0] is not None
+        cutoff = (int(row[0]) // DAY_MS + 1) * DAY_MS + HOUR_MS  # its day ended over an hour ago
+        before = _records_bytes(conn)
+        began = time.perf_counter()
+        found = conn.execute("SELECT openfgs_drop_day_partitions(%s, 1000)", (cutoff,)).fetchone()
+        seconds = time.perf_counter() - began
+        after = _records_bytes(conn)
+        left = conn.execute("SELECT count(*) FROM invocations").fetchone()
+    meta_path.unlink(missing_ok=True)
+    assert found is not None and left is not None
+    return {
+        "days_dropped": float(len(found[0])),
+        "drop_ms": seconds * 1000,
+        "bytes_before": float(before),
+        "bytes_after": float(after),
+        "rows_left": float(left[0]),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m bench.query --rows N``: build the cached PostgreSQL query store ahead of a
     run (no time box), which ``python -m bench run --only query --query-rows N`` then reuses;
@@ -592,6 +660,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history", action="store_true")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--e2e-count", type=int, default=Scale().e2e_count)
+    parser.add_argument("--detail", action="store_true", help="time lookups by request id")
+    parser.add_argument(
+        "--drop-oldest-day", action="store_true", help="retention of one day (spends the cache)"
+    )
     args = parser.parse_args(argv)
     database, meta_path = _postgres_cache(args.rows)
     if not (meta_path.exists() and _database_exists(database)):
@@ -604,6 +676,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps(sample), flush=True)
         finally:
             res.close()
+    if args.detail:
+        print(json.dumps(detail_lookups(_database_url(database))), flush=True)
+    if args.drop_oldest_day:
+        print(json.dumps(drop_oldest_day(args.rows)), flush=True)
 
 
 if __name__ == "__main__":
