@@ -66,9 +66,10 @@ RETURNING request_id, function_id, version, payload, attempt, expires_at, max_at
     error_message AS last_error, start_time AS accepted_at;
 
 -- name: claim_expired_invocations
--- Materialized for the same reason as claim_invocations: the rows are chosen once.
+-- Materialized for the same reason as claim_invocations: the rows are chosen once, then each
+-- is found by its key (id, start_time) in its own day's partition.
 WITH due AS MATERIALIZED (
-    SELECT id FROM invocations
+    SELECT id, start_time FROM invocations
     WHERE status = 'WAIT' AND expires_at <= :now
     ORDER BY expires_at
     LIMIT :limit
@@ -78,7 +79,7 @@ UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
 FROM due
-WHERE invocations.id = due.id
+WHERE invocations.id = due.id AND invocations.start_time = due.start_time
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message AS last_error, start_time AS accepted_at;
 
