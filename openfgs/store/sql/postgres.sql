@@ -81,7 +81,7 @@ SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
 FROM due
 WHERE invocations.id = due.id AND invocations.start_time = due.start_time
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
-    error_message AS last_error, start_time AS accepted_at;
+    error_message AS last_error, invocations.start_time AS accepted_at;
 
 
 -- Dependencies (migration 0005) -------------------------------------------------------------
