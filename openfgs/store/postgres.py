@@ -49,6 +49,9 @@ _NO_WAL_FLUSH = "SET LOCAL synchronous_commit = off"
 _REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 _MAX_BATCH = 1000
 CHANNEL = "openfgs_invocations"
+# The columns of an accepted row, as insert_invocations takes them (each as an array).
+_ACCEPT_COLUMNS = ("request_id", "function_id", "version", "payload", "start_time",
+                   "available_at", "expires_at", "max_attempts", "depth", "rerun_of")  # fmt: skip
 
 
 def _wrap(exc: Exception) -> StoreError:
@@ -121,6 +124,11 @@ class _Ending(NamedTuple):
     outcome: Outcome
     end_time: int
     start_time: int | None  # the record's, when known: its day partition is searched alone
+
+
+def _accept_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of ``insert_invocations``: one array per column of the accepted rows."""
+    return {column: [row[column] for row in rows] for column in _ACCEPT_COLUMNS}
 
 
 def _ending_arrays(batch: list[_Ending]) -> dict[str, Any]:
@@ -353,8 +361,7 @@ class PostgresStore(SqlStore):
             async with self._connection() as conn:
                 async with conn.pipeline(), conn.transaction():
                     if plain:
-                        async with conn.cursor() as cur:
-                            await cur.executemany(self._q["insert_invocation"], plain)
+                        await conn.execute(self._q["insert_invocations"], _accept_arrays(plain))
                     cursors = []
                     if starts:
                         await conn.execute(self._q["try_claim_lock"], starts[0])

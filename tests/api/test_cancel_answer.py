@@ -55,3 +55,6 @@ def test_the_python_sdk_parses_the_answer(sdk: Any) -> None:
         function_urn=urn("sleeper"), body=CancelAsyncInvocationRequestBody(request_id=request_id)
     )
     assert sdk.cancel_async_invocation(cancel).status_code == 200
+    # Ended before the test server stops: a stop while the cancel was still under way was seen
+    # to hold the test server's teardown for 30 s.
+    assert wait_for_terminal_record(sdk, urn("sleeper"), request_id).error_code == 4208

@@ -830,6 +830,42 @@ async def test_a_write_waiting_for_its_batch_fails_when_the_store_closes() -> No
             assert answer in (True, None) or isinstance(answer, StoreError), answer
 
 
+async def test_accepts_written_together_keep_every_column_and_a_duplicate_fails_alone(
+    store: Store,
+) -> None:
+    # Concurrent accepts share one write (PostgreSQL: one statement over arrays; SQLite: one
+    # executemany): each row keeps its own values, and a duplicate fails only itself.
+    function = await add_function(store, "hello")
+    existing = new_invocation(function.id, BASE)
+    await store.insert_invocation(existing)
+    rows = [
+        new_invocation(function.id, BASE + 1, max_attempts=3, depth=2, rerun_of="earlier"),
+        new_invocation(function.id, BASE + 2, request_id=existing.request_id),
+        replace(new_invocation(function.id, BASE + 3), payload=b"\x00\xff binary"),
+        new_invocation(function.id, BASE + 4, available_at=BASE + 500),
+    ]
+    answers = await asyncio.gather(
+        *(store.insert_invocation(row) for row in rows), return_exceptions=True
+    )
+    assert answers[0] is None and answers[2] is None and answers[3] is None
+    assert isinstance(answers[1], ConflictError)
+    for row in (rows[0], rows[2], rows[3]):
+        found = await store.get_invocation(row.request_id)
+        assert found is not None
+        assert (found.record.start_time, found.max_attempts, found.rerun_of) == (
+            row.start_time,
+            row.max_attempts,
+            row.rerun_of,
+        )
+    claimed = await claim(store, "w1", BASE + 100, 10, FAR)
+    by_id = {c.request_id: c for c in claimed}
+    assert set(by_id) == {existing.request_id, rows[0].request_id, rows[2].request_id}
+    assert by_id[rows[2].request_id].payload == b"\x00\xff binary"
+    assert (by_id[rows[0].request_id].depth, by_id[rows[0].request_id].max_attempts) == (2, 3)
+    # rows[3] is not due yet: it waits
+    assert await claim_ids(store, BASE + 500) == {rows[3].request_id}
+
+
 async def test_get_invocation_keeps_the_history_of_attempts(store: Store) -> None:
     function = await add_function(store, "hello")
     row = new_invocation(function.id, BASE, max_attempts=3, rerun_of="earlier-request")
@@ -1278,8 +1314,14 @@ def test_each_dialect_defines_every_query_name_exactly_once() -> None:
     sqlite_only = {"list_due_invocations", "function_room"}
     # PostgreSQL writes the outcomes waiting at one moment in one statement (the SQLite writer
     # already commits them together, each with the shared queries), and starts an accepted row
-    # at once on the accepting node (SQLite's claim has no round trip to save).
-    postgres_only = {"finish_invocations", "try_claim_lock", "insert_started_invocation"}
+    # at once on the accepting node (SQLite's claim has no round trip to save); it inserts the
+    # plain accepts of a batch in one statement (SQLite: one executemany, in process).
+    postgres_only = {
+        "finish_invocations",
+        "try_claim_lock",
+        "insert_started_invocation",
+        "insert_invocations",
+    }
     assert set(own["sqlite"]) - sqlite_only == set(own["postgres"]) - postgres_only
 
 
