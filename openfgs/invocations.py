@@ -40,7 +40,7 @@ from openfgs.runtime.families import family_of
 from openfgs.runtime.types import RunResult
 from openfgs.schemas import AsyncConfigBody, FuncDestinationConfig
 from openfgs.statistics import Statistics
-from openfgs.store.base import Store
+from openfgs.store.base import DAY_MS, Store
 
 log = logging.getLogger("openfgs.invocations")
 
@@ -696,6 +696,11 @@ class InvocationService:
         cutoff = now - self._settings.retention_seconds * 1000
         if days := await self._store.drop_expired_days(cutoff):
             log.info("dropped %d days of records past their retention", days)
+        if self._store.retention_by_day and self._settings.retention_seconds * 1000 >= DAY_MS:
+            # Only the days wholly past the cutoff (those the drop kept) lose rows one by one;
+            # the day the cutoff falls in goes whole once it is wholly past. A retention shorter
+            # than a day is not served by days: its rows are deleted as they expire.
+            cutoff -= cutoff % DAY_MS
         total = 0
         while deleted := await self._store.delete_expired(
             cutoff, now - IDEMPOTENCY_WINDOW_MS, batch

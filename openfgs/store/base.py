@@ -22,6 +22,9 @@ from openfgs.models import (
     Trigger,
 )
 
+# A day in ms: a store that keeps records by day (retention_by_day) keeps UTC days of start_time.
+DAY_MS = 86_400_000
+
 
 class DependencyGone(StoreError):
     """A function was to list a dependency version that no longer exists (deleted while the
@@ -39,6 +42,9 @@ class Store(Protocol):
 
     # Whether insert_started_invocation may start a row (else it always inserts it WAIT).
     starts_accepted_rows: bool
+    # Whether records are kept by UTC day (PostgreSQL): retention drops whole days, and row
+    # deletes are left the days it had to keep (else they would chase the oldest day's rows).
+    retention_by_day: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -37,7 +37,7 @@ from openfgs.models import (
     now_ms,
     parse_depend_versions,
 )
-from openfgs.store.base import DependencyGone
+from openfgs.store.base import DAY_MS, DependencyGone
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -132,7 +132,6 @@ def depend_params(function_id: int, function: Function) -> Params:
     return {"id": function_id, "depend_versions": json.dumps(list(function.depend_versions))}
 
 
-DAY_MS = 86_400_000
 # Days of record partitions made ahead of today (PostgreSQL): the worker's beat makes them at
 # least this many days before they are needed, so an accept never waits for one.
 PARTITION_DAYS_AHEAD = 3
@@ -194,6 +193,7 @@ class SqlStore(abc.ABC):
     """
 
     starts_accepted_rows = False
+    retention_by_day = False
 
     @overload
     async def _read(self, work: Step, snapshot: bool = False) -> Any: ...

@@ -192,6 +192,7 @@ class PostgresStore(SqlStore):
     """The cluster store: every node of a deployment shares one PostgreSQL database."""
 
     starts_accepted_rows = True
+    retention_by_day = True
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url

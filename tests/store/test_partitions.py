@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from openfgs.models import Outcome, Status
+from openfgs.functions import FunctionRegistry
+from openfgs.invocations import InvocationService, LifecycleSettings
+from openfgs.models import Outcome, Status, now_ms
 from openfgs.store.base import Store
 from openfgs.store.common import PARTITION_DAYS_AHEAD
 from openfgs.store.postgres import PostgresStore
@@ -313,3 +315,24 @@ async def test_a_store_without_partitions_has_nothing_to_make_or_drop(store: Sto
     assert made == (0 if not isinstance(store, PostgresStore) else 2 * (PARTITION_DAYS_AHEAD + 1))
     assert await store.ensure_partitions(now) == 0
     assert await store.drop_expired_days(BASE) == 0
+
+
+async def test_the_purge_leaves_the_day_the_cutoff_falls_in_to_the_drop(store: Store) -> None:
+    """With a retention of days, PostgreSQL deletes no row of the day the cutoff falls in (the
+    day goes whole once it is wholly past); SQLite deletes every row past the cutoff."""
+    function = await add_function(store, "hello")
+    service = InvocationService(
+        store, FunctionRegistry(store, "cn-north-4"), LifecycleSettings(retention_seconds=86400)
+    )
+    while (now_ms() - DAY) % DAY < 1000:  # the first second of a day: let it pass
+        await asyncio.sleep(0.05)
+    cutoff = now_ms() - DAY
+    day_start = cutoff - cutoff % DAY
+    record = new_invocation(function.id, day_start + 10)
+    await store.ensure_partitions(day_start)
+    await store.insert_invocation(record)
+    assert await finish(store, record.request_id, record.start_time, day_start + 20)
+
+    purged = await service.purge_expired_records()
+    assert purged == (0 if store.retention_by_day else 1)
+    assert (await store.get_invocation(record.request_id) is None) == (not store.retention_by_day)
