@@ -56,6 +56,7 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 WINDOW_MS = 7 * DAY_MS
 CHUNK = 1_000_000
+CACHED_POSTGRES_ROWS = 1_000_000  # smaller PostgreSQL stores are built in each run
 COLUMNS = (
     "request_id",
     "function_id",
@@ -310,18 +311,19 @@ def _database_exists(database: str) -> bool:
 
 
 def build_postgres(res: Resources, rows: int, budget: float, use_cache: bool = True) -> BuiltStore:
-    """The PostgreSQL store of ``rows`` records: a database of its own kept between runs
-    (``openfgs_query_<rows>``, described by a JSON file under bench/results/), made again when
-    missing or made for another schema. A build cut short by the time box goes to a fresh
-    schema of the test database instead, used once."""
+    """The PostgreSQL store of ``rows`` records. From ``CACHED_POSTGRES_ROWS`` on, a database
+    of its own kept between runs (``openfgs_query_<rows>``, described by a JSON file under
+    bench/results/), made again when missing or made for another schema; a build cut short by
+    the time box is described nowhere, so it is used once. Smaller stores: a fresh schema of
+    the test database, each run."""
+    if rows < CACHED_POSTGRES_ROWS or not use_cache:
+        return _build_in_schema(res, rows, budget)
     database, meta_path = _postgres_cache(rows)
-    if use_cache and meta_path.exists() and _database_exists(database):
+    if meta_path.exists() and _database_exists(database):
         built = BuiltStore(**json.loads(meta_path.read_text()))
         built.cached = True
         return built
-    return (
-        build_postgres_database(rows, budget) if use_cache else _build_in_schema(res, rows, budget)
-    )
+    return build_postgres_database(rows, budget)
 
 
 def build_postgres_database(rows: int, budget: float) -> BuiltStore:
