@@ -589,10 +589,19 @@ def detail_lookups(url: str, count: int = 500) -> Sample:
     """``get_invocation`` (a record by request id alone: every day's partition probed) of
     ``count`` records spread over the store, through the store as the API calls it."""
     with psycopg.connect(url) as conn:
+        # Pages drawn at random: a sample of about 20 × count rows, wherever they lie.
+        rows = conn.execute(
+            "SELECT greatest(sum(reltuples), 1) FROM pg_class WHERE oid IN "
+            "(SELECT inhrelid FROM pg_inherits WHERE inhparent = 'invocations'::regclass)"
+        ).fetchone()
+        assert rows is not None
+        percent = min(100.0, 100.0 * 20 * count / float(rows[0]))
         ids = [
             row[0]
             for row in conn.execute(
-                "SELECT request_id FROM invocations TABLESAMPLE SYSTEM (0.01) LIMIT %s", (count,)
+                f"SELECT request_id FROM invocations TABLESAMPLE SYSTEM ({percent:.6f}) "
+                "ORDER BY random() LIMIT %s",
+                (count,),
             ).fetchall()
         ]
 
