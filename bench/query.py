@@ -519,8 +519,12 @@ def history(res: Resources, scale: Scale) -> list[Sample]:
     for _ in range(max(scale.repeat, 1)):
         sample: Sample = {"rows": float(built.rows)}
         for target in ("empty", "history"):
-            url = None if target == "empty" else built.database_url
-            credential = None if target == "empty" else built.credential
+            # Both workloads of a target share its database and project, so that on each the
+            # end to end starts right after the accepts' rows were deleted with their function.
+            url = built.database_url
+            credential = built.credential
+            if target == "empty":
+                url, credential = schema_url(res.new_schema("history_empty")), new_credential()
             for workload in ("accept", "e2e"):
                 env = {"OPENFGS_MAX_WAITING_PER_FUNCTION": "1000000000"}
                 service = start_service(
