@@ -238,9 +238,14 @@ RETURNING status;
 -- 0010), each waiting at most lock_ms for its lock.
 SELECT openfgs_ensure_partitions(:first_day, :last_day, :lock_ms) AS made;
 
+-- name: empty_day_partitions
+-- Retention by whole days (migration 0010), first step: the days past retention emptied,
+-- their files released under each day's own lock; the number of days.
+SELECT cardinality(openfgs_drop_day_partitions(:cutoff, :lock_ms, TRUE)) AS dropped;
+
 -- name: drop_day_partitions
--- Retention by whole days (migration 0010): the number of days dropped.
-SELECT cardinality(openfgs_drop_day_partitions(:cutoff, :lock_ms)) AS dropped;
+-- Then those days dropped (a short lock of the parent table); the number of days dropped.
+SELECT cardinality(openfgs_drop_day_partitions(:cutoff, :lock_ms, FALSE)) AS dropped;
 
 -- name: list_invocations
 SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,

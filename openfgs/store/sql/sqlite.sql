@@ -137,6 +137,9 @@ JOIN dependency_versions v ON v.id = j.value;
 -- SQLite keeps records in one table (retention deletes rows): no partition to make.
 SELECT 0 AS made;
 
+-- name: empty_day_partitions
+SELECT 0 AS dropped;
+
 -- name: drop_day_partitions
 SELECT 0 AS dropped;
 

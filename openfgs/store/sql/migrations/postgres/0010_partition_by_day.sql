@@ -104,11 +104,16 @@ $$ LANGUAGE plpgsql;
 -- is dropped with the attempts partition of the same day; the row deletes of
 -- purge_invocations handle what is left (a day kept for a record still waiting or running).
 -- Each drop waits at most p_lock_ms for its lock on the parent table (it needs ACCESS
--- EXCLUSIVE briefly): rather than queue accepts behind a long query, a busy day is left for
--- the next beat. The checks use the per-partition partial indexes: O(1) in the day's rows.
--- Returns the days dropped (start_time / 86400000).
-CREATE FUNCTION openfgs_drop_day_partitions(p_cutoff bigint, p_lock_ms integer)
-RETURNS bigint[] AS $$
+-- EXCLUSIVE): rather than queue accepts behind a long query, a busy day is left for the next
+-- beat. The checks use the per-partition partial indexes: O(1) in the day's rows.
+-- p_truncate: TRUNCATE those days instead of dropping them. The files of a dropped table are
+-- unlinked at commit, with the parent's lock still held (seconds for a day of gigabytes,
+-- during which no accept gets through); a TRUNCATE locks the day's partition alone. The
+-- store calls it with p_truncate first, then again to drop the emptied days at once.
+-- Returns the days dropped or emptied (start_time / 86400000).
+CREATE FUNCTION openfgs_drop_day_partitions(
+    p_cutoff bigint, p_lock_ms integer, p_truncate boolean
+) RETURNS bigint[] AS $$
 DECLARE
     dropped bigint[] := '{}';
     part record;
@@ -135,9 +140,11 @@ BEGIN
         attempts := 'invocation_attempts' || substr(part.name, length('invocations') + 1);
         BEGIN
             PERFORM set_config('lock_timeout', p_lock_ms || 'ms', TRUE);
-            EXECUTE format('DROP TABLE %I', part.name);
+            EXECUTE format(CASE WHEN p_truncate THEN 'TRUNCATE %I' ELSE 'DROP TABLE %I' END,
+                part.name);
             IF openfgs_relation_exists(attempts) THEN
-                EXECUTE format('DROP TABLE %I', attempts);
+                EXECUTE format(CASE WHEN p_truncate THEN 'TRUNCATE %I' ELSE 'DROP TABLE %I' END,
+                    attempts);
             END IF;
             dropped := dropped || ((part.upper - 1) / 86400000);
         EXCEPTION WHEN lock_not_available THEN
