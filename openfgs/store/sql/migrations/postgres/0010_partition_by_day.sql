@@ -12,7 +12,7 @@
 --   after its record's start_time). Its key becomes (request_id, attempt, start_time).
 -- * openfgs_ensure_partitions makes the day partitions of a range of days, ahead of time (the
 --   store at start and the worker's beat: today and the next days), never on the accept path.
--- * openfgs_drop_day_partitions drops the days that retention is done with.
+-- * openfgs_drop_day_partitions empties, then drops, the days that retention is done with.
 -- The existing rows are moved over: old table renamed, partitioned table made, partitions
 -- covering the old rows' days made, INSERT … SELECT, old table dropped. The id sequence is kept,
 -- so ids continue where they were.
