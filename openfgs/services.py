@@ -155,7 +155,7 @@ class Services:
                 invocations,
                 registry,
                 pool,
-                concurrency=settings.worker_concurrency,
+                concurrency=settings.worker_slots,
                 poll_interval=settings.poll_interval,
                 lease_seconds=settings.lease_seconds,
                 grace_seconds=settings.shutdown_grace_seconds,

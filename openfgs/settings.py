@@ -41,7 +41,10 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     # Embedded worker.
     worker: bool = True
-    worker_concurrency: int = 16
+    # Async invocations one worker runs at once; 0: by store, 16 embedded (SQLite) and 32 on
+    # PostgreSQL, where a claim costs the database more per statement than per row, so fewer,
+    # larger claims are worth the extra slots (docs/benchmarks.md, "Worker slots").
+    worker_concurrency: int = 0
     poll_interval: float = 1.0
     lease_seconds: int = 60
     shutdown_grace_seconds: float = 30.0
@@ -105,6 +108,18 @@ class Settings:
         object.__setattr__(
             self, "data_dir", Path(os.path.abspath(Path(self.data_dir).expanduser()))
         )
+        if self.worker_concurrency < 0:
+            raise ConfigError(
+                f"{ENV_PREFIX}WORKER_CONCURRENCY: {self.worker_concurrency} is not 0 (the store's "
+                "default) or a number of invocations"
+            )
+
+    @property
+    def worker_slots(self) -> int:
+        """``worker_concurrency``, or the store's default when it is 0."""
+        if self.worker_concurrency:
+            return self.worker_concurrency
+        return 32 if self.database_url else 16
 
     @property
     def api_endpoint(self) -> str:

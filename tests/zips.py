@@ -6,11 +6,13 @@ accepts can be invoked. ``refused`` says what the service must do with it at cre
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import struct
 import warnings
 import zipfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from openfgs.runtime.code import MAX_ENTRIES, MAX_UNPACKED_BYTES
@@ -32,6 +34,19 @@ def zip_with(*entries: tuple[str | zipfile.ZipInfo, bytes | str], index: str = H
         for name, content in entries:
             archive.writestr(name, content)
     return buffer.getvalue()
+
+
+def package_b64(files: Mapping[str, bytes | str], executable: Collection[str] | None = None) -> str:
+    """A code package as the API takes it (a base64 zip): ``files`` by name, mode 755 for the
+    ``executable`` ones (every file when None), 644 for the others."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name)
+            runnable = executable is None or name in executable
+            info.external_attr = (0o100755 if runnable else 0o100644) << 16
+            archive.writestr(info, content)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def patch_central(data: bytes, name: str, offset: int, fmt: str, value: int) -> bytes:

@@ -63,6 +63,8 @@ def shown_default(spec: SettingSpec) -> str:
         return str(spec.default).lower()
     if spec.name == "endpoint":
         return "http://HOST:PORT"
+    if spec.name == "worker_concurrency":
+        return "0 (16; 32 with --database-url)"
     if isinstance(spec.default, Path):
         return f"./{spec.default}"
     return str(spec.default) if spec.default != "" else "empty"

@@ -546,12 +546,9 @@ async def _launch(
     finally:
         for fd in child_ends:
             os.close(fd)
-    try:
-        channel = await _Channel.connect(request_write, reply_read)
-        output = await OutputCollector.connect(output_read, marker, max_log_bytes)
-    except BaseException:
-        process.kill()
-        raise
+    channel, output = await _connect(
+        process, (request_write, reply_read, output_read), marker, max_log_bytes
+    )
     return process, group, channel, output, unsent
 
 
@@ -572,17 +569,27 @@ async def _launch_node(
             raise RuntimeUnavailable("Node.js functions need node on this host's PATH")
         spawned = {"node": argv, "memory_size": memory_size}
         return await _launch(None, sandbox, None, marker, max_log_bytes, first_frame, spawned)
-    process, (request_write, reply_read, output_read) = forked
+    process, ends = forked
     group = None
     if process.group and sandbox.cgroups is not None:
         group = sandbox.cgroups.group(process.group)
+    channel, output = await _connect(process, ends, marker, max_log_bytes)
+    return process, group, channel, output, first_frame
+
+
+async def _connect(
+    process: ChildProcess, ends: tuple[int, int, int], marker: bytes, max_log_bytes: int
+) -> tuple[_Channel, OutputCollector]:
+    """The service's ends of a started instance's pipes (request, reply, output) on the loop;
+    the process is killed when they cannot be."""
+    request_write, reply_read, output_read = ends
     try:
         channel = await _Channel.connect(request_write, reply_read)
         output = await OutputCollector.connect(output_read, marker, max_log_bytes)
     except BaseException:
         process.kill()
         raise
-    return process, group, channel, output, first_frame
+    return channel, output
 
 
 def node_argv() -> list[str]:

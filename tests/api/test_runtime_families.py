@@ -5,10 +5,7 @@ tested in tests/e2e and tests/runtime."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import zipfile
 from typing import Any
 
 import pytest
@@ -28,6 +25,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from openfgs.runtime.families import FAMILIES, NODEJS, family_of
 from tests.support import LiveServer, create_function, urn
+from tests.zips import package_b64
 
 
 @pytest.fixture
@@ -53,16 +51,6 @@ def error_of(call: Any) -> ClientRequestException:
     return info.value
 
 
-def zipped(files: dict[str, bytes]) -> str:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o100755 << 16
-            archive.writestr(info, data)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def create_zip_function(sdk: Any, name: str, runtime: str, files: dict[str, bytes]) -> Any:
     body = CreateFunctionRequestBody(
         func_name=name,
@@ -72,7 +60,7 @@ def create_zip_function(sdk: Any, name: str, runtime: str, files: dict[str, byte
         handler="bootstrap",
         memory_size=128,
         code_type="zip",
-        func_code=FuncCode(file=zipped(files)),
+        func_code=FuncCode(file=package_b64(files)),
     )
     return sdk.create_function(CreateFunctionRequest(body=body))
 
@@ -147,7 +135,7 @@ def test_custom_runtimes_take_no_dependencies(sdk: Any) -> None:
         depend_type="zip",
         runtime="Custom",
         name="tools",
-        depend_file=zipped({"lib/tool": b"x"}),
+        depend_file=package_b64({"lib/tool": b"x"}),
     )
     error = error_of(
         lambda: sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))
@@ -166,7 +154,7 @@ def test_a_node_function_requires_a_module_of_its_dependency(sdk: Any) -> None:
         depend_type="zip",
         runtime="Node.js20.15",
         name="greeting",
-        depend_file=zipped({"node_modules/greeting/index.js": module}),
+        depend_file=package_b64({"node_modules/greeting/index.js": module}),
     )
     dependency = sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))
     code = "const greet = require('greeting');\nexports.handler = async (e) => greet(e.name);\n"

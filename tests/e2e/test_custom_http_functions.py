@@ -6,9 +6,7 @@ tests/runtime/test_shim.py."""
 from __future__ import annotations
 
 import base64
-import io
 import json
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +26,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
 
 from tests.runtime.test_shim import BASH_SAMPLE, NODE_SERVER, PY_SERVER
 from tests.support import PROJECT, LiveServer, urn, wait_for_terminal_record
+from tests.zips import package_b64
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +55,8 @@ HTTP_BOOTSTRAP = "python3 -u server.py 8000\n"
 
 
 def zipped(files: dict[str, str], executable: tuple[str, ...] = ("bootstrap",)) -> str:
-    """A zip package (base64), ``executable`` entries with mode 755."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (0o100755 if name in executable else 0o100644) << 16
-            archive.writestr(info, text.lstrip("\n"))
-    return base64.b64encode(buffer.getvalue()).decode()
+    """A zip package (base64) of these texts, ``executable`` entries with mode 755."""
+    return package_b64({name: text.lstrip("\n") for name, text in files.items()}, executable)
 
 
 def create(sdk: Any, name: str, runtime: str, package: str) -> Any:

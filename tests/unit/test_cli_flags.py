@@ -53,7 +53,10 @@ def test_serve_help_names_each_variable_and_default(capsys: pytest.CaptureFixtur
     for spec in setting_specs():
         assert spec.flag in text
         assert spec.env in text
-    assert "--worker-concurrency N OPENFGS_WORKER_CONCURRENCY, default 16" in text
+    assert (
+        "--worker-concurrency N OPENFGS_WORKER_CONCURRENCY, default 0 (16; 32 with --database-url)"
+        in text
+    )
     assert "--worker, --no-worker OPENFGS_WORKER, default true" in text
     assert "--data-dir DIR OPENFGS_DATA_DIR, default ./.openfgs" in text
 
