@@ -279,7 +279,26 @@ class SqliteStore(SqlStore):
             conn.close()
         self._writer = _Writer(self.path, self._q["insert_invocation"])
         self._writer.start()
+        self._open_readers()
+
+    def _open_readers(self) -> None:
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="openfgs-sqlite-reader")
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        """A reader thread's connection (a front process opens it read-only)."""
+        return connect(self.path)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=10,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -327,7 +346,7 @@ class SqliteStore(SqlStore):
     def _read_in_thread(self, op: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path)
+            conn = self._reader_connection()
             self._local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)
