@@ -21,6 +21,7 @@ that cannot be read gets an error answer; the channel and the primary go on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import itertools
 import logging
@@ -33,6 +34,7 @@ from typing import Any
 
 from openfgs import models
 from openfgs.errors import ConflictError, StoreError
+from openfgs.models import NewInvocation
 from openfgs.store.base import DependencyGone, Store
 from openfgs.store.sqlite import SqliteStore
 
@@ -148,58 +150,112 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
 
 
 class ForwardServer:
-    """Runs a front's calls on the primary's store and answers each after its commit."""
+    """Runs a front's calls on the primary's store and answers each after its commit.
+
+    An accept goes straight to the writer's queue (no task of its own); answers written while
+    the loop runs one turn leave in one write.
+    """
 
     def __init__(self, store: Store, wake: Callable[[], None]) -> None:
         self._store = store
         self._wake = wake
+        self._submit_insert: Callable[[NewInvocation], asyncio.Future[None]] | None = getattr(
+            store, "submit_insert", None
+        )
 
     async def serve(self, sock: socket.socket) -> None:
         """Answer the calls arriving on ``sock`` until the front closes it (or breaks it)."""
         reader, writer = await asyncio.open_unix_connection(sock=sock)
-        tasks: set[asyncio.Task[None]] = set()
+        out = _Batcher(writer)
+        tasks: set[asyncio.Future[Any]] = set()
         try:
             while True:
                 got = await read_frame(reader)
                 if got is None:
                     return
-                task = asyncio.create_task(self._answer(writer, *got))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                running = self._start(out, *got)
+                if running is not None:
+                    tasks.add(running)
+                    running.add_done_callback(tasks.discard)
         except (ChannelError, OSError) as exc:
             log.warning("closing a front's channel: %s", exc)
         finally:
             if tasks:  # calls already running commit and answer (to a closed channel at worst)
                 await asyncio.gather(*tasks, return_exceptions=True)
+            out.flush()
             writer.close()
 
-    async def _answer(self, writer: asyncio.StreamWriter, call_id: int, payload: bytes) -> None:
+    def _start(self, out: _Batcher, call_id: int, payload: bytes) -> asyncio.Future[Any] | None:
         try:
-            answer: tuple[bool, Any] = (True, await self._run(payload))
-        except StoreError as exc:
-            answer = (False, (type(exc).__name__, str(exc)))
-        except Exception as exc:  # a call that cannot be read or run: its answer says so
-            log.warning("a front's call failed: %s: %s", type(exc).__name__, exc)
-            answer = (False, ("StoreError", f"{type(exc).__name__}: {exc}"))
-        if writer.is_closing():
-            return
-        try:
-            data = dumps(answer)
-        except Exception as exc:  # a value that cannot travel: say so rather than hang
-            data = dumps((False, ("StoreError", f"the answer cannot be sent: {exc}")))
-        writer.write(frame(call_id, data))
+            method, args = self._read_call(payload)
+            if method == "insert_invocation" and self._submit_insert is not None:
+                if len(args) != 1 or not isinstance(args[0], NewInvocation):
+                    raise ChannelError("insert_invocation takes one NewInvocation")
+                running: asyncio.Future[Any] = self._submit_insert(args[0])
+            else:
+                running = asyncio.ensure_future(getattr(self._store, method)(*args))
+        except Exception as exc:
+            out.send(call_id, _failure(exc))
+            return None
+        running.add_done_callback(functools.partial(self._finished, out, call_id, method))
+        return running
 
-    async def _run(self, payload: bytes) -> Any:
+    @staticmethod
+    def _read_call(payload: bytes) -> tuple[str, tuple[Any, ...]]:
         call = loads(payload)
         if not (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], tuple)):
             raise ChannelError("a call is (method, args)")
         method, args = call
         if not isinstance(method, str) or method not in FORWARDED:
             raise ChannelError(f"{method!r} is not a store method a front may call")
-        value = await getattr(self._store, method)(*args)
+        return method, args
+
+    def _finished(
+        self, out: _Batcher, call_id: int, method: str, running: asyncio.Future[Any]
+    ) -> None:
+        if running.cancelled():
+            out.send(call_id, (False, ("StoreError", "the primary process is stopping")))
+            return
+        exc = running.exception()
+        if exc is not None:
+            out.send(call_id, _failure(exc))
+            return
         if method in WAKES:
             self._wake()
-        return value
+        out.send(call_id, (True, running.result()))
+
+
+def _failure(exc: BaseException) -> tuple[bool, tuple[str, str]]:
+    if isinstance(exc, StoreError):
+        return False, (type(exc).__name__, str(exc))
+    # A call that cannot be read or run: its answer says so.
+    log.warning("a front's call failed: %s: %s", type(exc).__name__, exc)
+    return False, ("StoreError", f"{type(exc).__name__}: {exc}")
+
+
+class _Batcher:
+    """Frames written in one turn of the event loop, sent in one write."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._frames: list[bytes] = []
+
+    def send(self, call_id: int, value: Any) -> None:
+        try:
+            data = dumps(value)
+        except Exception as exc:  # a value that cannot travel: say so rather than hang
+            data = dumps((False, ("StoreError", f"the answer cannot be sent: {exc}")))
+        self.queue(frame(call_id, data))
+
+    def queue(self, data: bytes) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(data)
+
+    def flush(self) -> None:
+        if self._frames and not self._writer.is_closing():
+            self._writer.write(b"".join(self._frames))
+        self._frames.clear()
 
 
 # -- the front's side ------------------------------------------------------------------------
@@ -214,11 +270,13 @@ class ForwardChannel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._out: _Batcher | None = None
         self._reading: asyncio.Task[None] | None = None
         self._lost: str | None = None
 
     async def open(self) -> None:
         reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
+        self._out = _Batcher(self._writer)
         self._reading = asyncio.create_task(self._read_answers(reader))
 
     async def close(self) -> None:
@@ -230,12 +288,12 @@ class ForwardChannel:
         self._fail_pending("the channel to the primary process is closed")
 
     async def call(self, method: str, args: tuple[Any, ...]) -> Any:
-        if self._writer is None or self._lost is not None:
+        if self._out is None or self._lost is not None:
             raise ChannelError(self._lost or "the channel to the primary process is not open")
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        self._writer.write(frame(call_id, dumps((method, args))))
+        self._out.queue(frame(call_id, dumps((method, args))))
         try:
             return await future
         finally:

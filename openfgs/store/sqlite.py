@@ -358,9 +358,14 @@ class SqliteStore(SqlStore):
     # -- what the embedded store does its own way -----------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
+        await self.submit_insert(invocation)
+
+    def submit_insert(self, invocation: NewInvocation) -> asyncio.Future[None]:
+        """Queue an accepted row to the writer; the future is done once it is on disk."""
         if self._writer is None:
             raise StoreError("store is closed")
-        await self._writer.submit(_Insert(invocation_params(invocation)))
+        future: asyncio.Future[None] = self._writer.submit(_Insert(invocation_params(invocation)))
+        return future
 
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int

@@ -95,7 +95,7 @@ def _writing_methods() -> set[str]:
                 for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
             }
-            if calls & {"_write", "_in_writer", "submit", "insert_invocation"}:
+            if calls & {"_write", "_in_writer", "submit", "submit_insert", "insert_invocation"}:
                 found.add(name)
     return found
 
