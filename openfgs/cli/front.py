@@ -4,7 +4,8 @@ Not a command for users: the primary (:mod:`openfgs.procs`) starts it with its s
 ``OPENFGS_*`` variables, one end of a socket pair (``--channel-fd``) and its own process id.
 It listens on the same host and port as the primary (``SO_REUSEPORT``), runs no worker and no
 timers, and on SQLite reads the database itself and sends every write to the primary over the
-socket pair. It stops on SIGTERM/SIGINT (gracefully), when that socket closes, and — through
+socket pair. It stops gracefully on SIGTERM (SIGINT, which Ctrl-C sends the whole group, it leaves
+to the primary, which stops its fronts first), when that socket closes, and — through
 the kernel's parent-death signal — when the primary dies.
 """
 
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
+
+import uvicorn
 
 from openfgs.cli.server import configure_logging, serve_headers
 from openfgs.errors import OpenFgsError
@@ -30,9 +34,6 @@ from openfgs.settings import Settings, load_settings
 from openfgs.store import Store, create_store
 from openfgs.store.forward import ForwardChannel, ForwardingStore
 from openfgs.store.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    import uvicorn
 
 PR_SET_PDEATHSIG = 1
 
@@ -68,14 +69,29 @@ def die_with(parent: int, signum: int) -> None:
         os._exit(1)
 
 
-def run_front(settings: Settings, index: int, channel: socket.socket) -> int:
-    import uvicorn
+class FrontServer(uvicorn.Server):
+    """uvicorn stopping gracefully on SIGTERM only.
 
+    Ctrl-C sends SIGINT to the whole process group; the primary then stops its fronts itself
+    (SIGTERM), after which they would otherwise be started again as if they had died.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._stop)
+        yield
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.should_exit = True
+
+
+def run_front(settings: Settings, index: int, channel: socket.socket) -> int:
     from openfgs.api import create_app
     from openfgs.api.observe import observed
     from openfgs.api.server import server_config, shared_socket
 
-    server: uvicorn.Server | None = None
+    server: FrontServer | None = None
 
     def primary_gone() -> None:
         if server is not None:
@@ -87,9 +103,7 @@ def run_front(settings: Settings, index: int, channel: socket.socket) -> int:
     outer = [observed(services)] if settings.metrics else []
     app = create_app(services, outer=outer)
     config = server_config(app, settings, headers=serve_headers(index))
-    server = uvicorn.Server(config)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_zero)
+    server = FrontServer(config)
     sock = shared_socket(settings.host, settings.port, config.backlog)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(_serve(services, server, sock, channel, watch))
@@ -128,10 +142,6 @@ def front_store(settings: Settings, channel: socket.socket, on_lost: Callable[[]
     if isinstance(store, SqliteStore):
         return ForwardingStore(store.path, ForwardChannel(channel, on_lost=on_lost))
     return store
-
-
-def _exit_zero(signum: int, frame: object) -> None:
-    raise SystemExit(0)
 
 
 if __name__ == "__main__":

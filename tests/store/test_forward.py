@@ -17,10 +17,13 @@ import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from openfgs.api import create_app
 from openfgs.errors import ConflictError, StoreError
 from openfgs.models import Credential
+from openfgs.services import Services
 from openfgs.store import common, sqlite
 from openfgs.store.forward import (
     FORWARDED,
@@ -32,6 +35,8 @@ from openfgs.store.forward import (
     frame,
     loads,
 )
+from tests.api.conftest import RawApi, function_path
+from tests.support import CREDENTIAL, make_settings, urn
 
 from .conftest import ForwardedStore
 from .test_store import PROJECT, add_function, new_invocation, records
@@ -213,3 +218,34 @@ async def test_many_accepts_in_flight_share_commits(pair: ForwardedStore) -> Non
     await asyncio.gather(*(pair.insert_invocation(row) for row in rows))
     assert set(await records(pair.primary, function.id)) == {r.request_id for r in rows}
     assert pair.wakes == 300
+
+
+async def test_a_front_whose_primary_is_gone_answers_in_functiongraph_shape(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path / "data", worker=False)
+    store = ForwardedStore(settings.database_path)
+    services = Services.build(settings, store=store, front=1)
+    await services.start()
+    try:
+        await store.insert_credential(CREDENTIAL, BASE)
+        await add_function(store, "accepted")
+        app = create_app(services)
+        raw = RawApi("http://front")
+        path = function_path(urn("accepted"), "/invocations-async")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
+            first = await client.send(raw.build("POST", path, content=b"{}"))
+            assert first.status_code == 202
+            store._primary_end.shutdown(socket.SHUT_RDWR)  # the primary is gone
+            await asyncio.wait_for(store._serving, 10)
+            broken = await client.send(raw.build("POST", path, content=b"{}"))
+        raw.close()
+        assert broken.status_code == 500
+        body = broken.json()
+        assert body["error_code"].startswith("FSS.") and body["error_msg"]
+        # What was answered 202 is on disk.
+        detail = await store.primary.get_invocation(first.json()["request_id"])
+        assert detail is not None
+    finally:
+        await services.stop()
