@@ -137,6 +137,8 @@ class Run:
         if peer_workload is None:
             return
         for peer in self.peers:
+            if (peer_workload, peer) in self.results:
+                continue  # accept and procs set the same enqueue figures against their rows
             procs = 0 if not self.args.small else 2
             for rep in range(self.scale.repeat):
                 self.measure(

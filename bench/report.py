@@ -40,6 +40,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("procs", "cpu_us_1", "CPU µs per 202 at 1 process (service + database)", False, None, (), None, 0),
     Metric("procs", "cpu_us", "CPU µs per 202 at 2 processes (service + database); peers: CPU µs per enqueue (client + Redis)", False, None, (), "enqueue", 0),
     Metric("procs", "cpu_us", "CPU µs per 202 ÷ Celery CPU µs per enqueue", False, 1, ("sqlite", "postgres"), "enqueue", 2, "celery"),
+    Metric("procs", "primary_cpu_us", "of which the primary process, at 2 processes", False, None, (), None, 0),
     Metric("procs", "database_cpu_us", "of which the database (PostgreSQL backends; peers: Redis)", False, None, (), "enqueue", 0),
     Metric("e2e", "rate", "end to end invocations/s", True, 2000, ("sqlite",), "e2e", 0),
     Metric("e2e", "rate", "end to end ÷ Celery", True, 2, ("sqlite",), "e2e", 2, "celery"),

@@ -197,6 +197,8 @@ async def _accept_cpu(service: Service, scale: Scale) -> Sample:
         "p99_ms": percentile(load.latencies_ms, 99),
         "cpu_us": cpu["total"] / answered * 1e6,
         "service_cpu_us": cpu["service"] / answered * 1e6,
+        # The primary's share: the process every accept passes through (its writer).
+        "primary_cpu_us": cpu["primary"] / answered * 1e6,
         "database_cpu_us": cpu["database"] / answered * 1e6,
     }
 
@@ -212,7 +214,13 @@ async def _cpu_window(service: Service, warmup: float, duration: float) -> dict[
     spent = [
         sum(after[n][pid] - before[n][pid] for pid in before[n] if pid in after[n]) for n in (0, 1)
     ]
-    return {"service": spent[0], "database": spent[1], "total": spent[0] + spent[1]}
+    primary = service.process.pid
+    return {
+        "service": spent[0],
+        "primary": after[0].get(primary, 0.0) - before[0].get(primary, 0.0),
+        "database": spent[1],
+        "total": spent[0] + spent[1],
+    }
 
 
 # -- end to end -------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def test_small_run_prints_the_table() -> None:
         assert "Celery" in header and "RQ" in header
     rows = [line.split(" | ") for line in output.splitlines() if line.startswith("| ")][1:]
     measured = {(row[0].lstrip("| "), row[2]) for row in rows}
-    for workload in ("accept", "e2e", "dispatch", "query", "memory"):
+    for workload in ("accept", "procs", "e2e", "dispatch", "query", "memory"):
         for backend in ("sqlite", "postgres"):
             assert (workload, backend) in measured, f"no {workload} row for {backend}"
     # Every figure of every row was measured (a dash would mean a missing value).
