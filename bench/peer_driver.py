@@ -223,12 +223,15 @@ def _client_process(
     while time.perf_counter() < start_at:
         time.sleep(0.001)
     cpu: list[float] = []
-    meter = threading.Thread(target=_cpu_in_window, args=(begin, end, _own_cpu, cpu))
+    sent_all = threading.Event()
+    meter = threading.Thread(target=_cpu_in_window, args=(begin, end, _own_cpu, cpu, sent_all))
     workers = [threading.Thread(target=loop, args=(s,)) for s in senders]
     for worker in [meter, *workers]:
         worker.start()
-    for worker in [meter, *workers]:
+    for worker in workers:
         worker.join()
+    sent_all.set()
+    meter.join()
     out.send({"latencies": latencies, "ids": ids, "errors": errors[0], "cpu": sum(cpu)})
     out.close()
 
@@ -245,11 +248,15 @@ def _redis_cpu() -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def _cpu_in_window(begin: float, end: float, read: Callable[[], float], into: list[float]) -> None:
-    """Append the CPU seconds ``read`` counts between ``begin`` and ``end`` (perf_counter)."""
-    time.sleep(max(0.0, begin - time.perf_counter()))
+def _cpu_in_window(
+    begin: float, end: float, read: Callable[[], float], into: list[float], done: threading.Event
+) -> None:
+    """Append the CPU seconds ``read`` counts between ``begin`` and ``end`` (perf_counter),
+    or until ``done`` is set (a load of a fixed count: nothing is appended before ``begin``)."""
+    if done.wait(max(0.0, begin - time.perf_counter())):
+        return
     before = read()
-    time.sleep(max(0.0, end - time.perf_counter()))
+    done.wait(max(0.0, end - time.perf_counter()))
     into.append(read() - before)
 
 
@@ -274,7 +281,10 @@ def _load(
         pipes.append(receive)
         children.append(child)
     redis_cpu: list[float] = []
-    meter = threading.Thread(target=_cpu_in_window, args=(begin, end, _redis_cpu, redis_cpu))
+    loaded = threading.Event()
+    meter = threading.Thread(
+        target=_cpu_in_window, args=(begin, end, _redis_cpu, redis_cpu, loaded)
+    )
     meter.start()
     merged: dict[str, Any] = {"latencies": [], "ids": [], "errors": 0, "start_at": start_at}
     merged["client_cpu"] = 0.0
@@ -286,6 +296,7 @@ def _load(
         merged["client_cpu"] += part["cpu"]
     for child in children:
         child.join()
+    loaded.set()
     meter.join()
     merged["redis_cpu"] = sum(redis_cpu)
     return merged

@@ -291,9 +291,10 @@ class ForwardChannel:
         if self._out is None or self._lost is not None:
             raise ChannelError(self._lost or "the channel to the primary process is not open")
         call_id = next(self._ids)
+        data = frame(call_id, dumps((method, args)))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        self._out.queue(frame(call_id, dumps((method, args))))
+        self._out.queue(data)
         try:
             return await future
         finally:
