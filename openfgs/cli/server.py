@@ -20,7 +20,7 @@ from openfgs.auth.service import new_credential
 from openfgs.cli.options import settings_flags, settings_from
 from openfgs.errors import ConfigError
 from openfgs.first_run import first_run
-from openfgs.logs import log_handler
+from openfgs.logs import TEXT_FORMAT, log_handler
 from openfgs.metrics import share_between_processes
 from openfgs.models import Credential, now_ms
 from openfgs.procs import Fronts
@@ -183,13 +183,15 @@ def _exit_zero(signum: int, frame: object) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    # With more than one process, each line says which wrote it.
-    pid = " [pid %(process)d]" if settings.processes > 1 else ""
+    # OPENFGS_LOG_FORMAT: text or JSON lines, with the request id (openfgs.logs).
+    handler = log_handler(settings.log_format)
+    if settings.processes > 1 and settings.log_format == "text":
+        # With more than one process, each line says which wrote it.
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace(":", " [pid %(process)d]:", 1)))
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format=f"%(levelname)s %(name)s{pid}: %(message)s",
-        # OPENFGS_LOG_FORMAT: text or JSON lines, with the request id (openfgs.logs).
-        handlers=[log_handler(settings.log_format)],
+        format=TEXT_FORMAT,
+        handlers=[handler],
     )
 
 

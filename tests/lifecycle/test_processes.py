@@ -202,7 +202,7 @@ def test_a_killed_front_is_started_again_and_the_service_keeps_answering(
     request_id, process = accept(again, again.urn("meanwhile"), 1)
     assert process == "1"
     wait_for(lambda: status(client, request_id) == "SUCCESS", 30, interval=0.2)
-    assert "front 1 ended" in started.stderr()
+    assert f"openfgs.procs [pid {started.process.pid}]: front 1 ended" in started.stderr()
     started.stop()  # graceful: the primary stops its front first, and exits 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in restarted)
 
