@@ -27,12 +27,22 @@ from bench.query import query
 from bench.report import Report, Results, render, repetition_counts
 from bench.service import BACKENDS
 from bench.simulate import add_arguments as add_simulate_arguments
-from bench.workloads import Sample, Scale, accept, dispatch, end_to_end, memory, timer
+from bench.workloads import (
+    Sample,
+    Scale,
+    accept,
+    accept_processes,
+    dispatch,
+    end_to_end,
+    memory,
+    timer,
+)
 
-WORKLOADS = ("accept", "e2e", "dispatch", "timer", "query", "memory", "runtime")
-PEER_WORKLOADS = {"accept": "enqueue", "e2e": "e2e", "dispatch": "dispatch"}
+WORKLOADS = ("accept", "procs", "e2e", "dispatch", "timer", "query", "memory", "runtime")
+PEER_WORKLOADS = {"accept": "enqueue", "procs": "enqueue", "e2e": "e2e", "dispatch": "dispatch"}
 RUNNERS: dict[str, Callable[[Resources, str, Scale], Sample]] = {
     "accept": accept,
+    "procs": accept_processes,
     "e2e": end_to_end,
     "dispatch": dispatch,
     "timer": timer,
@@ -127,6 +137,8 @@ class Run:
         if peer_workload is None:
             return
         for peer in self.peers:
+            if (peer_workload, peer) in self.results:
+                continue  # accept and procs set the same enqueue figures against their rows
             procs = 0 if not self.args.small else 2
             for rep in range(self.scale.repeat):
                 self.measure(

@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -221,13 +222,42 @@ def _client_process(
 
     while time.perf_counter() < start_at:
         time.sleep(0.001)
+    cpu: list[float] = []
+    sent_all = threading.Event()
+    meter = threading.Thread(target=_cpu_in_window, args=(begin, end, _own_cpu, cpu, sent_all))
     workers = [threading.Thread(target=loop, args=(s,)) for s in senders]
-    for worker in workers:
+    for worker in [meter, *workers]:
         worker.start()
     for worker in workers:
         worker.join()
-    out.send({"latencies": latencies, "ids": ids, "errors": errors[0]})
+    sent_all.set()
+    meter.join()
+    out.send({"latencies": latencies, "ids": ids, "errors": errors[0], "cpu": sum(cpu)})
     out.close()
+
+
+def _own_cpu() -> float:
+    """User + system CPU seconds of this process, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _redis_cpu() -> float:
+    """User + system CPU seconds of the Redis server (its ``INFO cpu``)."""
+    info = redis.Redis.from_url(REDIS_URL).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _cpu_in_window(
+    begin: float, end: float, read: Callable[[], float], into: list[float], done: threading.Event
+) -> None:
+    """Append the CPU seconds ``read`` counts between ``begin`` and ``end`` (perf_counter),
+    or until ``done`` is set (a load of a fixed count: nothing is appended before ``begin``)."""
+    if done.wait(max(0.0, begin - time.perf_counter())):
+        return
+    before = read()
+    done.wait(max(0.0, end - time.perf_counter()))
+    into.append(read() - before)
 
 
 def _load(
@@ -250,14 +280,25 @@ def _load(
         send.close()
         pipes.append(receive)
         children.append(child)
+    redis_cpu: list[float] = []
+    loaded = threading.Event()
+    meter = threading.Thread(
+        target=_cpu_in_window, args=(begin, end, _redis_cpu, redis_cpu, loaded)
+    )
+    meter.start()
     merged: dict[str, Any] = {"latencies": [], "ids": [], "errors": 0, "start_at": start_at}
+    merged["client_cpu"] = 0.0
     for receive in pipes:
         part = receive.recv()
         merged["latencies"] += part["latencies"]
         merged["ids"] += part["ids"]
         merged["errors"] += part["errors"]
+        merged["client_cpu"] += part["cpu"]
     for child in children:
         child.join()
+    loaded.set()
+    meter.join()
+    merged["redis_cpu"] = sum(redis_cpu)
     return merged
 
 
@@ -289,12 +330,17 @@ def enqueue(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
         result = _load(peer, "fire", best["procs"], args.clients, args.warmup, args.duration, 0)
         best["result"], best["rate"] = result, len(result["latencies"]) / args.duration
     latencies = best["result"]["latencies"]
+    enqueued = max(len(latencies), 1)
+    client_cpu, redis_cpu = best["result"]["client_cpu"], best["result"]["redis_cpu"]
     return {
         "rate": best["rate"],
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "procs": float(best["procs"]),
         "errors": float(best["result"]["errors"]),
+        # CPU per enqueue in the window: the client processes' and the Redis server's.
+        "cpu_us": (client_cpu + redis_cpu) / enqueued * 1e6,
+        "database_cpu_us": redis_cpu / enqueued * 1e6,
     }
 
 

@@ -132,8 +132,10 @@ def start_service(
     database_url: str | None = None,
     credential: Credential | None = None,
     tag: str = "svc",
+    processes: int = 1,
 ) -> Service:
-    """Start ``openfgs serve`` on ``backend`` and wait until ``/healthz`` answers 200."""
+    """Start ``openfgs serve`` on ``backend`` and wait until ``/healthz`` answers 200 (from
+    each of ``processes`` processes)."""
     credential = credential or new_credential()
     data_dir = res.path(f"{tag}-{backend}-data")
     if database_url is None:
@@ -155,10 +157,96 @@ def start_service(
         argv += ["--database-url", database_url]
     if not worker:
         argv.append("--no-worker")
+    if processes != 1:
+        argv += ["--processes", str(processes)]
     process = res.start(f"serve-{tag}-{backend}", argv, env=service_env(credential, env))
     service = Service(backend, port, process, credential, database_url, data_dir)
     wait_until(lambda: _healthy(service), STARTUP_SECONDS, f"openfgs serve ({backend})")
+    if processes > 1:
+        wait_until(
+            lambda: len(_answering(service, 8 * processes)) >= processes,
+            STARTUP_SECONDS,
+            f"the {processes} processes of openfgs serve ({backend})",
+        )
     return service
+
+
+def _answering(service: Service, tries: int) -> set[str]:
+    """The processes (``x-openfgs-process``) that answered ``tries`` new connections."""
+    seen = set()
+    for _ in range(tries):
+        request = urllib.request.Request(
+            f"{service.endpoint}/healthz", headers={"Connection": "close"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=1) as answer:
+                seen.add(answer.headers.get("x-openfgs-process", "0"))
+        except OSError:
+            pass
+    return seen
+
+
+# -- CPU time ---------------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+POSTGRES_PORT = 5432
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process still there (``/proc/<pid>/stat``)."""
+    found = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return found
+
+
+def service_pids(service: Service) -> list[int]:
+    """The service's processes: the primary and everything below it (its fronts)."""
+    return [service.process.pid] + [pid for pid, _ in descendants(service.process.pid)]
+
+
+def postgres_backends(pids: list[int], port: int = POSTGRES_PORT) -> list[int]:
+    """The PostgreSQL backend processes serving connections the processes ``pids`` hold.
+
+    A connection is matched by its client port: the TCP sockets of ``pids`` connected to
+    ``port`` (``/proc/net/tcp``), and the backend whose title names that client port.
+    """
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    client_ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, remote, inode = parts[1], parts[2], parts[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == port:
+                client_ports.add(int(local.rsplit(":", 1)[1], 16))
+    backends = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres:") and any(f"({p})" in title for p in client_ports):
+            backends.append(int(entry.name))
+    return backends
 
 
 def rss_kb(pid: int) -> int:

@@ -15,7 +15,16 @@ from pathlib import Path
 
 from bench.loadgen import Client, closed_loop, fixed_count, run
 from bench.procs import Resources
-from bench.service import Service, descendants, pss_kb, rss_kb, start_service
+from bench.service import (
+    Service,
+    cpu_seconds,
+    descendants,
+    postgres_backends,
+    pss_kb,
+    rss_kb,
+    service_pids,
+    start_service,
+)
 from bench.stats import open_probe, percentile
 from openfgs.client import FunctionGraphClient
 
@@ -124,6 +133,94 @@ async def _stats(client: Client, service: Service, name: str) -> dict[str, int]:
 def _as_sample(value: object) -> Sample:
     assert isinstance(value, dict)
     return value
+
+
+# -- accept at 1 and 2 processes, and its CPU time -----------------------------------------
+PROCESS_COUNTS = (1, 2)
+
+
+def accept_processes(res: Resources, backend: str, scale: Scale) -> Sample:
+    """Durable accepts at ``serve --processes 1`` and ``2`` (taking turns which goes first,
+    repetition after repetition), and the CPU time per 202 of the service's processes —
+    plus, on PostgreSQL, of the backends serving their connections.
+
+    Keys: ``rate``/``cpu_us``/``p99_ms`` at 2 processes (the row set against Celery), and
+    the same with ``_1`` at 1 process.
+    """
+    sample: Sample = {}
+    order = PROCESS_COUNTS if _turn(backend) else tuple(reversed(PROCESS_COUNTS))
+    for processes in order:
+        service = start_service(
+            res,
+            backend,
+            worker=False,
+            env={"OPENFGS_MAX_WAITING_PER_FUNCTION": "1000000000"},
+            tag=f"procs{processes}",
+            processes=processes,
+        )
+        try:
+            service.deploy("noop", "noop")
+            figures = _as_sample(run(_accept_cpu(service, scale)))
+        finally:
+            res.stop(service.process)
+        suffix = "" if processes == PROCESS_COUNTS[-1] else f"_{processes}"
+        sample.update({f"{key}{suffix}": value for key, value in figures.items()})
+    return sample
+
+
+_turns: dict[str, int] = {}
+
+
+def _turn(backend: str) -> bool:
+    _turns[backend] = _turns.get(backend, 0) + 1
+    return _turns[backend] % 2 == 1
+
+
+async def _accept_cpu(service: Service, scale: Scale) -> Sample:
+    client = Client(service.port, service.credential)
+    path = service.path("noop", "invocations-async")
+    window = asyncio.create_task(_cpu_window(service, scale.accept_warmup, scale.accept_seconds))
+    load = await closed_loop(
+        client,
+        lambda: client.request_bytes("POST", path, body=EVENT),
+        clients=scale.clients,
+        duration=scale.accept_seconds,
+        warmup=scale.accept_warmup,
+    )
+    cpu = await window
+    client.close()
+    answered = sum(n for status, n in load.statuses.items() if status == 202)
+    if answered == 0 or load.errors:
+        raise RuntimeError(f"accept: answers {load.statuses}, {load.errors} broken connections")
+    return {
+        "rate": load.rate,
+        "p99_ms": percentile(load.latencies_ms, 99),
+        "cpu_us": cpu["total"] / answered * 1e6,
+        "service_cpu_us": cpu["service"] / answered * 1e6,
+        # The primary's share: the process every accept passes through (its writer).
+        "primary_cpu_us": cpu["primary"] / answered * 1e6,
+        "database_cpu_us": cpu["database"] / answered * 1e6,
+    }
+
+
+async def _cpu_window(service: Service, warmup: float, duration: float) -> dict[str, float]:
+    """CPU seconds spent in the measured window: the service's processes, the database's."""
+    await asyncio.sleep(warmup)
+    pids = service_pids(service)
+    backends = postgres_backends(pids) if service.backend == "postgres" else []
+    before = cpu_seconds(pids), cpu_seconds(backends)
+    await asyncio.sleep(duration)
+    after = cpu_seconds(pids), cpu_seconds(backends)
+    spent = [
+        sum(after[n][pid] - before[n][pid] for pid in before[n] if pid in after[n]) for n in (0, 1)
+    ]
+    primary = service.process.pid
+    return {
+        "service": spent[0],
+        "primary": after[0].get(primary, 0.0) - before[0].get(primary, 0.0),
+        "database": spent[1],
+        "total": spent[0] + spent[1],
+    }
 
 
 # -- end to end -------------------------------------------------------------------------------

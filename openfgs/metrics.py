@@ -8,16 +8,24 @@ every series, its labels and their cardinality.
 
 The accept path pays one dictionary lookup of a cached child and its increment
 (:meth:`Metrics.accepted`): the label values are formatted once per function row.
+
+``serve --processes N`` shares counters and histograms between its processes with
+prometheus_client's multiprocess mode (:func:`share_between_processes`): each process writes
+its values to a file of its own in a private directory, and whichever process answers
+``GET /metrics`` sums them all.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from openfgs.models import Function, Status
@@ -31,6 +39,20 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 MAX_FUNCTION_CHILDREN = 100_000  # cached label children; past it the caches start over
 STORE_GAUGE_SECONDS = 1.0
+_shared_dir: Path | None = None
+
+
+def share_between_processes(directory: Path) -> None:
+    """From now on, count into files under ``directory`` that every process of the service
+    writes (one file per process and kind) and any of them sums for ``GET /metrics``.
+
+    Call it before any :class:`Metrics` is made. prometheus_client reads the directory from
+    ``PROMETHEUS_MULTIPROC_DIR``; it is set here, for this process and the ones it starts.
+    """
+    global _shared_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    _shared_dir = directory
 
 
 def function_label(package: str, name: str, qualifier: str) -> str:
@@ -87,6 +109,8 @@ class Metrics:
         self._accepted_children: dict[tuple[int, str], Any] = {}
         self._duration_children: dict[tuple[int, str], Any] = {}
         self._gauges: StoreGauges | None = None
+        self._read_now: list[Collector] = []  # what a shared exposition adds to the files
+        self._shared = _shared_dir
 
     def accepted(self, function: Function) -> None:
         """One accept of ``function``: the hot path, a cached child's increment."""
@@ -118,12 +142,21 @@ class Metrics:
         registered on the first call; later calls get the same."""
         if self._gauges is None:
             self._gauges = StoreGauges(read_waiting)
-            self.registry.register(self._gauges)
-            self.registry.register(InstanceGauge(instance_states))
+            self._read_now = [self._gauges, InstanceGauge(instance_states)]
+            for collector in self._read_now:
+                self.registry.register(collector)
         return self._gauges
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._shared is None:
+            return generate_latest(self.registry)
+        # Every process's counters and histograms, summed from their files, and this
+        # process's reading of the gauges.
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, str(self._shared))  # type: ignore[no-untyped-call]
+        for collector in self._read_now:
+            registry.register(collector)
+        return generate_latest(registry)
 
     @staticmethod
     def _labels(function: Function) -> tuple[str, str]:

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from openfgs.execution import Executor
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService, LifecycleSettings
 from openfgs.models import Credential
+from openfgs.procs import Fronts
 from openfgs.runtime.isolation import FUNCTION_IDS
 from openfgs.runtime.pool import InstancePool
 from openfgs.runtime.sandbox import SandboxPolicy
@@ -91,7 +93,12 @@ def _ascii_number(text: str) -> bool:
 
 @dataclass
 class Services:
-    """Everything one openfgs process runs, started and stopped together."""
+    """Everything one openfgs process runs, started and stopped together.
+
+    ``front``: this process is front number ``front`` of ``serve --processes N`` — the API
+    only: no worker, no timer scheduler, no lock on the data dir, no recovery; the primary
+    process does all of those (docs/architecture.md, "More processes").
+    """
 
     settings: Settings
     store: Store
@@ -109,9 +116,16 @@ class Services:
     _lock_file: IO[str] | None = None
     started: bool = False
     first_start: bool = False  # the store had no credential at all when this process started
+    front: int | None = None
+    # Run first when stopping, while the store is still open (the primary stops its fronts,
+    # whose last writes it commits).
+    stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    fronts: Fronts | None = None  # the primary's, with more than one process
 
     @classmethod
-    def build(cls, settings: Settings, store: Store | None = None) -> Services:
+    def build(
+        cls, settings: Settings, store: Store | None = None, *, front: int | None = None
+    ) -> Services:
         store = store or create_store(settings)
         dependencies = DependencyService(
             store,
@@ -142,7 +156,8 @@ class Services:
             limits=AuthLimits.from_settings(settings),
         )
         pool = InstancePool(
-            settings.data_dir / "instances",
+            # A front runs sync invocations in instances of its own, unpacked apart.
+            settings.data_dir / ("instances" if front is None else f"fronts/{front}/instances"),
             idle_seconds=settings.instance_idle_seconds,
             run_as=instance_user(settings.instance_user),
             function_ids=function_ids(settings.function_ids),
@@ -150,7 +165,7 @@ class Services:
             load_dependency=registry.code,
         )
         worker = None
-        if settings.worker:
+        if settings.worker and front is None:
             worker = Worker(
                 invocations,
                 registry,
@@ -175,6 +190,7 @@ class Services:
             triggers,
             scheduler,
             worker,
+            front=front,
         )
         registry.release_hooks.append(services.release_code)
         return services
@@ -186,6 +202,9 @@ class Services:
     async def start(self) -> None:
         """Open the store, recover what a crash left running, ensure credentials, start work."""
         if self.started:
+            return
+        if self.front is not None:
+            await self._start_front()
             return
         self.lock_data_dir()
         await self.pool.prepared()  # says in the log how instances will be isolated
@@ -210,9 +229,21 @@ class Services:
         self._scheduler_task = asyncio.create_task(self.scheduler.run(self._stop))
         self.started = True
 
+    async def _start_front(self) -> None:
+        await self.pool.prepared()
+        await self.store.open()
+        self.first_start = await self.store.count_credentials() == 0
+        await self.sweep_code()
+        self.started = True
+
     async def stop(self) -> None:
         if not self.started:
             return
+        for hook in self.stop_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("stopping failed")
         self._stop.set()
         for task in (self._scheduler_task, self._worker_task):
             if task is not None:

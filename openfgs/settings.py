@@ -24,6 +24,9 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # `serve`: processes accepting on host:port (SO_REUSEPORT): the primary runs everything,
+    # the others the API only (docs/deployment.md, "More processes").
+    processes: int = 1
     data_dir: Path = Path(".openfgs")
     region: str = "cn-north-4"
     # The region's time zone (IANA name): timer cron expressions without CRON_TZ= use it, and
@@ -189,3 +192,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 def setting_names() -> list[str]:
     return [spec.env for spec in setting_specs()]
+
+
+def settings_environ(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """This process's environment with ``settings`` (and ``overrides``) as ``OPENFGS_*``
+    variables: what a child process given it loads with :func:`load_settings` is ``settings``."""
+    given = replace(settings, **overrides)
+    env = dict(os.environ)
+    for spec in setting_specs():
+        value = getattr(given, spec.name)
+        env[spec.env] = str(value).lower() if spec.kind == "bool" else str(value)
+    return env

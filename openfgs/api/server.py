@@ -21,6 +21,7 @@ Bodies are bounded one layer up, per route, by :mod:`openfgs.api.guard`.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import orjson
@@ -187,3 +188,40 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
         **overrides,
     }
     return uvicorn.Config(app, **options)
+
+
+def shared_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening socket on ``host:port`` that other processes of this user may bind too
+    (``SO_REUSEPORT``: the kernel spreads new connections over every such socket, and joins
+    only sockets of the same user).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def first_shared_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The primary's :func:`shared_socket`, refused when anything listens there already.
+
+    ``SO_REUSEPORT`` would let the primary join another service of the same user that listens
+    with it too, and share its connections; binding without it first fails on any listener.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)  # OSError (address in use) when another process listens there
+        if port == 0:
+            port = probe.getsockname()[1]
+    return shared_socket(host, port, backlog)

@@ -7,19 +7,28 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import signal
+import socket
+import tempfile
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openfgs.auth.service import new_credential
 from openfgs.cli.options import settings_flags, settings_from
+from openfgs.errors import ConfigError
 from openfgs.first_run import first_run
-from openfgs.logs import log_handler
+from openfgs.logs import TEXT_FORMAT, log_handler
+from openfgs.metrics import share_between_processes
 from openfgs.models import Credential, now_ms
+from openfgs.procs import Fronts
 from openfgs.services import Services
-from openfgs.settings import Settings
+from openfgs.settings import Settings, settings_environ
 from openfgs.store import create_store
+from openfgs.store.forward import ForwardServer
+from openfgs.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     import uvicorn
@@ -75,38 +84,94 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if settings.processes < 1:
+        raise ConfigError(f"OPENFGS_PROCESSES: at least 1, not {settings.processes}")
+    configure_logging(settings)
+    metrics_dir = None
+    if settings.processes > 1 and settings.metrics:
+        # Counters of every process in one private directory (mode 0700), any process sums.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="openfgs-metrics-"))
+        share_between_processes(metrics_dir)
+    try:
+        return _run_serve(settings, metrics_dir)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_serve(settings: Settings, metrics_dir: Path | None) -> int:
     import uvicorn
 
     from openfgs.api import create_app
     from openfgs.api.observe import observed
-    from openfgs.api.server import server_config
+    from openfgs.api.server import first_shared_socket, server_config
 
-    settings = settings_from(args)
-    configure_logging(settings)
     services = Services.build(settings)
     # GET /metrics and the HTTP metrics of every request (OPENFGS_METRICS).
     outer = [observed(services)] if settings.metrics else []
     app = create_app(services, after_start=partial(first_run, say=say), outer=outer)
-    config = server_config(app, settings)
+    sock = None
+    if settings.processes > 1:
+        config = server_config(app, settings, headers=serve_headers(0))
+        try:
+            sock = first_shared_socket(settings.host, settings.port, config.backlog)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    else:
+        config = server_config(app, settings)
     server = uvicorn.Server(config)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again: let that
     # second one end the process with status 0, as a graceful stop should.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_zero)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve(services, server))
+        runner.run(_serve(services, server, sock, metrics_dir))
     return 0 if server.started else 1
 
 
-async def _serve(services: Services, server: uvicorn.Server) -> None:
+def serve_headers(index: int) -> list[tuple[str, str]]:
+    """With more than one process, every answer says which one gave it (0: the primary)."""
+    return [("x-openfgs-process", str(index))]
+
+
+async def _serve(
+    services: Services,
+    server: uvicorn.Server,
+    sock: socket.socket | None = None,
+    metrics_dir: Path | None = None,
+) -> None:
     # Started before the server, on its loop: what stops a start (a locked data dir, a
     # credential that cannot be ensured) reaches the command as itself, not as a traceback in
     # the lifespan's log. The app's lifespan finds the services started, and stops them.
     try:
         await services.start()
-        await server.serve()
+        if sock is None:
+            await server.serve()
+            return
+        start_fronts(services, sock.getsockname()[1], metrics_dir)
+        await server.serve(sockets=[sock])
     finally:
         await services.stop()
+
+
+def start_fronts(services: Services, port: int, metrics_dir: Path | None) -> Fronts:
+    """Start fronts 1..N-1 on ``port``; the services stop them first when they stop."""
+    settings = services.settings
+    serve_channel = None
+    if isinstance(services.store, SqliteStore):  # writes travel to this process's writer
+        serve_channel = ForwardServer(services.store, services.invocations.notifier.notify).serve
+    fronts = Fronts(
+        settings.processes,
+        settings_environ(settings, port=port),
+        serve_channel,
+        grace_seconds=settings.shutdown_grace_seconds,
+        extra_args=["--metrics-dir", str(metrics_dir)] if metrics_dir is not None else [],
+    )
+    fronts.start()
+    services.stop_hooks.append(fronts.stop)
+    services.fronts = fronts
+    return fronts
 
 
 def say(line: str) -> None:
@@ -118,11 +183,15 @@ def _exit_zero(signum: int, frame: object) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
+    # OPENFGS_LOG_FORMAT: text or JSON lines, with the request id (openfgs.logs).
+    handler = log_handler(settings.log_format)
+    if settings.processes > 1 and settings.log_format == "text":
+        # With more than one process, each line says which wrote it.
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace(":", " [pid %(process)d]:", 1)))
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-        # OPENFGS_LOG_FORMAT: text or JSON lines, with the request id (openfgs.logs).
-        handlers=[log_handler(settings.log_format)],
+        format=TEXT_FORMAT,
+        handlers=[handler],
     )
 
 

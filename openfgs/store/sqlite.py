@@ -279,7 +279,26 @@ class SqliteStore(SqlStore):
             conn.close()
         self._writer = _Writer(self.path, self._q["insert_invocation"])
         self._writer.start()
+        self._open_readers()
+
+    def _open_readers(self) -> None:
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="openfgs-sqlite-reader")
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        """A reader thread's connection (a front process opens it read-only)."""
+        return connect(self.path)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=10,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -327,7 +346,7 @@ class SqliteStore(SqlStore):
     def _read_in_thread(self, op: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path)
+            conn = self._reader_connection()
             self._local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)
@@ -339,9 +358,14 @@ class SqliteStore(SqlStore):
     # -- what the embedded store does its own way -----------------------------------------
 
     async def insert_invocation(self, invocation: NewInvocation) -> None:
+        await self.submit_insert(invocation)
+
+    def submit_insert(self, invocation: NewInvocation) -> asyncio.Future[None]:
+        """Queue an accepted row to the writer; the future is done once it is on disk."""
         if self._writer is None:
             raise StoreError("store is closed")
-        await self._writer.submit(_Insert(invocation_params(invocation)))
+        future: asyncio.Future[None] = self._writer.submit(_Insert(invocation_params(invocation)))
+        return future
 
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from huaweicloudsdkfunctiongraph.v2 import AsyncInvokeFunctionRequest
 
@@ -399,3 +400,21 @@ def test_an_installed_wheel_serves_the_demo(serve: Serve, workspace: Path) -> No
     answer = run(typed(NODE_INVOKE, openfgs), cwd=user, env=user_env)
     assert json.loads(answer) == {"event": {"k": "v"}, "node": True}, answer
     started.stop()
+
+    # More processes from the wheel: the fronts start from the installed package too.
+    port = free_port()
+    command = [*typed(START, openfgs), "--processes", "2", "--port", str(port)]
+    two = launch(serve, command, cwd=user, env=env, port=port)
+    two.wait_healthy(STARTUP_SECONDS)
+
+    def answering() -> set[str]:
+        return {
+            httpx.get(f"{two.url}/healthz", headers={"connection": "close"}).headers.get(
+                "x-openfgs-process", ""
+            )
+            for _ in range(20)
+        }
+
+    wait_for(lambda: answering() == {"0", "1"}, STARTUP_SECONDS, interval=0.2)
+    invoke_demo_from_the_cli(openfgs, user, user_env | {"OPENFGS_ENDPOINT": two.url}, two)
+    two.stop()
