@@ -66,6 +66,8 @@ FORWARDED = frozenset(
         "upsert_async_config",
         "delete_async_config",
         "delete_expired",
+        "ensure_partitions",
+        "drop_expired_days",
         "insert_trigger",
         "update_trigger",
         "delete_triggers",
