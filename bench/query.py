@@ -348,7 +348,7 @@ def _build_in_schema(res: Resources, rows: int, budget: float) -> BuiltStore:
 def _load_postgres(url: str, rows: int, budget: float) -> BuiltStore:
     """Apply the schema and fill ``invocations`` with ``rows`` records made by the database.
 
-    ``invocations`` is partitioned by day (migration 0010): the day partitions of the window
+    ``invocations`` is partitioned by day (migration 0009): the day partitions of the window
     are made first, so every row is routed to its day, none to the DEFAULT partition. The
     indexes are dropped on the partitioned table (which drops every partition's) and made
     again afterwards, each partition's in turn."""

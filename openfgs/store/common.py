@@ -682,7 +682,7 @@ class SqlStore(abc.ABC):
     async def drop_expired_days(self, cutoff: int) -> int:
         params = {"cutoff": cutoff, "lock_ms": 1000}
         # Two transactions: the days' files are released first, so that the drop itself holds
-        # the records table's lock only for a moment (migration 0010).
+        # the records table's lock only for a moment (migration 0009).
         await self._write(fetch_one("empty_day_partitions", params))
         return int((await self._write(fetch_one("drop_day_partitions", params)))["dropped"])
 

@@ -1,5 +1,5 @@
 """Records by day: PostgreSQL keeps invocations and attempts in one partition per UTC day
-(migration 0010) — the migration that moves an existing database's records, partitions made
+(migration 0009) — the migration that moves an existing database's records, partitions made
 ahead (by two nodes at once), the DEFAULT partition for a day without one, retention by whole
 days, and outcomes that find their row by (request_id, start_time). SQLite keeps one table."""
 
@@ -86,7 +86,7 @@ _OLD_RECORD = (
 
 def _database_at_0008(url: str) -> dict[str, tuple[str, int]]:
     """Migrations 0001…0008 and records of four days (``{request_id: (status, start_time)}``),
-    terminal ones with an attempt each, as a deployment before 0010 holds them."""
+    terminal ones with an attempt each, as a deployment before 0009 holds them."""
     digest = hashlib.sha512(b"code").hexdigest()
     made = {}
     with psycopg.connect(url, autocommit=True) as conn:

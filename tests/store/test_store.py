@@ -1281,6 +1281,11 @@ def normalise(sql: str | None) -> str:
     return " ".join(without_comments.split())
 
 
+def test_postgres_migrations_are_numbered_without_gaps() -> None:
+    numbers = [number for number, _, _ in migration_files("postgres")]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
 async def test_sqlite_schema_equals_the_migrations_applied_in_order(tmp_path: Path) -> None:
     migrations = migration_files("sqlite")
     numbers = [number for number, _, _ in migrations]

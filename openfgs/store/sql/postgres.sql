@@ -142,7 +142,7 @@ JOIN dependency_versions v ON v.id = j.value;
 -- requeue_invocation do one at a time. The rows are locked in id order, as every statement
 -- locking several rows does, so two batches cannot deadlock. [start_from, start_to] holds the
 -- records' start_times (a worker's claims carry them): PostgreSQL searches only the day
--- partitions it overlaps (migration 0010). Returns the request ids written.
+-- partitions it overlaps (migration 0009). Returns the request ids written.
 WITH outcome AS (
     SELECT * FROM unnest(
         CAST(:request_ids AS TEXT[]), CAST(:attempts AS INTEGER[]), CAST(:statuses AS TEXT[]),
@@ -165,7 +165,7 @@ WITH outcome AS (
     SELECT request_id, attempt, worker_id, coalesce(attempt_started_at, end_time), end_time,
         CASE WHEN status = 'WAIT' THEN 'RETRY' ELSE status END, error_code, error_message
     FROM running
-    ON CONFLICT DO NOTHING  -- the key holds the partition key (migration 0010)
+    ON CONFLICT DO NOTHING  -- the key holds the partition key (migration 0009)
 )
 UPDATE invocations i
 SET status = r.status,
@@ -235,11 +235,11 @@ RETURNING status;
 
 -- name: ensure_partitions
 -- The day partitions of records and attempts for the UTC days first_day … last_day (migration
--- 0010), each waiting at most lock_ms for its lock.
+-- 0009), each waiting at most lock_ms for its lock.
 SELECT openfgs_ensure_partitions(:first_day, :last_day, :lock_ms) AS made;
 
 -- name: empty_day_partitions
--- Retention by whole days (migration 0010), first step: the days past retention emptied,
+-- Retention by whole days (migration 0009), first step: the days past retention emptied,
 -- their files released under each day's own lock; the number of days.
 SELECT cardinality(openfgs_drop_day_partitions(:cutoff, :lock_ms, TRUE)) AS dropped;
 
