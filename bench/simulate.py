@@ -449,16 +449,24 @@ def read_records(url: str) -> dict[str, tuple[str, int, int | None, int | None]]
 
 
 def table_figures(url: str) -> dict[str, float]:
-    """Rows inserted and updated in each table, HOT updates, and the records' bytes on disk."""
+    """Rows inserted and updated in each table, HOT updates, and the records' bytes on disk —
+    each table with its day partitions summed (the partitioned table itself holds no rows)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
-            "WHERE schemaname = current_schema() AND relname IN ('invocations', "
-            "'invocation_attempts')"
+            "SELECT coalesce(p.relname, s.relname) AS name, sum(s.n_tup_ins), "
+            "sum(s.n_tup_upd), sum(s.n_tup_hot_upd) FROM pg_stat_user_tables s "
+            "LEFT JOIN pg_inherits i ON i.inhrelid = s.relid "
+            "LEFT JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE s.schemaname = current_schema() "
+            "AND coalesce(p.relname, s.relname) IN ('invocations', 'invocation_attempts') "
+            "GROUP BY 1"
         ).fetchall()
         size = conn.execute(
-            "SELECT pg_total_relation_size('invocations'), "
-            "pg_total_relation_size('invocation_attempts'), pg_relation_size('invocations')"
+            "SELECT (SELECT sum(pg_total_relation_size(relid)) "
+            "FROM pg_partition_tree('invocations')), "
+            "(SELECT sum(pg_total_relation_size(relid)) "
+            "FROM pg_partition_tree('invocation_attempts')), "
+            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('invocations'))"
         ).fetchone()
         claims = conn.execute(
             "SELECT calls, total_time FROM pg_stat_user_functions "
