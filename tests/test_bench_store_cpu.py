@@ -41,12 +41,15 @@ def test_small_run_reports_client_and_server_cpu_per_row() -> None:
             assert figures["rows_per_second"] > 0, (backend, what)
             assert figures["client_us_per_row"] > 0, (backend, what)
             if backend == "postgres":
-                assert figures["server_us_per_row"] > 0, (backend, what)
+                # Counted in clock ticks (10 ms): 200 accepts may cost the server less than one.
+                assert figures["server_us_per_row"] >= 0, (backend, what)
                 assert figures["total_us_per_row"] == pytest.approx(
                     figures["client_us_per_row"] + figures["server_us_per_row"]
                 )
             else:
                 assert "server_us_per_row" not in figures
+    # 200 rows claimed four at a time cost the server well over a tick.
+    assert reports["postgres"]["claim+finish, batches of 4"]["server_us_per_row"] > 0
 
 
 def test_an_unknown_backend_is_refused() -> None:
