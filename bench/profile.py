@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import peers
 from bench.loadgen import Client, closed_loop, fixed_count, run
 from bench.procs import RESULTS, Resources
-from bench.service import Service, descendants, start_service
+from bench.service import Service, cpu_ticks, descendants, start_service, stat_fields
 from bench.workloads import EVENT
 
 CLOCK = os.sysconf("SC_CLK_TCK")
@@ -34,12 +34,9 @@ def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds used so far by each thread of ``pid``."""
     used = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        used[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK
+        fields = stat_fields(task / "stat")
+        if fields is not None:
+            used[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK
     return used
 
 
@@ -218,9 +215,4 @@ def profile_e2e(res: Resources, backend: str, seconds: float, clients: int) -> s
 
 
 def _process_cpu(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK
+    return (cpu_ticks(pid) or 0) / CLOCK

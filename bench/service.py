@@ -192,17 +192,29 @@ TICKS = os.sysconf("SC_CLK_TCK")
 POSTGRES_PORT = 5432
 
 
+def stat_fields(path: Path) -> list[str] | None:
+    """The fields of a ``/proc/<pid>/stat`` (or ``…/task/<tid>/stat``) after the command name
+    — its third field first — or None when the process is gone."""
+    try:
+        stat = path.read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_ticks(pid: int, *, reaped: bool = False) -> int | None:
+    """User + system clock ticks of ``pid`` — with ``reaped``, those of the children it has
+    waited for too — or None when it is gone."""
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
+    if fields is None:
+        return None
+    return sum(int(value) for value in fields[11 : 15 if reaped else 13])
+
+
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """User + system CPU seconds of each process still there (``/proc/<pid>/stat``)."""
-    found = {}
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        found[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
-    return found
+    """User + system CPU seconds of each process still there."""
+    ticks = {pid: cpu_ticks(pid) for pid in pids}
+    return {pid: used / TICKS for pid, used in ticks.items() if used is not None}
 
 
 def service_pids(service: Service) -> list[int]:
@@ -275,12 +287,9 @@ def descendants(pid: int) -> list[tuple[int, int]]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
+        fields = stat_fields(entry / "stat")
+        if fields is not None:
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()

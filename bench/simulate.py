@@ -53,6 +53,7 @@ from bench.procs import (
     wait_until,
 )
 from bench.service import Service, descendants, service_env, start_service
+from bench.service import cpu_ticks as process_ticks
 from bench.stats import percentile
 from bench.workloads import EVENT, TERMINAL
 from openfgs.auth.service import new_credential
@@ -264,15 +265,7 @@ async def drive(cluster: Cluster, plan: Plan) -> Offered:
 
 def cpu_ticks(pids: Iterable[int]) -> int:
     """User + system clock ticks of ``pids``, with those of their children already reaped."""
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += sum(int(value) for value in fields[11:15])
-    return total
+    return sum(process_ticks(pid, reaped=True) or 0 for pid in pids)
 
 
 def with_descendants(pids: Iterable[int]) -> list[int]:

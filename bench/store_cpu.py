@@ -26,7 +26,6 @@ import asyncio
 import functools
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -38,29 +37,15 @@ from pathlib import Path
 import psycopg
 
 from bench.procs import PG_BASE_URL, schema_url
-from bench.service import descendants
+from bench.service import TICKS, cpu_ticks, descendants
 from openfgs.models import Function, NewInvocation, Outcome, Status, new_request_id, now_ms
 from openfgs.store.base import Store
 from openfgs.store.postgres import PostgresStore
 from openfgs.store.sqlite import SqliteStore
 
-CLOCK = os.sysconf("SC_CLK_TCK")
 ACCEPT_CONCURRENCY = 64
 CLAIM_BATCHES = (4, 16)
 PAYLOAD = b'{"order": 12345, "items": ["a", "b"]}'
-
-
-def process_cpu(pid: int, *, children: bool) -> float:
-    """CPU seconds of ``pid`` (and of its ended children it waited for, if ``children``)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    used = int(fields[11]) + int(fields[12])
-    if children:
-        used += int(fields[13]) + int(fields[14])
-    return used / CLOCK
 
 
 def postmaster_pid() -> int:
@@ -73,9 +58,8 @@ def postmaster_pid() -> int:
 
 def server_cpu(postmaster: int) -> float:
     """CPU seconds of the server so far: the postmaster, its live processes, the ended ones."""
-    return process_cpu(postmaster, children=True) + sum(
-        process_cpu(pid, children=True) for pid, _ in descendants(postmaster)
-    )
+    pids = [postmaster] + [pid for pid, _ in descendants(postmaster)]
+    return sum(cpu_ticks(pid, reaped=True) or 0 for pid in pids) / TICKS
 
 
 def a_function(function_id: int = 0) -> tuple[Function, bytes]:
