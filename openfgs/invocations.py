@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from openfgs.cache import TtlCache
-from openfgs.counting import WindowCounter
+from openfgs.counting import ROLL_UP_BATCH, ROLL_UP_SPAN, SETTLE_MS, WindowCounter
 from openfgs.errors import BadRequest, NotFound, TooManyRequests
 from openfgs.functions import FunctionRegistry
 from openfgs.metrics import Metrics
@@ -402,10 +402,10 @@ class InvocationService:
             records, sum(page.count for page in pages), query.marker + len(records)
         )
 
-    @property
-    def learning(self) -> int:
-        """How many functions' hours are being counted in the background now."""
-        return self._counter.learning
+    async def roll_up_counts(self) -> int:
+        """Count the minutes that settled since the last pass into the store's per-minute
+        counts (openfgs.counting); how many function rows are still behind."""
+        return await self._store.roll_up_minutes(now_ms(), SETTLE_MS, ROLL_UP_BATCH, ROLL_UP_SPAN)
 
     async def detail(self, project_id: str, request_id: str) -> InvocationDetail:
         found = await self._store.get_invocation(request_id)

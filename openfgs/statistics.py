@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, fields
 from itertools import accumulate
 from typing import Any, Generic, Protocol, TypeVar
 
-from openfgs.counting import runs
 from openfgs.errors import BadRequest
 from openfgs.models import Function, now_ms
 from openfgs.store.base import Store
@@ -112,6 +111,17 @@ class Tally:
 
 
 EMPTY = Tally()
+
+
+def runs(numbers: list[int]) -> list[range]:
+    """Sorted numbers as runs of consecutive ones: ``[1, 2, 3, 7]`` → ``[range(1, 4), range(7, 8)]``."""
+    out: list[range] = []
+    for n in numbers:
+        if out and out[-1].stop == n:
+            out[-1] = range(out[-1].start, n + 1)
+        else:
+            out.append(range(n, n + 1))
+    return out
 
 
 def _pick(choose: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from openfgs.counting import ROLL_UP_INTERVAL_SECONDS
 from openfgs.execution import Executor
 from openfgs.functions import FunctionRegistry
 from openfgs.invocations import InvocationService
@@ -77,6 +78,7 @@ class Worker:
         period; the ones still running after it are stopped and queued again."""
         stopping = asyncio.ensure_future(stop.wait())
         upkeep = asyncio.create_task(self._upkeep(stop))
+        roll_up = asyncio.create_task(self._roll_up(stop))
         self._lend_slots(True)
         try:
             while not stop.is_set():
@@ -87,9 +89,10 @@ class Worker:
             self._lend_slots(False)
             await self._reservations_over.wait()  # an accept in flight may still hand one over
             await self._drain()
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+            for task in (upkeep, roll_up):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -254,6 +257,23 @@ class Worker:
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
                 await self._attempt("purging records", self._purge())
+
+    async def _roll_up(self, stop: asyncio.Event) -> None:
+        """Keep the store's per-minute counts up with the minutes that settle, beside the beat
+        (a store's history after an upgrade takes many passes, which must not hold up the
+        leases): pass after pass while some function is behind, else every
+        ``ROLL_UP_INTERVAL_SECONDS``."""
+        while not stop.is_set():
+            behind = 0
+            try:
+                behind = await self._service.roll_up_counts()
+            except Exception:
+                log.exception("worker upkeep: rolling up the counts of settled minutes failed")
+            if behind:
+                await asyncio.sleep(0)  # the loop's other work runs between passes
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ROLL_UP_INTERVAL_SECONDS)
 
     @staticmethod
     async def _attempt(task: str, step: Coroutine[Any, Any, object]) -> None:

@@ -113,11 +113,30 @@ class Store(Protocol):
         ...
 
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage: ...
-    async def count_by_hour(
-        self, function_id: int, begin: int, end: int
-    ) -> list[tuple[int, Status, int]]:
-        """A function's records with ``start_time`` in ``[begin, end]``, counted per hour
-        (``start_time // 3600000``) and status: (hour, status, count) for every pair seen."""
+    async def count_invocations(self, query: InvocationQuery) -> int:
+        """The records of the query's window and statuses (its ``count_ranges`` ignored)."""
+        ...
+
+    async def rolled_count(
+        self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...]
+    ) -> tuple[int, int]:
+        """The rolled-up minutes ``[first, stop')`` of a function (minute = ``start_time //
+        60000``), ``stop'`` being ``stop`` or less, down to ``first``, where its roll-up has
+        not reached yet; and their records in ``statuses`` (all when empty): ``(stop', n)``."""
+        ...
+
+    async def rolled_boundary(
+        self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...], skip: int
+    ) -> tuple[int, int] | None:
+        """Walking rolled-up minutes ``[first, stop)`` newest first, the minute in which the
+        records in ``statuses`` pass ``skip`` and how many the newer minutes hold; None when
+        all of them together hold ``skip`` or fewer."""
+        ...
+
+    async def roll_up_minutes(self, now: int, settle_ms: int, batch: int, span: int) -> int:
+        """Count the settled minutes of up to ``batch`` function rows, up to ``span`` minutes
+        each: minutes that ended ``settle_ms`` before ``now`` and hold no WAIT or RUNNING
+        record (nor follow one that does); how many minutes were rolled up."""
         ...
 
     async def finish_invocation(

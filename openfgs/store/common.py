@@ -41,6 +41,7 @@ from openfgs.store.base import DAY_MS, DependencyGone
 
 T = TypeVar("T")
 Params = dict[str, Any]
+MINUTE_MS = 60_000
 
 
 MINUTE_COLUMNS = (
@@ -162,6 +163,16 @@ def outcome_params(
         "error_message": outcome.error_message,
         "result": outcome.result,
         "available_at": outcome.retry_at,
+    }
+
+
+def status_weights(statuses: tuple[Status, ...]) -> Params:
+    """1 for each terminal status a filter takes (all when it names none), else 0."""
+    wanted = statuses or tuple(Status)
+    return {
+        "success": int(Status.SUCCESS in wanted),
+        "fail": int(Status.FAIL in wanted),
+        "discard": int(Status.DISCARD in wanted),
     }
 
 
@@ -507,35 +518,120 @@ class SqlStore(abc.ABC):
 
         return await self._write(script())
 
-    async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
+    def _list_queries(self, query: InvocationQuery) -> tuple[tuple[str, str], Params]:
+        """The list and count queries of a status filter, with their parameters."""
         params: Params = {
             "function_id": query.function_id,
             "begin": query.begin,
             "end": query.end,
             "statuses": self._array([s.value for s in query.statuses or tuple(Status)]),
         }
+        if len(query.statuses) == 1:
+            params["status"] = query.statuses[0].value
+            return ("list_invocations_by_status", "count_invocations_by_status"), params
+        if query.statuses:
+            return ("list_active_invocations", "count_active_invocations"), params
+        return ("list_invocations", "count_invocations"), params
+
+    async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
         if query.request_ids:
             # Requests named by id are few (at most ten): fetch them all, then page in memory.
+            _, params = self._list_queries(query)
             params["request_ids"] = self._array(list(query.request_ids))
             rows = await self._read(fetch_all("list_invocations_by_ids", params))
             matches = [Invocation.from_row(row) for row in rows]
             page = matches[query.marker : query.marker + query.limit]
             return InvocationPage(page, len(matches), query.marker + len(page))
-        if len(query.statuses) == 1:
-            params["status"] = query.statuses[0].value
-            names = ("list_invocations_by_status", "count_invocations_by_status")
-        elif query.statuses:
-            names = ("list_active_invocations", "count_active_invocations")
-        else:
-            names = ("list_invocations", "count_invocations")
+        names, params = self._list_queries(query)
         return await self._read(page_script(names, params, query))
 
-    async def count_by_hour(
-        self, function_id: int, begin: int, end: int
-    ) -> list[tuple[int, Status, int]]:
-        params = {"function_id": function_id, "begin": begin, "end": end}
-        rows = await self._read(fetch_all("count_invocations_by_hour", params))
-        return [(int(r["hour"]), Status(r["status"]), int(r["count"])) for r in rows]
+    async def count_invocations(self, query: InvocationQuery) -> int:
+        names, params = self._list_queries(query)
+        return int((await self._read(fetch_one(names[1], params)))["count"])
+
+    # -- counts of settled minutes (openfgs.counting) ----------------------------------------
+
+    async def rolled_count(
+        self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...]
+    ) -> tuple[int, int]:
+        params = {"function_id": function_id, "first": first, **status_weights(statuses)}
+
+        def script() -> Script[tuple[int, int]]:
+            until = yield fetch_one("minutes_until", params)
+            rolled_stop = first if until is None else max(first, min(stop, int(until["minute"])))
+            if rolled_stop == first:
+                return first, 0
+            found = yield fetch_one("rolled_total", {**params, "stop": rolled_stop})
+            return rolled_stop, int(found["total"])
+
+        return await self._read(script(), snapshot=True)
+
+    async def rolled_boundary(
+        self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...], skip: int
+    ) -> tuple[int, int] | None:
+        params = {
+            "function_id": function_id,
+            "first": first,
+            "stop": stop,
+            "skip": skip,
+            **status_weights(statuses),
+        }
+        row = await self._read(fetch_one("rolled_boundary", params))
+        return None if row is None else (int(row["minute"]), int(row["newer"]))
+
+    async def roll_up_minutes(self, now: int, settle_ms: int, batch: int, span: int) -> int:
+        limit = (now - settle_ms) // MINUTE_MS
+        behind, after = 0, 0
+        while True:
+            params = {"limit": limit, "batch": batch, "after": after}
+            rows = await self._read(fetch_all("roll_up_candidates", params))
+            for row in rows:
+                until = None if row["until"] is None else int(row["until"])
+                behind += await self._roll_up(int(row["function_id"]), until, limit, span)
+            if len(rows) < batch:
+                return behind
+            after = int(rows[-1]["function_id"])
+
+    async def _roll_up(self, function_id: int, until: int | None, limit: int, span: int) -> bool:
+        """Roll one function's settled minutes from ``until`` up, at most ``span`` of them:
+        counted in one snapshot (no writer held while records are walked), then written with
+        the new ``until``. True when ``span`` cut it short: more minutes are settled now."""
+        params: Params = {"function_id": function_id}
+
+        def counting() -> Script[tuple[int, int, list[dict[str, int]]]]:
+            first = until
+            if first is None:
+                found = yield fetch_one("first_record_time", params)
+                first = limit if found["start_time"] is None else found["start_time"] // MINUTE_MS
+            stop = max(first, min(limit, first + span))
+            busy = yield fetch_one("first_unsettled_time", {**params, "since": first * MINUTE_MS})
+            if busy["start_time"] is not None:
+                stop = max(first, min(stop, busy["start_time"] // MINUTE_MS))
+            if stop == first:
+                return first, stop, []
+            span_params = {**params, "begin": first * MINUTE_MS, "end": stop * MINUTE_MS}
+            rows = yield fetch_all("count_settled_minutes", span_params)
+            counts = [
+                {k: int(row[k]) for k in ("minute", "success", "fail", "discard")} for row in rows
+            ]
+            return first, stop, counts
+
+        first, stop, counts = await self._read(counting(), snapshot=True)
+        cut_short = stop == first + span and stop < limit
+        if until is not None and not counts and stop - until < span:
+            # Nothing new (an idle function, or one held back by a record still waiting or
+            # running): its until moves at most once a span; records after it are counted
+            # directly, and there are none or few.
+            return cut_short
+
+        def writing() -> Script[None]:
+            if counts:
+                yield execute("insert_minute_counts", {**params, "rows": json.dumps(counts)})
+            yield execute("advance_minutes_until", {**params, "minute": stop})
+
+        # Not waited for on disk: lost in a crash, the rows and their until go together.
+        await self._write(writing(), durable=False)
+        return cut_short
 
     @abc.abstractmethod
     async def insert_invocation(self, invocation: NewInvocation) -> None:
@@ -669,6 +765,7 @@ class SqlStore(abc.ABC):
             yield execute("purge_idempotency_keys", {"cutoff": key_cutoff})
             yield execute("delete_expired_tokens", {"now": now_ms()})
             yield execute("delete_old_trigger_fires", {"cutoff": cutoff})
+            yield execute("purge_invocation_minutes", {"minute": cutoff // MINUTE_MS})
             return int(deleted)
 
         return await self._write(script())

@@ -68,6 +68,7 @@ FORWARDED = frozenset(
         "delete_expired",
         "ensure_partitions",
         "drop_expired_days",
+        "roll_up_minutes",
         "insert_trigger",
         "update_trigger",
         "delete_triggers",

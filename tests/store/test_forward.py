@@ -87,22 +87,32 @@ async def test_errors_arrive_as_themselves(pair: ForwardedStore) -> None:
 
 
 def _writing_methods() -> set[str]:
-    """Every method of the SQL stores that writes: calls _write, _in_writer or an insert."""
-    found = set()
+    """Every method of the SQL stores that writes: calls _write, _in_writer or an insert, itself
+    or through a private helper of its class."""
+    writes = {"_write", "_in_writer", "submit", "submit_insert", "insert_invocation"}
+    calls: dict[str, set[str]] = {}
     for cls in (common.SqlStore, sqlite.SqliteStore):
         for name, method in vars(cls).items():
-            lifecycle = name in ("open", "close")
-            if name.startswith("_") or lifecycle or not inspect.iscoroutinefunction(method):
+            if not inspect.iscoroutinefunction(method):
                 continue
             tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
-            calls = {
+            calls.setdefault(name, set()).update(
                 node.func.attr
                 for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            }
-            if calls & {"_write", "_in_writer", "submit", "submit_insert", "insert_invocation"}:
-                found.add(name)
-    return found
+            )
+
+    def writes_through(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        called = calls.get(name, set())
+        helpers = {c for c in called if c.startswith("_") and c in calls and c not in seen}
+        return bool(called & writes) or any(writes_through(h, seen | {name}) for h in helpers)
+
+    lifecycle = {"open", "close"}
+    return {
+        name
+        for name in calls
+        if not name.startswith("_") and name not in lifecycle and writes_through(name)
+    }
 
 
 def test_every_writing_store_method_is_forwarded() -> None:

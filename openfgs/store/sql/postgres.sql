@@ -273,3 +273,12 @@ WHERE (id, start_time) IN (
     LIMIT :limit OFFSET :offset
 )
 ORDER BY start_time DESC, request_id DESC;
+
+-- name: insert_minute_counts
+-- One roll-up's minutes in one statement, bound as a JSON array of objects.
+INSERT INTO invocation_minutes (function_id, minute, success, fail, discard)
+SELECT :function_id, r.minute, r.success, r.fail, r.discard
+FROM json_to_recordset(CAST(:rows AS JSON))
+    AS r (minute BIGINT, success BIGINT, fail BIGINT, discard BIGINT)
+WHERE EXISTS (SELECT 1 FROM functions WHERE id = :function_id)
+ON CONFLICT (function_id, minute) DO NOTHING;

@@ -112,13 +112,66 @@ SELECT count(*) AS count FROM invocations
 WHERE function_id = :function_id AND status = :status
   AND start_time >= :begin AND start_time <= :end;
 
--- name: count_invocations_by_hour
--- Records per hour of start_time and status, walked in the status index (one range a status).
-SELECT start_time / 3600000 AS hour, status, count(*) AS count FROM invocations
-WHERE function_id = :function_id
-  AND status IN ('WAIT', 'RUNNING', 'SUCCESS', 'FAIL', 'DISCARD')
-  AND start_time >= :begin AND start_time <= :end
-GROUP BY start_time / 3600000, status;
+-- name: minutes_until
+SELECT minute FROM invocation_minutes_until WHERE function_id = :function_id;
+
+-- name: rolled_total
+-- The records of a function's rolled-up minutes [first, stop), each status weighed 1 or 0
+-- (a rolled-up minute holds terminal records only: WAIT and RUNNING weigh nothing there).
+SELECT coalesce(sum(:success * success + :fail * fail + :discard * discard), 0) AS total
+FROM invocation_minutes
+WHERE function_id = :function_id AND minute >= :first AND minute < :stop;
+
+-- name: rolled_boundary
+-- Walking the rolled-up minutes [first, stop) newest first: the minute in which the count of
+-- records passes :skip, and how many records the minutes newer than it hold.
+SELECT minute, newer FROM (
+    SELECT minute, n, sum(n) OVER (ORDER BY minute DESC) - n AS newer FROM (
+        SELECT minute, :success * success + :fail * fail + :discard * discard AS n
+        FROM invocation_minutes
+        WHERE function_id = :function_id AND minute >= :first AND minute < :stop
+    ) AS weighed
+) AS walked
+WHERE newer + n > :skip
+ORDER BY minute DESC
+LIMIT 1;
+
+-- name: roll_up_candidates
+-- Function rows whose roll-up is behind :limit, a page at a time in the order of their ids.
+SELECT f.id AS function_id, u.minute AS until
+FROM functions AS f LEFT JOIN invocation_minutes_until AS u ON u.function_id = f.id
+WHERE f.id > :after AND (u.minute IS NULL OR u.minute < :limit)
+ORDER BY f.id
+LIMIT :batch;
+
+-- name: first_record_time
+SELECT min(start_time) AS start_time FROM invocations WHERE function_id = :function_id;
+
+-- name: first_unsettled_time
+-- The oldest record from :since that may still change, one index range a status.
+SELECT min(start_time) AS start_time FROM invocations
+WHERE function_id = :function_id AND status IN ('WAIT', 'RUNNING') AND start_time >= :since;
+
+-- name: count_settled_minutes
+-- Terminal records per minute of [begin, end), walked in the status index (a range a status).
+SELECT start_time / 60000 AS minute,
+    sum(CASE WHEN status = 'SUCCESS' THEN 1 ELSE 0 END) AS success,
+    sum(CASE WHEN status = 'FAIL' THEN 1 ELSE 0 END) AS fail,
+    sum(CASE WHEN status = 'DISCARD' THEN 1 ELSE 0 END) AS discard
+FROM invocations
+WHERE function_id = :function_id AND status IN ('SUCCESS', 'FAIL', 'DISCARD')
+  AND start_time >= :begin AND start_time < :end
+GROUP BY start_time / 60000;
+
+-- name: advance_minutes_until
+-- Never backwards: two nodes rolling the same minutes up write the same rows.
+INSERT INTO invocation_minutes_until (function_id, minute)
+SELECT :function_id, :minute WHERE EXISTS (SELECT 1 FROM functions WHERE id = :function_id)
+ON CONFLICT (function_id) DO UPDATE SET minute = excluded.minute
+WHERE invocation_minutes_until.minute < excluded.minute;
+
+-- name: purge_invocation_minutes
+DELETE FROM invocation_minutes WHERE minute < :minute;
 
 -- name: record_attempt
 INSERT INTO invocation_attempts (request_id, attempt, worker_id, start_time, end_time, outcome,

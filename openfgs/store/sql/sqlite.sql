@@ -168,3 +168,12 @@ WHERE id IN (
     LIMIT :limit OFFSET :offset
 )
 ORDER BY start_time DESC, request_id DESC;
+
+-- name: insert_minute_counts
+-- One roll-up's minutes in one statement, bound as a JSON array of objects.
+INSERT INTO invocation_minutes (function_id, minute, success, fail, discard)
+SELECT :function_id, json_extract(value, '$.minute'), json_extract(value, '$.success'),
+    json_extract(value, '$.fail'), json_extract(value, '$.discard')
+FROM json_each(:rows)
+WHERE EXISTS (SELECT 1 FROM functions WHERE id = :function_id)
+ON CONFLICT (function_id, minute) DO NOTHING;
