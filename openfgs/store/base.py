@@ -136,7 +136,8 @@ class Store(Protocol):
     async def roll_up_minutes(self, now: int, settle_ms: int, batch: int, span: int) -> int:
         """Count the settled minutes of up to ``batch`` function rows, up to ``span`` minutes
         each: minutes that ended ``settle_ms`` before ``now`` and hold no WAIT or RUNNING
-        record (nor follow one that does); how many minutes were rolled up."""
+        record (nor follow one that does). Returns how many function rows ``span`` cut
+        short: they have more settled minutes now, for another pass."""
         ...
 
     async def finish_invocation(

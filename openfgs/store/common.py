@@ -554,17 +554,11 @@ class SqlStore(abc.ABC):
     async def rolled_count(
         self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...]
     ) -> tuple[int, int]:
-        params = {"function_id": function_id, "first": first, **status_weights(statuses)}
-
-        def script() -> Script[tuple[int, int]]:
-            until = yield fetch_one("minutes_until", params)
-            rolled_stop = first if until is None else max(first, min(stop, int(until["minute"])))
-            if rolled_stop == first:
-                return first, 0
-            found = yield fetch_one("rolled_total", {**params, "stop": rolled_stop})
-            return rolled_stop, int(found["total"])
-
-        return await self._read(script(), snapshot=True)
+        params = {"function_id": function_id, "first": first, "stop": stop}
+        row = await self._read(fetch_one("rolled_total", {**params, **status_weights(statuses)}))
+        if row is None or int(row["stop"]) <= first:
+            return first, 0
+        return int(row["stop"]), int(row["total"])
 
     async def rolled_boundary(
         self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...], skip: int
@@ -602,7 +596,8 @@ class SqlStore(abc.ABC):
             first = until
             if first is None:
                 found = yield fetch_one("first_record_time", params)
-                first = limit if found["start_time"] is None else found["start_time"] // MINUTE_MS
+                start = found["start_time"]
+                first = limit if start is None else min(limit, start // MINUTE_MS)
             stop = max(first, min(limit, first + span))
             busy = yield fetch_one("first_unsettled_time", {**params, "since": first * MINUTE_MS})
             if busy["start_time"] is not None:

@@ -1,14 +1,18 @@
-"""``count`` of long windows stays exact while whole settled hours are remembered.
+"""``count`` and deep pages of long windows stay exact while settled minutes are rolled up.
 
 Records are put in the store directly at past times (as a restored or long-running service
-holds them), in every status; the list's ``count`` is compared with the records themselves,
-for windows that start and end inside hours, per status, before and after records change.
+holds them), in every status, on a server without a worker (no roll-up of its own); the test
+rolls the settled minutes up itself, then compares each list's ``count`` with the records, and
+deep pages with the store's plain offset walk, for windows that start and end inside minutes,
+per status, before and after records change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,12 +22,13 @@ from huaweicloudsdkfunctiongraph.v2 import (
     ListAsyncInvocationsRequest,
 )
 
-from openfgs.counting import HOUR_MS
-from openfgs.models import NewInvocation, Outcome, Status, now_ms
+from openfgs.counting import MINUTE_MS, SKIP_FROM
+from openfgs.models import InvocationQuery, NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
-from tests.support import BACKENDS, LiveServer, create_function, sdk_client, urn, wait_for
+from tests.support import BACKENDS, LiveServer, create_function, sdk_client, urn
 
 FAR = 2**52
+HOUR_MS = 60 * MINUTE_MS
 
 
 class Records:
@@ -39,37 +44,55 @@ class Records:
         return self.server.services.store
 
     def add(self, start_time: int, status: Status) -> str:
-        request_id = str(uuid.uuid4())
-        invocation = NewInvocation(
-            request_id=request_id,
-            function_id=self.function_id,
-            version="latest",
-            payload=b"{}",
-            start_time=start_time,
-            available_at=FAR,
-            expires_at=FAR,
-        )
-        self.server.run(self.store.insert_invocation(invocation))
-        self.status[request_id] = (start_time, Status.WAIT)
-        self.move(request_id, status)
-        return request_id
+        return self.add_many([(start_time, status)])[0]
+
+    def add_many(self, records: list[tuple[int, Status]]) -> list[str]:
+        """Insert records at once (their accepts and outcomes share the store's commits)."""
+        ids = [str(uuid.uuid4()) for _ in records]
+
+        async def insert(request_id: str, start_time: int) -> None:
+            invocation = NewInvocation(
+                request_id=request_id,
+                function_id=self.function_id,
+                version="latest",
+                payload=b"{}",
+                start_time=start_time,
+                available_at=FAR,
+                expires_at=FAR,
+            )
+            await self.store.insert_invocation(invocation)
+
+        async def everything() -> None:
+            await asyncio.gather(
+                *(insert(i, start) for i, (start, _) in zip(ids, records, strict=True))
+            )
+            await asyncio.gather(
+                *(
+                    self._move(i, start, Status.WAIT, to)
+                    for i, (start, to) in zip(ids, records, strict=True)
+                )
+            )
+
+        self.server.run(everything())
+        for request_id, (start, status) in zip(ids, records, strict=True):
+            self.status[request_id] = (start, status)
+        return ids
 
     def move(self, request_id: str, status: Status) -> None:
         start, current = self.status[request_id]
+        self.server.run(self._move(request_id, start, current, status))
+        self.status[request_id] = (start, status)
+
+    async def _move(self, request_id: str, start: int, current: Status, status: Status) -> None:
         if status is current:
             return
         if current is Status.WAIT:
-            claimed = self.server.run(
-                self.store.claim_waiting(request_id, self.function_id, "w", start, FAR)
-            )
+            claimed = await self.store.claim_waiting(request_id, self.function_id, "w", start, FAR)
             assert claimed is not None
         if status is not Status.RUNNING:
             code = 0 if status is Status.SUCCESS else 4200
-            done = self.server.run(
-                self.store.finish_invocation(request_id, 1, Outcome(status, code, ""), start + 5)
-            )
-            assert done
-        self.status[request_id] = (start, status)
+            outcome = Outcome(status, code, "")
+            assert await self.store.finish_invocation(request_id, 1, outcome, start + 5)
 
     def expected(self, begin: int, end: int, status: Status | None = None) -> int:
         return sum(
@@ -77,6 +100,12 @@ class Records:
             for start, current in self.status.values()
             if begin <= start <= end and (status is None or current is status)
         )
+
+
+def roll_up(server: LiveServer) -> None:
+    """What a worker does on its beat, until nothing is behind."""
+    while server.run(server.services.invocations.roll_up_counts()):
+        pass
 
 
 def text(ms: int) -> str:
@@ -103,6 +132,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def server(make_server: Any) -> LiveServer:
+    """No worker: no roll-up but the test's own, nor claims of the records put in place."""
+    live: LiveServer = make_server(worker=False)
+    return live
+
+
+@pytest.fixture
 def records(server: LiveServer) -> Records:
     sdk = sdk_client(server.url)
     create_function(sdk, "counted")
@@ -118,33 +154,42 @@ def test_long_window_counts_match_the_records(server: LiveServer, records: Recor
     now = now_ms()
     this_hour = now - now % HOUR_MS
     statuses = [Status.SUCCESS, Status.SUCCESS, Status.FAIL, Status.DISCARD, Status.SUCCESS]
-    for hours_ago in range(1, 50):
-        for n, state in enumerate(statuses[: 1 + hours_ago % 5]):
-            records.add(this_hour - hours_ago * HOUR_MS + n * 600_000 + 17, state)
+    records.add_many(
+        [
+            (this_hour - hours_ago * HOUR_MS + n * 600_000 + 17 * n, state)
+            for hours_ago in range(1, 50)
+            for n, state in enumerate(statuses[: 1 + hours_ago % 5])
+        ]
+    )
     old_wait = records.add(this_hour - 30 * HOUR_MS + 1_000, Status.WAIT)
     old_running = records.add(this_hour - 20 * HOUR_MS + 2_000, Status.RUNNING)
-    records.add(now - 1_000, Status.WAIT)  # this hour: never remembered
+    records.add(now - 1_000, Status.WAIT)  # not settled yet: never rolled up
+    records.add(now - 11 * MINUTE_MS, Status.SUCCESS)  # settled, in the window's last hour
 
     windows = [
-        (this_hour - 48 * HOUR_MS, now),  # whole hours to now
-        (this_hour - 47 * HOUR_MS + 1_234_000, now - 1),  # starts inside an hour
-        (this_hour - 40 * HOUR_MS - 600_000, this_hour - 5 * HOUR_MS + 700_000),  # ends inside
+        (this_hour - 48 * HOUR_MS, now),  # whole minutes to now
+        (this_hour - 47 * HOUR_MS + 1_234_567, now - 1),  # starts inside a minute
+        (this_hour - 40 * HOUR_MS - 600_000, this_hour - 5 * HOUR_MS + 700_123),  # ends inside
+        (now - HOUR_MS, now),  # the default window
     ]
-    invocations = server.services.invocations
-    for _ in range(2):  # the first time counted plainly; then settled hours come from memory
+
+    def check(status_filters: tuple[Status | None, ...]) -> None:
         for begin, end in windows:
-            for status in (None, *Status):
+            for status in status_filters:
                 assert listed_count(sdk, begin, end, status) == records.expected(
                     begin, end, status
                 ), (text(begin), text(end), status)
-        wait_for(lambda: invocations.learning == 0)
 
-    # Records of unsettled hours change; the counts follow.
+    check((None, *Status))  # nothing rolled up: every record counted
+    roll_up(server)
+    check((None, *Status))  # rolled up to the oldest WAIT record, counted beyond it
+
+    # Records that held the roll-up back end; the next pass goes on past them.
     records.move(old_wait, Status.SUCCESS)
     records.move(old_running, Status.FAIL)
-    for begin, end in windows:
-        for status in (None, Status.WAIT, Status.RUNNING, Status.SUCCESS, Status.FAIL):
-            assert listed_count(sdk, begin, end, status) == records.expected(begin, end, status)
+    check((None, Status.WAIT, Status.RUNNING, Status.SUCCESS, Status.FAIL))
+    roll_up(server)
+    check((None, *Status))
     totals = Counter(status for _, status in records.status.values())
     assert totals[Status.WAIT] == 1 and totals[Status.RUNNING] == 0
 
@@ -153,13 +198,13 @@ def test_active_list_counts_long_windows_too(server: LiveServer, records: Record
     sdk = sdk_client(server.url)
     now = now_ms()
     this_hour = now - now % HOUR_MS
-    for hours_ago in range(2, 30):
-        records.add(this_hour - hours_ago * HOUR_MS, Status.SUCCESS)
+    records.add_many(
+        [(this_hour - hours_ago * HOUR_MS, Status.SUCCESS) for hours_ago in range(2, 30)]
+    )
     records.add(this_hour - 12 * HOUR_MS + 5, Status.WAIT)
     records.add(this_hour - 9 * HOUR_MS + 5, Status.RUNNING)
     begin, end = this_hour - 29 * HOUR_MS, now
     for _ in range(2):
-        wait_for(lambda: server.services.invocations.learning == 0)
         active = sdk.list_active_async_invocations(
             ListActiveAsyncInvocationsRequest(
                 function_urn=urn("counted"),
@@ -169,3 +214,56 @@ def test_active_list_counts_long_windows_too(server: LiveServer, records: Record
         )
         assert active.count == 2
         assert listed_count(sdk, begin, end) == records.expected(begin, end)
+        roll_up(server)
+
+
+def test_deep_pages_skip_rolled_up_minutes(server: LiveServer, records: Records) -> None:
+    """A marker past SKIP_FROM is found by the minute counts; the page is the one the plain
+    offset walk gives, at every depth and across every kind of part of the window."""
+    sdk = sdk_client(server.url)
+    now = now_ms()
+    start = now - now % MINUTE_MS - 3 * HOUR_MS
+    cycle = [Status.SUCCESS, Status.FAIL, Status.SUCCESS, Status.DISCARD]
+    placed = [
+        # Minutes of 0 to 24 records, some with equal start times (ordered by request id).
+        (start + minute * MINUTE_MS + (n // 2) * 1_000, cycle[(minute + n) % 4])
+        for minute in range(0, 170)
+        for n in range(minute * 7 % 25)
+    ]
+    records.add_many(placed)
+    records.add_many([(now - 2_000 - n, Status.SUCCESS) for n in range(40)])  # not settled
+    roll_up(server)
+    begin, end = start - 30_000, now
+    total = records.expected(begin, end)
+    assert total > 2 * SKIP_FROM
+
+    def pages(status: Status | None, marker: int) -> tuple[list[str], int, int]:
+        request = ListAsyncInvocationsRequest(
+            function_urn=urn("counted"),
+            query_begin_time=text(begin),
+            query_end_time=text(end),
+            status=status.value if status else None,
+            marker=str(marker),
+            limit="100",
+        )
+        answer = sdk.list_async_invocations(request)
+        ids = [record.request_id for record in answer.invocations or []]
+        return ids, int(answer.count), int(answer.next_marker)
+
+    store = server.services.store
+    for status in (None, Status.SUCCESS, Status.FAIL):
+        expected_count = records.expected(begin, end, status)
+        query = InvocationQuery(
+            function_id=records.function_id,
+            begin=begin,
+            end=end,
+            statuses=(status,) if status else (),
+        )
+        markers = [0, SKIP_FROM - 1, SKIP_FROM, SKIP_FROM + 37, expected_count - 50]
+        markers += [expected_count - 1, expected_count, expected_count + 5]
+        for marker in markers:
+            plain = server.run(store.list_invocations(replace(query, marker=marker)))
+            ids, count, next_marker = pages(status, marker)
+            assert ids == [record.request_id for record in plain.invocations], (status, marker)
+            assert count == expected_count, (status, marker)
+            assert next_marker == marker + len(ids)

@@ -1,67 +1,40 @@
-"""Which hours of a window may be remembered, and what is remembered of them."""
+"""Which minutes of a list's window may be read from the store's per-minute counts."""
 
 from __future__ import annotations
 
-from openfgs.counting import HOUR_MS, SETTLE_MS, SettledHours, runs
+from openfgs.counting import MINUTE_MS, rolled_span
 from openfgs.models import Status
+from openfgs.statistics import runs
+from openfgs.store.common import status_weights
 
-DAY_MS = 24 * HOUR_MS
-NOW = 1_000 * HOUR_MS + 30 * 60_000  # half past hour 1000
+DAY_MS = 24 * 60 * MINUTE_MS
+NOW = 1_000_000 * MINUTE_MS + 30_000  # half past minute 1,000,000
 RETENTION = 7 * DAY_MS
 
 
-def test_whole_hours_are_inside_the_window_and_settled() -> None:
-    hours = SettledHours(RETENTION)
-    assert hours.whole_hours(990 * HOUR_MS, NOW, NOW) == range(990, 1000)
-    assert hours.whole_hours(990 * HOUR_MS + 1, NOW, NOW) == range(991, 1000)
-    assert hours.whole_hours(990 * HOUR_MS, 995 * HOUR_MS - 1, NOW) == range(990, 995)
-    assert hours.whole_hours(990 * HOUR_MS, 995 * HOUR_MS - 2, NOW) == range(990, 994)
-    # The hour that just ended is not settled yet.
-    just_after = 1_000 * HOUR_MS + SETTLE_MS - 1
-    assert hours.whole_hours(990 * HOUR_MS, just_after, just_after) == range(990, 999)
-    assert hours.whole_hours(NOW - 1, NOW, NOW) == range(1000, 1000)
+def test_only_minutes_wholly_inside_the_window() -> None:
+    start = 999_000 * MINUTE_MS
+    assert rolled_span(start, NOW, NOW, RETENTION) == range(999_000, 1_000_000)
+    assert rolled_span(start + 1, NOW, NOW, RETENTION) == range(999_001, 1_000_000)
+    assert rolled_span(start, start + 10 * MINUTE_MS - 1, NOW, RETENTION) == range(999_000, 999_010)
+    assert rolled_span(start, start + 10 * MINUTE_MS - 2, NOW, RETENTION) == range(999_000, 999_009)
+    assert len(rolled_span(NOW - 1, NOW, NOW, RETENTION)) == 0
+    assert len(rolled_span(NOW, start, NOW, RETENTION)) == 0  # an empty window
 
 
-def test_hours_retention_may_purge_are_not_whole_hours() -> None:
-    hours = SettledHours(RETENTION)
-    oldest = -(-(NOW - RETENTION) // HOUR_MS)
-    assert hours.whole_hours(0, NOW, NOW).start == oldest
-    assert oldest * HOUR_MS >= NOW - RETENTION
+def test_minutes_retention_may_purge_are_not_used() -> None:
+    oldest = -(-(NOW - RETENTION) // MINUTE_MS)
+    assert rolled_span(0, NOW, NOW, RETENTION).start == oldest
+    assert oldest * MINUTE_MS >= NOW - RETENTION
+    assert (oldest - 1) * MINUTE_MS < NOW - RETENTION
 
 
-def test_only_hours_without_waiting_or_running_records_are_remembered() -> None:
-    hours = SettledHours(RETENTION)
-    counted = hours.learn(
-        "f",
-        range(10, 14),
-        [
-            (10, Status.SUCCESS, 3),
-            (11, Status.SUCCESS, 2),
-            (11, Status.WAIT, 1),
-            (12, Status.RUNNING, 1),
-        ],
-    )
-    assert counted == {
-        10: {Status.SUCCESS: 3},
-        11: {Status.SUCCESS: 2, Status.WAIT: 1},
-        12: {Status.RUNNING: 1},
-        13: {},
-    }
-    assert hours.missing("f", range(10, 14)) == [11, 12]
-    assert hours.missing("g", range(10, 11)) == [10]
-    assert hours.total("f", range(10, 14), (), {11: counted[11], 12: counted[12]}) == 7
-    assert hours.total("f", range(10, 14), (Status.SUCCESS,), counted) == 5
-    assert hours.total("f", range(10, 11), (Status.WAIT, Status.RUNNING), {}) == 0
+def test_status_weights_count_terminal_statuses_only() -> None:
+    assert status_weights(()) == {"success": 1, "fail": 1, "discard": 1}
+    assert status_weights((Status.FAIL,)) == {"success": 0, "fail": 1, "discard": 0}
+    assert status_weights((Status.WAIT, Status.RUNNING)) == {"success": 0, "fail": 0, "discard": 0}
 
 
-def test_remembered_hours_are_bounded() -> None:
-    hours = SettledHours(RETENTION, max_hours=3)
-    hours.learn("f", range(0, 5), [])
-    assert hours.missing("f", range(0, 5)) == [0, 1]
-    assert hours.total("f", range(2, 5), (), {}) == 0
-    assert hours.total("f", range(0, 5), (), {}) is None  # forgotten: the caller counts
-
-
-def test_runs_of_consecutive_hours() -> None:
+def test_runs_of_consecutive_numbers() -> None:
     assert runs([]) == []
     assert runs([1, 2, 3, 7, 9, 10]) == [range(1, 4), range(7, 8), range(9, 11)]

@@ -112,15 +112,19 @@ SELECT count(*) AS count FROM invocations
 WHERE function_id = :function_id AND status = :status
   AND start_time >= :begin AND start_time <= :end;
 
--- name: minutes_until
-SELECT minute FROM invocation_minutes_until WHERE function_id = :function_id;
-
 -- name: rolled_total
--- The records of a function's rolled-up minutes [first, stop), each status weighed 1 or 0
--- (a rolled-up minute holds terminal records only: WAIT and RUNNING weigh nothing there).
-SELECT coalesce(sum(:success * success + :fail * fail + :discard * discard), 0) AS total
-FROM invocation_minutes
-WHERE function_id = :function_id AND minute >= :first AND minute < :stop;
+-- How far a function's minutes are rolled up (its until, capped at :stop; no row: nowhere) and
+-- the records of the rolled-up minutes from :first, each status weighed 1 or 0 (a rolled-up
+-- minute holds terminal records only: WAIT and RUNNING weigh nothing there). One statement:
+-- the until and the rows it covers are read in one snapshot.
+SELECT CASE WHEN u.minute < :stop THEN u.minute ELSE :stop END AS stop, coalesce((
+    SELECT sum(:success * m.success + :fail * m.fail + :discard * m.discard)
+    FROM invocation_minutes AS m
+    WHERE m.function_id = u.function_id AND m.minute >= :first AND m.minute < u.minute
+      AND m.minute < :stop
+), 0) AS total
+FROM invocation_minutes_until AS u
+WHERE u.function_id = :function_id;
 
 -- name: rolled_boundary
 -- Walking the rolled-up minutes [first, stop) newest first: the minute in which the count of
