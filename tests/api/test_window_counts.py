@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,18 @@ from huaweicloudsdkfunctiongraph.v2 import (
 from openfgs.counting import MINUTE_MS, SKIP_FROM
 from openfgs.models import InvocationQuery, NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
-from tests.support import BACKENDS, LiveServer, create_function, sdk_client, urn
+from tests.support import (
+    BACKENDS,
+    LiveServer,
+    create_function,
+    database_url,
+    free_port,
+    live_server,
+    make_settings,
+    sdk_client,
+    urn,
+    wait_for,
+)
 
 FAR = 2**52
 HOUR_MS = 60 * MINUTE_MS
@@ -267,3 +279,36 @@ def test_deep_pages_skip_rolled_up_minutes(server: LiveServer, records: Records)
             assert ids == [record.request_id for record in plain.invocations], (status, marker)
             assert count == expected_count, (status, marker)
             assert next_marker == marker + len(ids)
+
+
+def test_a_worker_rolls_the_settled_minutes_up(backend: str, tmp_path: Path) -> None:
+    """The roll-up runs beside a worker's beat: a worker started on a store that holds
+    history rolls it up on its own, and lists then read those counts."""
+    with database_url(backend) as url:
+        settings = make_settings(tmp_path / "data", database_url=url, worker=False)
+        with live_server(settings) as server:
+            sdk = sdk_client(server.url)
+            create_function(sdk, "counted")
+            function = server.run(
+                server.services.store.get_function(settings.project_id, "default", "counted")
+            )
+            assert function is not None
+            records = Records(server, function.id)
+            now = now_ms()
+            records.add_many([(now - n * 37_000, Status.SUCCESS) for n in range(20, 200)])
+            first = (now - HOUR_MS) // MINUTE_MS + 1
+            assert server.run(server.services.store.rolled_count(function.id, first, FAR, ())) == (
+                first,
+                0,
+            )
+        with live_server(settings.with_overrides(worker=True, port=free_port())) as server:
+            store = server.services.store
+            settled = records.expected(
+                first * MINUTE_MS, (now - 10 * MINUTE_MS) // MINUTE_MS * MINUTE_MS - 1
+            )
+            wait_for(
+                lambda: server.run(store.rolled_count(function.id, first, FAR, ()))[1] == settled
+            )
+            assert listed_count(sdk_client(server.url), now - HOUR_MS, now) == records.expected(
+                now - HOUR_MS, now
+            )
