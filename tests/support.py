@@ -362,6 +362,22 @@ def create_function(
     return sdk.create_function(CreateFunctionRequest(body=body))
 
 
+def create_zip_function(sdk: Any, name: str, runtime: str, package: str) -> Any:
+    """Create a function from a zip package (its base64) whose handler is ``bootstrap``, as
+    custom runtimes and HTTP functions have it, through the SDK; return the response."""
+    body = CreateFunctionRequestBody(
+        func_name=name,
+        package="default",
+        runtime=runtime,
+        timeout=30,
+        handler="bootstrap",
+        memory_size=128,
+        code_type="zip",
+        func_code=FuncCode(file=package),
+    )
+    return sdk.create_function(CreateFunctionRequest(body=body))
+
+
 def reported_event(record: Any) -> Any:
     """The event a ``REPORTER_CODE`` function received, read from its FAIL record."""
     assert record.status == "FAIL", record

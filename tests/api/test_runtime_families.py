@@ -18,13 +18,12 @@ from huaweicloudsdkfunctiongraph.v2 import (
     CreateFunctionRequestBody,
     CreateFunctionTriggerRequest,
     CreateFunctionTriggerRequestBody,
-    FuncCode,
     InvokeFunctionRequest,
     TriggerEventDataRequestBody,
 )
 
 from openfgs.runtime.families import FAMILIES, NODEJS, family_of
-from tests.support import LiveServer, create_function, urn
+from tests.support import LiveServer, create_function, create_zip_function, urn
 from tests.zips import package_b64
 
 
@@ -51,27 +50,15 @@ def error_of(call: Any) -> ClientRequestException:
     return info.value
 
 
-def create_zip_function(sdk: Any, name: str, runtime: str, files: dict[str, bytes]) -> Any:
-    body = CreateFunctionRequestBody(
-        func_name=name,
-        package="default",
-        runtime=runtime,
-        timeout=30,
-        handler="bootstrap",
-        memory_size=128,
-        code_type="zip",
-        func_code=FuncCode(file=package_b64(files)),
-    )
-    return sdk.create_function(CreateFunctionRequest(body=body))
-
-
 @pytest.mark.parametrize("runtime", [runtime for family in FAMILIES for runtime in family.runtimes])
 def test_every_runtime_string_of_a_family_is_taken(sdk: Any, runtime: str) -> None:
     family = family_of(runtime)
     assert family is not None
     name = "f-" + runtime.replace(".", "-").replace("_", "-").lower()
     if family.program == "shim":
-        created = create_zip_function(sdk, name, runtime, {"bootstrap": b"#!/bin/sh\n"})
+        created = create_zip_function(
+            sdk, name, runtime, package_b64({"bootstrap": b"#!/bin/sh\n"})
+        )
     else:
         created = create_function(sdk, name, runtime=runtime)
     assert created.runtime == runtime
@@ -112,7 +99,7 @@ def test_the_same_inline_bytes_run_under_python_and_node(sdk: Any) -> None:
 
 
 def test_http_functions_answer_only_synchronous_requests(sdk: Any) -> None:
-    create_zip_function(sdk, "web", "http", {"bootstrap": b"sleep 60\n"})
+    create_zip_function(sdk, "web", "http", package_b64({"bootstrap": b"sleep 60\n"}))
     error = error_of(
         lambda: sdk.async_invoke_function(
             AsyncInvokeFunctionRequest(function_urn=urn("web"), body={})

@@ -15,17 +15,20 @@ import pytest
 from huaweicloudsdkfunctiongraph.v2 import (
     ApigTriggerFuncInfo,
     AsyncInvokeFunctionRequest,
-    CreateFunctionRequest,
-    CreateFunctionRequestBody,
     CreateFunctionTriggerRequest,
     CreateFunctionTriggerRequestBody,
-    FuncCode,
     InvokeFunctionRequest,
     TriggerEventDataRequestBody,
 )
 
 from tests.runtime.test_shim import BASH_SAMPLE, NODE_SERVER, PY_SERVER
-from tests.support import PROJECT, LiveServer, urn, wait_for_terminal_record
+from tests.support import (
+    PROJECT,
+    LiveServer,
+    create_zip_function,
+    urn,
+    wait_for_terminal_record,
+)
 from tests.zips import package_b64
 
 pytestmark = pytest.mark.slow
@@ -59,20 +62,6 @@ def zipped(files: dict[str, str], executable: tuple[str, ...] = ("bootstrap",)) 
     return package_b64({name: text.lstrip("\n") for name, text in files.items()}, executable)
 
 
-def create(sdk: Any, name: str, runtime: str, package: str) -> Any:
-    body = CreateFunctionRequestBody(
-        func_name=name,
-        package="default",
-        runtime=runtime,
-        timeout=30,
-        handler="bootstrap",
-        memory_size=128,
-        code_type="zip",
-        func_code=FuncCode(file=package),
-    )
-    return sdk.create_function(CreateFunctionRequest(body=body))
-
-
 def invoke(sdk: Any, name: str, event: Any, status: int = 200) -> Any:
     """A sync invocation's v1 answer; ``status`` is the function's (500: it failed)."""
     request = InvokeFunctionRequest(function_urn=urn(name), x_cff_request_version="v1", body=event)
@@ -82,7 +71,7 @@ def invoke(sdk: Any, name: str, event: Any, status: int = 200) -> Any:
 
 
 def test_the_bash_sample_answers_sync_and_async_invocations(sdk: Any) -> None:
-    create(sdk, "bash-sample", "Custom", zipped({"bootstrap": BASH_SAMPLE}))
+    create_zip_function(sdk, "bash-sample", "Custom", zipped({"bootstrap": BASH_SAMPLE}))
     for number in range(2):
         answer = invoke(sdk, "bash-sample", {"n": number})
         assert answer.result == f"""Echoing request: '{{"n": {number}}}'""", answer
@@ -93,7 +82,7 @@ def test_the_bash_sample_answers_sync_and_async_invocations(sdk: Any) -> None:
 
 
 def test_an_error_posted_by_the_bootstrap_fails_the_invocation(sdk: Any) -> None:
-    create(sdk, "bash-error", "Custom", zipped({"bootstrap": ERROR_BOOTSTRAP}))
+    create_zip_function(sdk, "bash-error", "Custom", zipped({"bootstrap": ERROR_BOOTSTRAP}))
     answer = invoke(sdk, "bash-error", {"x": 1}, status=500)
     assert json.loads(answer.result) == {
         "errorType": "InputError",
@@ -114,7 +103,7 @@ EXITING_BOOTSTRAP = BASH_SAMPLE.replace(
 
 
 def test_a_bootstrap_that_exits_fails_that_invocation_only(sdk: Any) -> None:
-    create(sdk, "bash-exit", "Custom", zipped({"bootstrap": EXITING_BOOTSTRAP}))
+    create_zip_function(sdk, "bash-exit", "Custom", zipped({"bootstrap": EXITING_BOOTSTRAP}))
     assert invoke(sdk, "bash-exit", {"n": 1}).result == """Echoing request: '{"n": 1}'"""
     failed = invoke(sdk, "bash-exit", {"exit": True}, status=500)
     assert "the bootstrap exited with code 3" in failed.result
@@ -147,8 +136,8 @@ done
 def test_another_function_cannot_use_a_runtime_api(sdk: Any) -> None:
     """Functions share the host's network (the default): one that learns another's runtime
     API address is refused there, so it can neither take nor answer its invocations."""
-    create(sdk, "victim", "Custom", zipped({"bootstrap": ADDRESS_BOOTSTRAP}))
-    create(sdk, "intruder", "Custom", zipped({"bootstrap": INTRUDER_BOOTSTRAP}))
+    create_zip_function(sdk, "victim", "Custom", zipped({"bootstrap": ADDRESS_BOOTSTRAP}))
+    create_zip_function(sdk, "intruder", "Custom", zipped({"bootstrap": INTRUDER_BOOTSTRAP}))
     address = invoke(sdk, "victim", {}).result
     assert address.startswith("127.0.0.1:"), address
     # 52: empty reply, 56: reset; a long poll that was let in would time out (28).
@@ -179,7 +168,7 @@ def http(server: LiveServer) -> Iterator[httpx.Client]:
 
 def test_an_http_function_behind_an_http_trigger(sdk: Any, http: httpx.Client) -> None:
     files = {"bootstrap": HTTP_BOOTSTRAP, "server.py": PY_SERVER}
-    create(sdk, "web", "http", zipped(files, executable=()))
+    create_zip_function(sdk, "web", "http", zipped(files, executable=()))
     route(sdk, "web", "/web")
     answers = []
     for number in range(3):
@@ -205,7 +194,7 @@ def test_an_http_function_behind_an_http_trigger(sdk: Any, http: httpx.Client) -
 
 def test_an_http_function_invoked_synchronously(sdk: Any) -> None:
     files = {"bootstrap": HTTP_BOOTSTRAP, "server.py": PY_SERVER}
-    create(sdk, "web-sync", "http", zipped(files, executable=()))
+    create_zip_function(sdk, "web-sync", "http", zipped(files, executable=()))
     event = {
         "httpMethod": "PUT",
         "path": "/things",
@@ -230,7 +219,7 @@ def test_an_http_function_invoked_synchronously(sdk: Any) -> None:
 def test_a_node_http_function(sdk: Any, http: httpx.Client) -> None:
     """node in the sandbox (no address-space limit: V8 reserves gigabytes it never touches)."""
     files = {"bootstrap": "node server.js 8000\n", "server.js": NODE_SERVER}
-    create(sdk, "web-node", "http", zipped(files, executable=()))
+    create_zip_function(sdk, "web-node", "http", zipped(files, executable=()))
     route(sdk, "web-node", "/node")
     first = http.get("/node/a", params={"q": "1"})
     second = http.post("/node/b", content=b"\x00\x01")
