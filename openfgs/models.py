@@ -70,6 +70,9 @@ class Row(Protocol):
     def __getitem__(self, column: str, /) -> Any: ...
 
 
+MINUTE_MS = 60_000
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -496,6 +499,19 @@ class InvocationQuery:
     # The parts of [begin, end] whose records ``count`` covers (inclusive); None: all of it.
     # The rest of the window is counted by the caller (openfgs.counting).
     count_ranges: tuple[tuple[int, int], ...] | None = None
+    # Minutes [first, stop) of the window whose counts may be read from the store's rolled-up
+    # minutes, as far as they are rolled up; the rest is counted record by record.
+    rolled: tuple[int, int] | None = None
+
+    def around(
+        self, first: int, stop: int
+    ) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
+        """The parts of the window before minute ``first`` and from minute ``stop`` on (each
+        empty or one inclusive range of ms)."""
+        first_ms, stop_ms = first * MINUTE_MS, stop * MINUTE_MS
+        older = ((self.begin, first_ms - 1),) if self.begin < first_ms else ()
+        newer = ((stop_ms, self.end),) if stop_ms <= self.end else ()
+        return older, newer
 
 
 @dataclass

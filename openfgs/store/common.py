@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar, overload
 
 from openfgs.models import (
     LATEST,
+    MINUTE_MS,
     AsyncConfig,
     ClaimedInvocation,
     Credential,
@@ -41,7 +42,7 @@ from openfgs.store.base import DAY_MS, DependencyGone
 
 T = TypeVar("T")
 Params = dict[str, Any]
-MINUTE_MS = 60_000
+TOP_OFFSET = 100  # offsets below this read their rows straight from the index walk
 
 
 MINUTE_COLUMNS = (
@@ -186,12 +187,28 @@ def count_ranges(query: InvocationQuery) -> tuple[tuple[int, int], ...]:
 def page_script(
     names: tuple[str, str], params: Params, query: InvocationQuery
 ) -> Script[InvocationPage]:
-    """One page of records and the count of every match, read together."""
+    """One page of records and the count of every match, read together (with
+    ``query.rolled``, the count in one statement: ``count_window``)."""
     rows = yield fetch_all(names[0], {**params, "limit": query.limit, "offset": query.marker})
     count = 0
-    for begin, end in count_ranges(query):
-        found = yield fetch_one(names[1], {**params, "begin": begin, "end": end})
-        count += int(found["count"])
+    if query.rolled is not None:
+        first, stop = query.rolled
+        statuses = [s.value for s in query.statuses or tuple(Status)]
+        window = {
+            "function_id": query.function_id,
+            "begin": query.begin,
+            "end": query.end,
+            "first": first,
+            "first_ms": first * MINUTE_MS,
+            "stop": stop,
+            **status_weights(query.statuses),
+            **{f"s{n}": v for n, v in enumerate(statuses + [""] * (5 - len(statuses)), 1)},
+        }
+        count = int((yield fetch_one("count_window", window))["count"])
+    else:
+        for begin, end in count_ranges(query):
+            found = yield fetch_one(names[1], {**params, "begin": begin, "end": end})
+            count += int(found["count"])
     invocations = [Invocation.from_row(row) for row in rows]
     return InvocationPage(invocations, count, query.marker + len(invocations))
 
@@ -526,12 +543,17 @@ class SqlStore(abc.ABC):
             "end": query.end,
             "statuses": self._array([s.value for s in query.statuses or tuple(Status)]),
         }
+        # Near the top, a page's rows are read as the index is walked; deeper, the offset is
+        # walked in the index alone and only the page's rows are read.
+        top = query.marker < TOP_OFFSET
         if len(query.statuses) == 1:
             params["status"] = query.statuses[0].value
-            return ("list_invocations_by_status", "count_invocations_by_status"), params
+            page = "list_first_invocations_by_status" if top else "list_invocations_by_status"
+            return (page, "count_invocations_by_status"), params
         if query.statuses:
             return ("list_active_invocations", "count_active_invocations"), params
-        return ("list_invocations", "count_invocations"), params
+        page = "list_first_invocations" if top else "list_invocations"
+        return (page, "count_invocations"), params
 
     async def list_invocations(self, query: InvocationQuery) -> InvocationPage:
         if query.request_ids:
@@ -543,11 +565,11 @@ class SqlStore(abc.ABC):
             page = matches[query.marker : query.marker + query.limit]
             return InvocationPage(page, len(matches), query.marker + len(page))
         names, params = self._list_queries(query)
-        return await self._read(page_script(names, params, query))
+        return await self._read(page_script(names, params, query), snapshot=True)
 
     async def count_invocations(self, query: InvocationQuery) -> int:
         names, params = self._list_queries(query)
-        return int((await self._read(fetch_one(names[1], params)))["count"])
+        return int((await self._read(fetch_one(names[1], params), snapshot=True))["count"])
 
     # -- counts of settled minutes (openfgs.counting) ----------------------------------------
 

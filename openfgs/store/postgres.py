@@ -46,7 +46,14 @@ _CLAIM_LOCK = 0x0F66  # and one claiming worker at a time (per schema: see claim
 # Claims, outcomes and lease renewals do not wait for the WAL flush: a server crash may lose
 # the last few (the record is run again); accepts and all a client is told is done still wait.
 _NO_WAL_FLUSH = "SET LOCAL synchronous_commit = off"
-_REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+# A read that takes a snapshot (a list page with its count, a record with its attempts) also
+# runs on generic plans: on the records table, partitioned by day, a custom plan costs ~3 ms of
+# planning a statement, more than the statement itself, and a generic plan prunes the days at
+# run time (docs/benchmarks.md, "Counts of settled minutes").
+_SNAPSHOT = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
+    "SET LOCAL plan_cache_mode = force_generic_plan"
+)
 _MAX_BATCH = 1000
 CHANNEL = "openfgs_invocations"
 # The columns of an accepted row, as insert_invocations takes them (each as an array).
@@ -273,7 +280,7 @@ class PostgresStore(SqlStore):
                 if not snapshot:
                     return await self._run(conn, work)
                 async with conn.transaction():
-                    await conn.execute(_REPEATABLE_READ)
+                    await conn.execute(_SNAPSHOT)
                     return await self._run(conn, work)
         except psycopg.Error as exc:
             raise _wrap(exc) from exc

@@ -23,7 +23,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
     ListAsyncInvocationsRequest,
 )
 
-from openfgs.counting import MINUTE_MS, SKIP_FROM
+from openfgs.counting import MINUTE_MS, SETTLE_MS, SKIP_FROM
 from openfgs.models import InvocationQuery, NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
 from tests.support import (
@@ -304,7 +304,7 @@ def test_a_worker_rolls_the_settled_minutes_up(backend: str, tmp_path: Path) -> 
         with live_server(settings.with_overrides(worker=True, port=free_port())) as server:
             store = server.services.store
             settled = records.expected(
-                first * MINUTE_MS, (now - 10 * MINUTE_MS) // MINUTE_MS * MINUTE_MS - 1
+                first * MINUTE_MS, (now - SETTLE_MS) // MINUTE_MS * MINUTE_MS - 1
             )
             wait_for(
                 lambda: server.run(store.rolled_count(function.id, first, FAR, ()))[1] == settled

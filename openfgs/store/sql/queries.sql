@@ -103,6 +103,25 @@ INSERT INTO invocations (request_id, function_id, version, status, payload, star
 VALUES (:request_id, :function_id, :version, 'WAIT', :payload, :start_time, :available_at,
     :expires_at, :max_attempts, :depth, :rerun_of);
 
+-- name: list_first_invocations
+-- A page near the top of the list (small offset): its rows read straight from the index walk,
+-- without the lookup by key that spares a deep offset the reading of the rows it skips.
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end
+ORDER BY start_time DESC, request_id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: list_first_invocations_by_status
+SELECT request_id, function_id, status, start_time, end_time, error_code, error_message,
+    attempt, version
+FROM invocations
+WHERE function_id = :function_id AND status = :status
+  AND start_time >= :begin AND start_time <= :end
+ORDER BY start_time DESC, request_id DESC
+LIMIT :limit OFFSET :offset;
+
 -- name: count_invocations
 SELECT count(*) AS count FROM invocations
 WHERE function_id = :function_id AND start_time >= :begin AND start_time <= :end;
@@ -125,6 +144,32 @@ SELECT CASE WHEN u.minute < :stop THEN u.minute ELSE :stop END AS stop, coalesce
 ), 0) AS total
 FROM invocation_minutes_until AS u
 WHERE u.function_id = :function_id;
+
+-- name: count_window
+-- A list's whole count in one statement: its rolled-up minutes [:first, until) read from
+-- invocation_minutes (until capped at :stop, and :first when the function has none yet), the
+-- records before :first_ms and from until on counted one by one. :s1 … :s5 are the statuses
+-- counted, unused ones '' (an IN list both dialects walk in the status index).
+SELECT coalesce((
+    SELECT sum(:success * m.success + :fail * m.fail + :discard * m.discard)
+    FROM invocation_minutes AS m
+    WHERE m.function_id = :function_id AND m.minute >= :first AND m.minute < r.stop
+), 0) + (
+    SELECT count(*) FROM invocations AS i
+    WHERE i.function_id = :function_id AND i.status IN (:s1, :s2, :s3, :s4, :s5)
+      AND i.start_time >= :begin AND i.start_time < :first_ms
+) + (
+    SELECT count(*) FROM invocations AS i
+    WHERE i.function_id = :function_id AND i.status IN (:s1, :s2, :s3, :s4, :s5)
+      AND i.start_time >= r.stop * 60000 AND i.start_time <= :end
+) AS count
+FROM (
+    SELECT coalesce((
+        SELECT CASE WHEN u.minute <= :first THEN :first
+                    WHEN u.minute < :stop THEN u.minute ELSE :stop END
+        FROM invocation_minutes_until AS u WHERE u.function_id = :function_id
+    ), :first) AS stop
+) AS r;
 
 -- name: rolled_boundary
 -- Walking the rolled-up minutes [first, stop) newest first: the minute in which the count of
