@@ -585,15 +585,26 @@ class SqlStore(abc.ABC):
     async def rolled_boundary(
         self, function_id: int, first: int, stop: int, statuses: tuple[Status, ...], skip: int
     ) -> tuple[int, int] | None:
-        params = {
-            "function_id": function_id,
-            "first": first,
-            "stop": stop,
-            "skip": skip,
-            **status_weights(statuses),
-        }
-        row = await self._read(fetch_one("rolled_boundary", params))
-        return None if row is None else (int(row["minute"]), int(row["newer"]))
+        params = {"function_id": function_id, **status_weights(statuses)}
+
+        def script() -> Script[tuple[int, int] | None]:
+            newer = 0
+            hours = yield fetch_all("rolled_hours", {**params, "first": first, "stop": stop})
+            for hour_row in hours:
+                hour, n = int(hour_row["hour"]), int(hour_row["n"])
+                if newer + n <= skip:
+                    newer += n
+                    continue
+                within = {"first": max(first, hour * 60), "stop": min(stop, (hour + 1) * 60)}
+                minutes = yield fetch_all("rolled_minutes", {**params, **within})
+                for minute_row in minutes:
+                    n = int(minute_row["n"])
+                    if newer + n > skip:
+                        return int(minute_row["minute"]), newer
+                    newer += n
+            return None
+
+        return await self._read(script(), snapshot=True)
 
     async def roll_up_minutes(self, now: int, settle_ms: int, batch: int, span: int) -> int:
         limit = (now - settle_ms) // MINUTE_MS

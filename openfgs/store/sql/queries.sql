@@ -171,19 +171,20 @@ FROM (
     ), :first) AS stop
 ) AS r;
 
--- name: rolled_boundary
--- Walking the rolled-up minutes [first, stop) newest first: the minute in which the count of
--- records passes :skip, and how many records the minutes newer than it hold.
-SELECT minute, newer FROM (
-    SELECT minute, n, sum(n) OVER (ORDER BY minute DESC) - n AS newer FROM (
-        SELECT minute, :success * success + :fail * fail + :discard * discard AS n
-        FROM invocation_minutes
-        WHERE function_id = :function_id AND minute >= :first AND minute < :stop
-    ) AS weighed
-) AS walked
-WHERE newer + n > :skip
-ORDER BY minute DESC
-LIMIT 1;
+-- name: rolled_hours
+-- A function's rolled-up records of [first, stop) per hour, newest first: where a deep offset
+-- falls is found an hour at a time, then a minute at a time within that hour.
+SELECT minute / 60 AS hour, sum(:success * success + :fail * fail + :discard * discard) AS n
+FROM invocation_minutes
+WHERE function_id = :function_id AND minute >= :first AND minute < :stop
+GROUP BY minute / 60
+ORDER BY minute / 60 DESC;
+
+-- name: rolled_minutes
+SELECT minute, :success * success + :fail * fail + :discard * discard AS n
+FROM invocation_minutes
+WHERE function_id = :function_id AND minute >= :first AND minute < :stop
+ORDER BY minute DESC;
 
 -- name: roll_up_candidates
 -- Function rows whose roll-up is behind :limit, a page at a time in the order of their ids.
