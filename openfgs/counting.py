@@ -5,7 +5,7 @@ an offset. Both walk one index entry per record: 1.8 million for a busy function
 minute of ``start_time`` whose records are all terminal no longer changes — records are
 created at the current time only, and a terminal record stays terminal — until retention
 purges it. The workers roll such *settled* minutes up into per-minute counts in the store
-(``Store.roll_up_minutes``, on their beat); a list then reads a long window's rolled-up
+(``Store.roll_up_minutes``, beside their beat); a list then reads a long window's rolled-up
 minutes from there, and counts only the rest (its partial first minute, the last minutes
 before now, whatever follows a record still waiting or running) record by record. A deep
 marker skips whole rolled-up minutes the same way: the page is read from the minute in which

@@ -23,8 +23,8 @@ from huaweicloudsdkfunctiongraph.v2 import (
     ListAsyncInvocationsRequest,
 )
 
-from openfgs.counting import MINUTE_MS, SETTLE_MS, SKIP_FROM
-from openfgs.models import InvocationQuery, NewInvocation, Outcome, Status, now_ms
+from openfgs.counting import SETTLE_MS, SKIP_FROM
+from openfgs.models import MINUTE_MS, InvocationQuery, NewInvocation, Outcome, Status, now_ms
 from openfgs.store.base import Store
 from tests.support import (
     BACKENDS,

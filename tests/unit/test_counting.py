@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from openfgs.counting import MINUTE_MS, rolled_span
-from openfgs.models import Status
+from openfgs.counting import rolled_span
+from openfgs.models import MINUTE_MS, Status
 from openfgs.statistics import runs
 from openfgs.store.common import status_weights
 
