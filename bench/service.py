@@ -110,6 +110,9 @@ def service_env(credential: Credential, extra: Mapping[str, str] | None = None) 
         }
     )
     env.update(extra or {})
+    for item in os.environ.get("BENCH_SERVICE_ENV", "").split():  # KEY=VALUE … for A/B runs
+        key, _, value = item.partition("=")
+        env[key] = value
     return env
 
 

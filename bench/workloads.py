@@ -257,6 +257,7 @@ async def _end_to_end(service: Service, scale: Scale) -> Sample:
     await client.call(client.request_bytes("POST", path, body=EVENT))
     await _wait_terminal(client, service, 1, 60)
     poller = Client(service.port, service.credential)
+    cpu = _CpuMeter(service)
     started = time.perf_counter()
     load_task = asyncio.create_task(
         fixed_count(
@@ -274,13 +275,49 @@ async def _end_to_end(service: Service, scale: Scale) -> Sample:
     client.close()
     if load.errors or set(load.statuses) != {202}:
         raise RuntimeError(f"end to end: answers {load.statuses}, {load.errors} broken")
+    spent = cpu.spent()
     elapsed = finished - started
+    per = 1e6 / scale.e2e_count
     return {
         "rate": scale.e2e_count / elapsed,
         "seconds": elapsed,
         "accept_seconds": load.seconds,
         "failed": float(counts["FAIL"] + counts["DISCARD"]),
+        # CPU per invocation, machine-independent where rates are not: the service's processes
+        # (instances included), the database server's backends, the load generator.
+        "service_cpu_us": spent["service"] * per,
+        "database_cpu_us": spent["database"] * per,
+        "client_cpu_us": spent["client"] * per,
+        "cpu_us": (spent["service"] + spent["database"] + spent["client"]) * per,
     }
+
+
+class _CpuMeter:
+    """CPU seconds from now on of a service's processes, of the PostgreSQL backends serving
+    them, and of this process (the load generator). Processes that start meanwhile (instances,
+    pooled connections) count from zero; processes that end meanwhile are not counted."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._before = self._read()
+        self._client = time.process_time()
+
+    def _read(self) -> tuple[dict[int, float], dict[int, float]]:
+        pids = service_pids(self._service)
+        backends = postgres_backends(pids) if self._service.backend == "postgres" else []
+        return cpu_seconds(pids), cpu_seconds(backends)
+
+    def spent(self) -> dict[str, float]:
+        after = self._read()
+        service, database = (
+            sum(used - self._before[n].get(pid, 0.0) for pid, used in after[n].items())
+            for n in (0, 1)
+        )
+        return {
+            "service": service,
+            "database": database,
+            "client": time.process_time() - self._client,
+        }
 
 
 # -- dispatch latency -------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class Settings:
         """``worker_concurrency``, or the store's default when it is 0."""
         if self.worker_concurrency:
             return self.worker_concurrency
-        return 32 if self.database_url else 16
+        return 64 if self.database_url else 16
 
     @property
     def api_endpoint(self) -> str:

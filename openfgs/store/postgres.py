@@ -59,6 +59,7 @@ CHANNEL = "openfgs_invocations"
 # The columns of an accepted row, as insert_invocations takes them (each as an array).
 _ACCEPT_COLUMNS = ("request_id", "function_id", "version", "payload", "start_time",
                    "available_at", "expires_at", "max_attempts", "depth", "rerun_of")  # fmt: skip
+_STARTED_COLUMNS = (*_ACCEPT_COLUMNS, "lease_until", "worker_id")
 
 
 def _wrap(exc: Exception) -> StoreError:
@@ -136,6 +137,12 @@ class _Ending(NamedTuple):
 def _accept_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """The parameters of ``insert_invocations``: one array per column of the accepted rows."""
     return {column: [row[column] for row in rows] for column in _ACCEPT_COLUMNS}
+
+
+def _started_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of ``insert_started_invocations``: those of ``insert_invocations`` and
+    each row's worker and lease."""
+    return {column: [row[column] for row in rows] for column in _STARTED_COLUMNS}
 
 
 def _ending_arrays(batch: list[_Ending]) -> dict[str, Any]:
@@ -360,28 +367,31 @@ class PostgresStore(SqlStore):
             _settle(future, running)
 
     async def _insert_rows(self, rows: list[_Accept]) -> list[bool]:
-        """Insert ``rows`` in one durable transaction, pipelined (one round trip); whether
+        """Insert ``rows`` in one durable transaction, pipelined (one round trip): the plain
+        ones in one statement, the ones this node's worker would start in another; whether
         each was started at once (see ``insert_started_invocation``)."""
         plain = [row.params for row in rows if row.start is None]
         starts = [{**row.params, **row.start} for row in rows if row.start is not None]
-        statuses: list[str] = []
+        statuses: dict[str, str] = {}
         try:
             async with self._connection() as conn:
+                started = None
                 async with conn.pipeline(), conn.transaction():
                     if plain:
                         await conn.execute(self._q["insert_invocations"], _accept_arrays(plain))
-                    cursors = []
                     if starts:
                         await conn.execute(self._q["try_claim_lock"], starts[0])
-                        sql = self._q["insert_started_invocation"]
-                        cursors = [await conn.execute(sql, params) for params in starts]
-                for cursor in cursors:
-                    row = await cursor.fetchone()
-                    statuses.append("" if row is None else str(row["status"]))
+                        started = await conn.execute(
+                            self._q["insert_started_invocations"], _started_arrays(starts)
+                        )
+                if started is not None:
+                    statuses = {r["request_id"]: r["status"] for r in await started.fetchall()}
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
-        running = iter(statuses)
-        return [False if row.start is None else next(running) == "RUNNING" for row in rows]
+        return [
+            row.start is not None and statuses.get(row.params["request_id"]) == "RUNNING"
+            for row in rows
+        ]
 
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int

@@ -1046,6 +1046,49 @@ async def test_an_accepted_row_starts_at_once_only_within_the_claims_rules(
         }
 
 
+async def test_accepts_started_together_start_each_functions_first_rows_within_its_room(
+    store: Store, backend: Backend
+) -> None:
+    # Accepts that arrive together share one batch, and PostgreSQL starts that batch's rows in
+    # one statement: each function's earliest rows up to its room, each under its own lease;
+    # the rest wait, unchanged.
+    starts = backend.name == "postgres"
+    limited = await add_function(store, "limited")
+    await store.update_function(replace(limited, concurrency=2), None)
+    other = await add_function(store, "other")
+    rows = [new_invocation(other.id, BASE, rerun_of="earlier")] + [
+        new_invocation(limited.id, BASE + 1 + i) for i in range(4)
+    ]
+    leases = [BASE + 100 + i for i in range(len(rows))]
+    started = await asyncio.gather(
+        *(
+            store.insert_started_invocation(r, "w1", lease)
+            for r, lease in zip(rows, leases, strict=True)
+        )
+    )
+    assert started == [starts, starts, starts, False, False]
+    found = await records(store, limited.id) | await records(store, other.id)
+    assert [(found[r.request_id].status, found[r.request_id].attempt) for r in rows] == [
+        (Status.RUNNING, 1) if starts else (Status.WAIT, 0),
+        (Status.RUNNING, 1) if starts else (Status.WAIT, 0),
+        (Status.RUNNING, 1) if starts else (Status.WAIT, 0),
+        (Status.WAIT, 0),
+        (Status.WAIT, 0),
+    ]
+    if starts:  # each under its own lease, its accept time its attempt's start
+        assert {
+            (c.request_id, c.accepted_at, c.attempt)
+            for c in await store.list_expired_leases(BASE + 102, 10)
+        } == {(rows[0].request_id, BASE, 1), (rows[1].request_id, BASE + 1, 1)}
+    # What waits is claimed as any accepted row, once the function has room again.
+    claimed = await claim(store, "w2", BASE + 20, 10, FAR)
+    assert {c.request_id for c in claimed} == (
+        set() if starts else {rows[0].request_id, rows[1].request_id, rows[2].request_id}
+    )
+    sent = {r.request_id: r.payload for r in rows}
+    assert all(c.payload == sent[c.request_id] for c in claimed)
+
+
 @pytest.mark.postgres
 async def test_an_accepted_row_waits_while_a_claim_holds_the_lock(tmp_path: Path) -> None:
     # Never waited for: a claim running elsewhere means the row waits like any other.
@@ -1326,7 +1369,7 @@ def test_each_dialect_defines_every_query_name_exactly_once() -> None:
     postgres_only = {
         "finish_invocations",
         "try_claim_lock",
-        "insert_started_invocation",
+        "insert_started_invocations",
         "insert_invocations",
     }
     assert set(own["sqlite"]) - sqlite_only == set(own["postgres"]) - postgres_only

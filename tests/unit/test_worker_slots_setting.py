@@ -13,7 +13,7 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 def test_by_default_the_store_decides() -> None:
     assert load_settings({}).worker_slots == 16
-    assert load_settings({"OPENFGS_DATABASE_URL": PG}).worker_slots == 32
+    assert load_settings({"OPENFGS_DATABASE_URL": PG}).worker_slots == 64
 
 
 def test_a_number_given_is_the_number_on_either_store() -> None:

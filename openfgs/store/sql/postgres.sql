@@ -200,38 +200,58 @@ FROM unnest(
 -- For an accept whose rows this node's worker would start at once: the claims' lock if it is
 -- free now, never waited for (when it is busy, claims are running and the rows wait like any
 -- other), remembered for this transaction in openfgs.claim_locked for
--- insert_started_invocation, whose own snapshot is then taken with the lock held.
+-- insert_started_invocations, whose own snapshot is then taken with the lock held.
 SELECT set_config('openfgs.claim_locked',
     CAST(pg_try_advisory_xact_lock(:claim_lock) AS TEXT), TRUE) AS locked;
 
--- name: insert_started_invocation
--- An accepted row started at once by the accepting node's worker — attempt 1, RUNNING under
--- its lease — when that keeps the claims' rules: their lock is held (try_claim_lock), nothing
--- due is waiting (older rows go first) and the function has room under its concurrency, as
--- openfgs_pick_due counts it. Otherwise it waits like any accepted row. Returns its status.
+-- name: insert_started_invocations
+-- The accepted rows of one batch that this node's worker would start at once (each parameter
+-- the array of its column, as insert_invocations), in one statement: each starts RUNNING,
+-- attempt 1, under its lease when that keeps the claims' rules — their lock is held
+-- (try_claim_lock), nothing due by the batch's last start_time waits (older rows go first), and
+-- the row is within its function's room (strategy_config.concurrency less what runs, counted
+-- as openfgs_pick_due counts it, the batch's earlier rows of the function first). The others
+-- wait like any accepted row. Row by row, the counts were made again for every row: ~115 µs of
+-- the server's CPU a row with 128 slots (docs/benchmarks.md, "Accepts started in one
+-- statement"). Returns each row's request id and status.
+WITH accepted AS MATERIALIZED (
+    SELECT r.*, row_number() OVER (PARTITION BY r.function_id ORDER BY r.ord) AS rank
+    FROM unnest(
+        CAST(:request_id AS TEXT[]), CAST(:function_id AS BIGINT[]), CAST(:version AS TEXT[]),
+        CAST(:payload AS BYTEA[]), CAST(:start_time AS BIGINT[]),
+        CAST(:available_at AS BIGINT[]), CAST(:expires_at AS BIGINT[]),
+        CAST(:max_attempts AS INTEGER[]), CAST(:depth AS INTEGER[]), CAST(:rerun_of AS TEXT[]),
+        CAST(:lease_until AS BIGINT[]), CAST(:worker_id AS TEXT[])
+    ) WITH ORDINALITY AS r (request_id, function_id, version, payload, start_time,
+        available_at, expires_at, max_attempts, depth, rerun_of, lease_until, worker_id, ord)
+), free AS MATERIALIZED (
+    SELECT coalesce(current_setting('openfgs.claim_locked', TRUE), '') = 'true'
+        AND NOT EXISTS (
+            SELECT 1 FROM invocations WHERE status = 'WAIT'
+              AND available_at <= (SELECT max(start_time) FROM accepted)
+        ) AS free
+), room AS MATERIALIZED (
+    SELECT f.id AS function_id, f.concurrency - (
+        SELECT count(*) FROM invocations r WHERE r.function_id = f.id AND r.status = 'RUNNING'
+    ) AS room
+    FROM functions f
+    WHERE f.id IN (SELECT function_id FROM accepted)
+), decided AS (
+    SELECT a.*, (free.free AND a.rank <= coalesce(room.room, 0)) AS start
+    FROM accepted a CROSS JOIN free LEFT JOIN room ON room.function_id = a.function_id
+)
 INSERT INTO invocations (request_id, function_id, version, status, payload, start_time,
     available_at, expires_at, max_attempts, depth, rerun_of, attempt, lease_until, worker_id,
     attempt_started_at)
-SELECT :request_id, :function_id, :version, CASE WHEN s.start THEN 'RUNNING' ELSE 'WAIT' END,
-    :payload, :start_time, :available_at, :expires_at, :max_attempts, :depth, :rerun_of,
-    CASE WHEN s.start THEN 1 ELSE 0 END,
-    CASE WHEN s.start THEN CAST(:lease_until AS BIGINT) END,
-    CASE WHEN s.start THEN CAST(:worker_id AS TEXT) END,
-    CASE WHEN s.start THEN CAST(:start_time AS BIGINT) END
-FROM (
-    SELECT coalesce(current_setting('openfgs.claim_locked', TRUE), '') = 'true'
-        AND NOT EXISTS (
-            SELECT 1 FROM invocations WHERE status = 'WAIT' AND available_at <= :start_time
-        )
-        AND coalesce((
-            SELECT f.concurrency - (
-                SELECT count(*) FROM invocations r
-                WHERE r.function_id = f.id AND r.status = 'RUNNING'
-            )
-            FROM functions f WHERE f.id = :function_id
-        ), 0) > 0 AS start
-) s
-RETURNING status;
+SELECT request_id, function_id, version, CASE WHEN start THEN 'RUNNING' ELSE 'WAIT' END,
+    payload, start_time, available_at, expires_at, max_attempts, depth, rerun_of,
+    CASE WHEN start THEN 1 ELSE 0 END,
+    CASE WHEN start THEN lease_until END,
+    CASE WHEN start THEN worker_id END,
+    CASE WHEN start THEN start_time END
+FROM decided
+ORDER BY ord
+RETURNING request_id, status;
 
 -- name: ensure_partitions
 -- The day partitions of records and attempts for the UTC days first_day … last_day (migration
