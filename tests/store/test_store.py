@@ -1114,6 +1114,68 @@ async def test_an_accepted_row_waits_while_a_claim_holds_the_lock(tmp_path: Path
             await store.close()
 
 
+@pytest.mark.postgres
+async def test_a_claim_reads_only_its_rows_stretch_whatever_plan_it_keeps() -> None:
+    # A prepared claim keeps the plan it made while few rows waited (no statistics yet, or a
+    # table analyzed with a short queue): a partial index of waiting rows, read whole. Found
+    # within the ranges their walk returns, the picked rows are a short read however long
+    # the queue grew behind them.
+    with database_url("postgres") as url:
+        store = PostgresStore(url, pool_size=2)
+        await store.open()
+        try:
+            function = await add_function(store, "hello")
+            for i in range(3):
+                await store.insert_invocation(new_invocation(function.id, BASE + i))
+            names: list[str] = []
+
+            def positional(match: re.Match[str]) -> str:
+                if match.group(1) not in names:
+                    names.append(match.group(1))
+                return f"${names.index(match.group(1)) + 1}"
+
+            claim_sql = re.sub(
+                r"%\((\w+)\)s", positional, postgres_module.postgres_queries()["claim_invocations"]
+            )
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                key = await postgres_module.claim_lock_key(conn)
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+                await conn.execute(f"PREPARE claim AS {claim_sql}")
+
+                def execute(now: int, limit: int) -> psycopg.sql.Composed:
+                    params = {
+                        **common_module.claim_params("w1", now, limit, FAR),
+                        "claim_lock": key,
+                    }
+                    values = [psycopg.sql.Literal(params[name]) for name in names]
+                    return psycopg.sql.SQL("EXECUTE claim({})").format(
+                        psycopg.sql.SQL(", ").join(values)
+                    )
+
+                await conn.execute(execute(BASE + 10, 2))  # the plan, made while 3 rows wait
+                backlog = [new_invocation(function.id, BASE + 10 + i) for i in range(3000)]
+                await asyncio.gather(*(store.insert_invocation(row) for row in backlog))
+                cursor = await conn.execute(
+                    psycopg.sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(
+                        execute(BASE + 5000, 5)
+                    )
+                )
+                row = await cursor.fetchone()
+            assert row is not None
+            plan = row[0][0]["Plan"]
+
+            def read(node: dict[str, Any]) -> int:
+                own = 0
+                if node.get("Relation Name", "").startswith("invocations"):
+                    own = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+                return own + sum(read(child) for child in node.get("Plans", []))
+
+            assert plan["Actual Rows"] == 5  # the one left of the first three, four of the rest
+            assert read(plan) <= 20, plan  # not the 3,000 entries of every waiting row
+        finally:
+            await store.close()
+
+
 async def test_claim_waiting_takes_only_that_waiting_row_of_that_function(store: Store) -> None:
     function = await add_function(store, "hello")
     other = await add_function(store, "other")

@@ -48,20 +48,26 @@ WHERE function_id = :function_id
 -- name: claim_invocations
 -- Waiting rows whose time has come, oldest first, as many per function as its concurrency
 -- (strategy_config.concurrency) leaves room for beside what already runs, on every node: the
--- walk is openfgs_pick_due (migration 0003), which takes the claim advisory lock first.
--- The walk runs once, materialized: as the inner side of a join (a plan PostgreSQL keeps for a
--- prepared statement made while the table was nearly empty) it ran once per waiting row, and
--- one claim took hundreds of rows past its limit. Its ids are then looked up in the primary
--- key (= ANY of the one array): joined, they were hashed against every waiting row, read
--- whole at each claim (~1 ms per thousand waiting).
+-- walk is openfgs_pick_due_window (migrations 0003, 0011), which takes the claim advisory lock
+-- first. The walk runs once, materialized: as the inner side of a join (a plan PostgreSQL keeps
+-- for a prepared statement made while the table was nearly empty) it ran once per waiting
+-- row, and one claim took hundreds of rows past its limit. Its ids are then found by key
+-- (= ANY of the one array; joined, they were hashed against every waiting row) within the
+-- ranges of available_at and expires_at they span: whichever index the plan reads — the
+-- partial indexes of waiting rows look smallest to a plan made while few rows waited — reads
+-- only that range, not every waiting row's entry (~1 ms per thousand waiting).
 WITH picked AS MATERIALIZED (
-    SELECT openfgs_pick_due(:now, :limit, :scan, :claim_lock) AS ids
+    SELECT * FROM openfgs_pick_due_window(:now, :limit, :scan, :claim_lock)
 )
 UPDATE invocations
 SET status = 'RUNNING', attempt = attempt + 1, lease_until = :lease_until,
     worker_id = :worker_id, attempt_started_at = :now
 WHERE invocations.id = ANY(CAST((SELECT ids FROM picked) AS BIGINT[]))
   AND invocations.status = 'WAIT'
+  AND invocations.available_at BETWEEN (SELECT first_due FROM picked)
+      AND (SELECT last_due FROM picked)
+  AND invocations.expires_at BETWEEN (SELECT first_expiry FROM picked)
+      AND (SELECT last_expiry FROM picked)
 RETURNING request_id, function_id, version, payload, attempt, expires_at, max_attempts, depth,
     error_message AS last_error, start_time AS accepted_at;
 
