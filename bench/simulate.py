@@ -463,7 +463,7 @@ def table_figures(url: str) -> dict[str, float]:
         ).fetchone()
         claims = conn.execute(
             "SELECT calls, total_time FROM pg_stat_user_functions "
-            "WHERE schemaname = current_schema() AND funcname = 'openfgs_pick_due'"
+            "WHERE schemaname = current_schema() AND funcname = 'openfgs_pick_due_window'"
         ).fetchone()
     assert size is not None
     out = {"bytes_invocations_total": float(size[0]), "bytes_attempts_total": float(size[1])}
