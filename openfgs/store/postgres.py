@@ -396,8 +396,8 @@ class PostgresStore(SqlStore):
     async def claim_due(
         self, worker_id: str, now: int, limit: int, expired_limit: int, lease_until: int
     ) -> tuple[list[ClaimedInvocation], list[ClaimedInvocation]]:
-        # Claims take turns (openfgs_pick_due locks), so per-function concurrency holds across
-        # every worker.
+        # Claims take turns (openfgs_pick_due_window locks), so per-function concurrency holds
+        # across every worker.
         params = {
             **claim_params(worker_id, now, limit, lease_until),
             "claim_lock": self._claim_lock_key,

@@ -216,10 +216,10 @@ SELECT set_config('openfgs.claim_locked',
 -- attempt 1, under its lease when that keeps the claims' rules — their lock is held
 -- (try_claim_lock), nothing due by the batch's last start_time waits (older rows go first), and
 -- the row is within its function's room (strategy_config.concurrency less what runs, counted
--- as openfgs_pick_due counts it, the batch's earlier rows of the function first). The others
--- wait like any accepted row. Row by row, the counts were made again for every row: ~115 µs of
--- the server's CPU a row with 128 slots (docs/benchmarks.md, "Accepts started in one
--- statement"). Returns each row's request id and status.
+-- as openfgs_pick_due_window counts it, the batch's earlier rows of the function first). The
+-- others wait like any accepted row. Row by row, the counts were made again for every row:
+-- ~115 µs of the server's CPU a row with 128 slots (docs/benchmarks.md, "Accepts started in
+-- one statement"). Returns each row's request id and status.
 WITH accepted AS MATERIALIZED (
     SELECT r.*, row_number() OVER (PARTITION BY r.function_id ORDER BY r.ord) AS rank
     FROM unnest(
