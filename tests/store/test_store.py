@@ -1009,6 +1009,13 @@ async def test_every_claimed_row_carries_its_accept_time(store: Store) -> None:
     assert {c.request_id: c.accepted_at for c in recovered}[lost.request_id] == BASE + 4
 
 
+async def limited_and_other(store: Store) -> tuple[Function, Function]:
+    """A function with room for two invocations at once, and another one."""
+    limited = await add_function(store, "limited")
+    await store.update_function(replace(limited, concurrency=2), None)
+    return limited, await add_function(store, "other")
+
+
 async def test_an_accepted_row_starts_at_once_only_within_the_claims_rules(
     store: Store, backend: Backend
 ) -> None:
@@ -1016,9 +1023,7 @@ async def test_an_accepted_row_starts_at_once_only_within_the_claims_rules(
     # the function has room and nothing older waits; SQLite inserts it WAIT (it has no round
     # trip to save). Either way the claims' rules hold.
     starts = backend.name == "postgres"
-    function = await add_function(store, "hello")
-    await store.update_function(replace(function, concurrency=2), None)
-    other = await add_function(store, "other")
+    function, other = await limited_and_other(store)
     rows = [new_invocation(function.id, BASE + i) for i in range(3)]
     started = [await store.insert_started_invocation(row, "w1", FAR) for row in rows]
     assert started == [starts, starts, False]  # the third: no room under concurrency 2
@@ -1053,9 +1058,7 @@ async def test_accepts_started_together_start_each_functions_first_rows_within_i
     # one statement: each function's earliest rows up to its room, each under its own lease;
     # the rest wait, unchanged.
     starts = backend.name == "postgres"
-    limited = await add_function(store, "limited")
-    await store.update_function(replace(limited, concurrency=2), None)
-    other = await add_function(store, "other")
+    limited, other = await limited_and_other(store)
     rows = [new_invocation(other.id, BASE, rerun_of="earlier")] + [
         new_invocation(limited.id, BASE + 1 + i) for i in range(4)
     ]
