@@ -60,6 +60,10 @@ CHANNEL = "openfgs_invocations"
 _ACCEPT_COLUMNS = ("request_id", "function_id", "version", "payload", "start_time",
                    "available_at", "expires_at", "max_attempts", "depth", "rerun_of")  # fmt: skip
 _STARTED_COLUMNS = (*_ACCEPT_COLUMNS, "lease_until", "worker_id")
+# Statements whose parameters are arrays of a batch's rows go in binary: psycopg dumps a batch
+# of 30 accepted rows' arrays in ~85 µs so, ~290–390 µs as text, on the event loop
+# (docs/benchmarks.md, "Arrays in binary").
+_BINARY = frozenset({"insert_invocations", "insert_started_invocations", "finish_invocations"})
 
 
 def _wrap(exc: Exception) -> StoreError:
@@ -167,8 +171,12 @@ def _ending_arrays(batch: list[_Ending]) -> dict[str, Any]:
 
 
 def postgres_queries() -> dict[str, str]:
-    """The named queries with ``:name`` parameters turned into psycopg's ``%(name)s``."""
-    return {name: _PARAM.sub(r"%(\1)s", sql) for name, sql in load_queries("postgres").items()}
+    """The named queries with ``:name`` parameters turned into psycopg's ``%(name)s``, or
+    ``%(name)b`` (binary) for the statements of many rows in arrays."""
+    return {
+        name: _PARAM.sub(r"%(\1)b" if name in _BINARY else r"%(\1)s", sql)
+        for name, sql in load_queries("postgres").items()
+    }
 
 
 async def claim_lock_key(conn: psycopg.AsyncConnection[Any]) -> int:
