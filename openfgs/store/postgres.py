@@ -138,15 +138,10 @@ class _Ending(NamedTuple):
     start_time: int | None  # the record's, when known: its day partition is searched alone
 
 
-def _accept_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The parameters of ``insert_invocations``: one array per column of the accepted rows."""
-    return {column: [row[column] for row in rows] for column in _ACCEPT_COLUMNS}
-
-
-def _started_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The parameters of ``insert_started_invocations``: those of ``insert_invocations`` and
-    each row's worker and lease."""
-    return {column: [row[column] for row in rows] for column in _STARTED_COLUMNS}
+def _column_arrays(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The parameters of a statement of many rows: one array per column (``_ACCEPT_COLUMNS``
+    for ``insert_invocations``, ``_STARTED_COLUMNS`` for ``insert_started_invocations``)."""
+    return {column: [row[column] for row in rows] for column in columns}
 
 
 def _ending_arrays(batch: list[_Ending]) -> dict[str, Any]:
@@ -386,11 +381,14 @@ class PostgresStore(SqlStore):
                 started = None
                 async with conn.pipeline(), conn.transaction():
                     if plain:
-                        await conn.execute(self._q["insert_invocations"], _accept_arrays(plain))
+                        await conn.execute(
+                            self._q["insert_invocations"], _column_arrays(plain, _ACCEPT_COLUMNS)
+                        )
                     if starts:
                         await conn.execute(self._q["try_claim_lock"], starts[0])
                         started = await conn.execute(
-                            self._q["insert_started_invocations"], _started_arrays(starts)
+                            self._q["insert_started_invocations"],
+                            _column_arrays(starts, _STARTED_COLUMNS),
                         )
                 if started is not None:
                     statuses = {r["request_id"]: r["status"] for r in await started.fetchall()}

@@ -39,6 +39,7 @@ from openfgs.api import declared_routes
 from openfgs.api.guard import Guard
 from openfgs.dependencies import DEPENDENCY_ZIP_LIMIT, MAX_PER_FUNCTION
 from openfgs.runtime.code import DEPENDENCY_MAX_ENTRIES
+from tests import support
 from tests.api.conftest import (
     RawApi,
     function_path,
@@ -90,21 +91,11 @@ def create_dependency(
     return sdk.create_dependency_version(CreateDependencyVersionRequest(body=body))
 
 
-def create_function(
-    sdk: Any, name: str, depend: list[str] | None, runtime: str = "Python3.9"
-) -> Any:
-    body = CreateFunctionRequestBody(
-        func_name=name,
-        package="default",
-        runtime=runtime,
-        timeout=30,
-        handler="index.handler",
-        memory_size=128,
-        code_type="inline",
-        func_code=FuncCode(file=b64("def handler(event, context):\n    return 'ok'\n")),
-        depend_version_list=depend,
+def create_function(sdk: Any, name: str, depend: list[str] | None) -> Any:
+    """A Python function that returns 'ok', listing the dependency versions ``depend``."""
+    return support.create_function(
+        sdk, name, "def handler(event, context):\n    return 'ok'\n", depend_version_list=depend
     )
-    return sdk.create_function(CreateFunctionRequest(body=body))
 
 
 def set_dependencies(sdk: Any, name: str, depend: list[str] | None) -> Any:
