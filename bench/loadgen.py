@@ -2,11 +2,11 @@
 
 One Python process on one core must drive a server on the other core, so the per-request
 client cost is kept small: requests are written as raw bytes on ``asyncio.Protocol``
-connections (no HTTP library), and a request is signed once per distinct
+connections (no HTTP library), and a request is made and signed once per distinct
 (method, path, query, body, ``X-Sdk-Date``) — the date has a one-second resolution, so a
-closed loop that sends the same small body re-signs once a second. Every request is still
-signed exactly as the official SDK does it (``openfgs.auth.signing.sign_headers``) and the
-server verifies every one.
+closed loop that sends the same small body re-signs once a second, and otherwise pays a
+clock read and a dictionary lookup per request. Every request is still signed exactly as the
+official SDK does it (``openfgs.auth.signing.sign_headers``) and the server verifies every one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from openfgs.auth.signing import DATE_FORMAT, sign_headers
@@ -88,7 +87,9 @@ class Client:
         self.port = port
         self.host = f"127.0.0.1:{port}"
         self.credential = credential
-        self._signed: dict[tuple[str, str, str, bytes, str], bytes] = {}
+        self._made: dict[tuple[str, str, tuple[tuple[str, str], ...], bytes, bool], bytes] = {}
+        self._second = 0
+        self._date = ""
         self._connections: list[_Connection] = []
         self._control: _Connection | None = None
 
@@ -122,37 +123,49 @@ class Client:
         signed: bool = True,
     ) -> bytes:
         """The raw request; signed with the client's credential unless ``signed`` is False."""
+        second = int(time.time())
+        if second != self._second:  # a new X-Sdk-Date: every signed request is made anew
+            self._second, self._date = second, time.strftime(DATE_FORMAT, time.gmtime(second))
+            self._made.clear()
+        key = (method, path, tuple(sorted((query or {}).items())), body, signed)
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) > 4096:
+                self._made.clear()
+            made = self._made[key] = self._make(method, path, key[2], body, signed)
+        return made
+
+    def _make(
+        self,
+        method: str,
+        path: str,
+        query: tuple[tuple[str, str], ...],
+        body: bytes,
+        signed: bool,
+    ) -> bytes:
         encoded = "/".join(quote(seg, safe="") for seg in path.split("/"))
-        qs = urlencode(sorted((query or {}).items()), quote_via=quote)
+        qs = urlencode(query, quote_via=quote)
         target = encoded + (f"?{qs}" if qs else "")
         if not signed or self.credential is None:
             head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\n"
             return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-        date = datetime.now(UTC).strftime(DATE_FORMAT)
-        key = (method, target, qs, body, date)
-        cached = self._signed.get(key)
-        if cached is None:
-            if len(self._signed) > 4096:
-                self._signed.clear()
-            headers = sign_headers(
-                method,
-                encoded,
-                qs,
-                {
-                    "Host": self.host,
-                    "Content-Type": "application/json",
-                    "X-Project-Id": self.credential.project_id,
-                    "X-Sdk-Date": date,
-                },
-                body,
-                self.credential.access_key,
-                self.credential.secret_key,
-            )
-            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            cached = f"{method} {target} HTTP/1.1\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
-            cached = cached.encode() + body
-            self._signed[key] = cached
-        return cached
+        headers = sign_headers(
+            method,
+            encoded,
+            qs,
+            {
+                "Host": self.host,
+                "Content-Type": "application/json",
+                "X-Project-Id": self.credential.project_id,
+                "X-Sdk-Date": self._date,
+            },
+            body,
+            self.credential.access_key,
+            self.credential.secret_key,
+        )
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"{method} {target} HTTP/1.1\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
+        return head.encode() + body
 
 
 @dataclass
