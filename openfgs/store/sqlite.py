@@ -4,8 +4,8 @@ The operations are :class:`~openfgs.store.common.SqlStore`'s; this module runs t
 (reads on the reader threads, writes on the writer) and claims in its own way.
 
 Every write is queued to the writer thread, which takes all writes waiting at that moment, runs
-each inside its own savepoint of one transaction (plain inserts all in one ``executemany``) and
-commits once: a durable write (``synchronous=FULL``) is on disk when its coroutine returns, and
+each inside its own savepoint of one transaction (plain inserts all together, in a few
+multi-row statements) and commits once: a durable write (``synchronous=FULL``) is on disk when its coroutine returns, and
 concurrent writers share the fsync. Claims and outcomes commit without the fsync (see
 :class:`_Writer`).
 """
@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -33,6 +34,9 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 1024
 _READERS = 4
+# The most rows one multi-row insert takes: 11 columns a row stay well below SQLite's limit of
+# 32,766 parameters a statement.
+_MAX_ROWS_A_STATEMENT = 512
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -92,7 +96,8 @@ def _wrap(exc: Exception) -> StoreError:
 
 
 class _Insert:
-    """A queued plain insert: the writer runs all of a batch's inserts as one ``executemany``."""
+    """A queued plain insert: the writer runs all of a batch's inserts together
+    (:class:`_RowsInserts`)."""
 
     __slots__ = ("params",)
 
@@ -101,6 +106,38 @@ class _Insert:
 
 
 _Job = tuple[Op | _Insert, "asyncio.Future[Any]", bool]
+
+
+class _RowsInserts:
+    """One ``INSERT … VALUES (…)`` statement made into statements of many rows each.
+
+    Rows go in as few statements as the batch's size in powers of two (30 rows: 16, 8, 4 and
+    2), so a handful of texts are prepared once and kept in the connection's statement cache.
+    Each statement is one step of SQLite's, with the GIL released once: ``executemany`` takes a
+    step, and so gives up and takes back the GIL, for every row, and while the event loop keeps
+    the GIL busy each taking back may wait for the interpreter's switch interval.
+    """
+
+    def __init__(self, sql: str) -> None:
+        head, values_kw, values = sql.strip().rstrip(";").rpartition("VALUES")
+        values = values.strip()
+        if not (values_kw and values.startswith("(") and values.endswith(")")):
+            raise ValueError("an insert ending in one VALUES (…) row is needed")
+        self._head = head
+        self._names = re.findall(r":(\w+)", values)
+        self._row = re.sub(r":\w+", "?", values)
+        self._texts: dict[int, str] = {}
+
+    def run(self, conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+        names = self._names
+        at = 0
+        while at < len(rows):
+            size = 1 << (min(len(rows) - at, _MAX_ROWS_A_STATEMENT).bit_length() - 1)
+            text = self._texts.get(size)
+            if text is None:
+                text = self._texts[size] = f"{self._head}VALUES " + ", ".join([self._row] * size)
+            conn.execute(text, [row[name] for row in rows[at : at + size] for name in names])
+            at += size
 
 
 class _Writer(threading.Thread):
@@ -117,6 +154,7 @@ class _Writer(threading.Thread):
         super().__init__(name="openfgs-sqlite-writer", daemon=True)
         self._path = path
         self._insert_sql = insert_sql
+        self._inserts = _RowsInserts(insert_sql)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._full_sync = True
 
@@ -192,11 +230,11 @@ class _Writer(threading.Thread):
         indexes: list[int],
         outcomes: list[tuple[bool, Any]],
     ) -> None:
-        """All plain inserts at once; when that fails, one by one so only the bad row fails."""
+        """All plain inserts together; when that fails, one by one so only the bad row fails."""
         rows = [batch[i][0].params for i in indexes]  # type: ignore[union-attr]
         conn.execute("SAVEPOINT inserts")
         try:
-            conn.executemany(self._insert_sql, rows)
+            self._inserts.run(conn, rows)
         except sqlite3.Error:
             conn.execute("ROLLBACK TO inserts")
             conn.execute("RELEASE inserts")

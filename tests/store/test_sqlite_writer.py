@@ -1,4 +1,5 @@
-"""The SQLite writer thread: batches of inserts, a bad row failing alone, fsync only when owed."""
+"""The SQLite writer thread: batches of inserts stored as given, a bad row failing alone, fsync
+only when owed."""
 
 from __future__ import annotations
 
@@ -126,3 +127,78 @@ async def test_a_batch_commits_with_fsync_only_when_a_write_in_it_is_durable(
     normal, full = 1, 2  # PRAGMA synchronous values
     assert bookkeeping.sync_modes == [normal]
     assert with_accept.sync_modes == [full]
+
+
+def stored_rows(store: SqliteStore, function_id: int) -> dict[str, tuple[Any, ...]]:
+    """Each row of ``function_id`` as the database holds it, by request id."""
+    conn = sqlite3.connect(store.path)
+    try:
+        found = conn.execute(
+            "SELECT request_id, version, status, payload, start_time, available_at, expires_at,"
+            " max_attempts, depth, rerun_of FROM invocations WHERE function_id = ?",
+            (function_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {row[0]: row[1:] for row in found}
+
+
+async def test_a_batch_of_inserts_stores_every_row_as_given(store: SqliteStore) -> None:
+    function = await add_function(store)
+    # 700 rows in one batch: multi-row statements of 512, 128, 32, 16, 8 and 4 rows.
+    rows = [
+        NewInvocation(
+            request_id=str(uuid.uuid4()),
+            function_id=function.id,
+            version=f"v{n % 3}",
+            payload=bytes([n % 256, 0, 255]) * (n % 5),  # binary, NULs, and empty ones
+            start_time=BASE + n,
+            available_at=BASE + 2 * n,
+            expires_at=BASE + 10**9 + n,
+            max_attempts=1 + n % 4,
+            depth=n % 2,
+            rerun_of=str(uuid.uuid4()) if n % 7 == 0 else None,
+        )
+        for n in range(700)
+    ]
+
+    outcomes = await queue_behind_gate(
+        store, WriterGate(), *(store.insert_invocation(row) for row in rows)
+    )
+
+    assert outcomes == [None] * len(rows)
+    stored = stored_rows(store, function.id)
+    assert stored == {
+        row.request_id: (
+            row.version,
+            "WAIT",
+            row.payload,
+            row.start_time,
+            row.available_at,
+            row.expires_at,
+            row.max_attempts,
+            row.depth,
+            row.rerun_of,
+        )
+        for row in rows
+    }
+
+
+async def test_a_bad_row_in_a_later_statement_of_a_batch_fails_alone(store: SqliteStore) -> None:
+    function = await add_function(store)
+    existing = invocation(function.id)
+    await store.insert_invocation(existing)
+    # 40 rows: statements of 32 and 8; the duplicate is in the second, after the first ran.
+    fresh = [invocation(function.id) for _ in range(39)]
+    batch = [*fresh[:35], invocation(function.id, existing.request_id), *fresh[35:]]
+
+    outcomes = await queue_behind_gate(
+        store, WriterGate(), *(store.insert_invocation(row) for row in batch)
+    )
+
+    assert isinstance(outcomes[35], ConflictError)
+    assert [o for n, o in enumerate(outcomes) if n != 35] == [None] * 39
+    assert set(stored_rows(store, function.id)) == {
+        existing.request_id,
+        *(row.request_id for row in fresh),
+    }
