@@ -5,8 +5,8 @@ The operations are :class:`~openfgs.store.common.SqlStore`'s; this module runs t
 
 Every write is queued to the writer thread, which takes all writes waiting at that moment, runs
 each inside its own savepoint of one transaction (plain inserts all together, in a few
-multi-row statements) and commits once: a durable write (``synchronous=FULL``) is on disk when its coroutine returns, and
-concurrent writers share the fsync. Claims and outcomes commit without the fsync (see
+multi-row statements) and commits once: a durable write (``synchronous=FULL``) is on disk
+when its coroutine returns, and concurrent writers share the fsync. Claims and outcomes commit without the fsync (see
 :class:`_Writer`).
 """
 
@@ -34,8 +34,8 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 1024
 _READERS = 4
-# The most rows one multi-row insert takes: 11 columns a row stay well below SQLite's limit of
-# 32,766 parameters a statement.
+# The most rows one multi-row insert takes: at 10 parameters a row, well below SQLite's limit
+# of 32,766 parameters a statement.
 _MAX_ROWS_A_STATEMENT = 512
 
 
