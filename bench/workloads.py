@@ -206,21 +206,10 @@ async def _accept_cpu(service: Service, scale: Scale) -> Sample:
 async def _cpu_window(service: Service, warmup: float, duration: float) -> dict[str, float]:
     """CPU seconds spent in the measured window: the service's processes, the database's."""
     await asyncio.sleep(warmup)
-    pids = service_pids(service)
-    backends = postgres_backends(pids) if service.backend == "postgres" else []
-    before = cpu_seconds(pids), cpu_seconds(backends)
+    meter = _CpuMeter(service)
     await asyncio.sleep(duration)
-    after = cpu_seconds(pids), cpu_seconds(backends)
-    spent = [
-        sum(after[n][pid] - before[n][pid] for pid in before[n] if pid in after[n]) for n in (0, 1)
-    ]
-    primary = service.process.pid
-    return {
-        "service": spent[0],
-        "primary": after[0].get(primary, 0.0) - before[0].get(primary, 0.0),
-        "database": spent[1],
-        "total": spent[0] + spent[1],
-    }
+    spent = meter.spent()
+    return {**spent, "total": spent["service"] + spent["database"]}
 
 
 # -- end to end -------------------------------------------------------------------------------
@@ -308,13 +297,17 @@ class _CpuMeter:
         return cpu_seconds(pids), cpu_seconds(backends)
 
     def spent(self) -> dict[str, float]:
+        """Since the meter was made: ``service`` (all its processes), ``primary`` (the one
+        started as the service), ``database`` and ``client``."""
         after = self._read()
         service, database = (
             sum(used - self._before[n].get(pid, 0.0) for pid, used in after[n].items())
             for n in (0, 1)
         )
+        primary = self._service.process.pid
         return {
             "service": service,
+            "primary": after[0].get(primary, 0.0) - self._before[0].get(primary, 0.0),
             "database": database,
             "client": time.process_time() - self._client,
         }

@@ -6,8 +6,8 @@ The operations are :class:`~openfgs.store.common.SqlStore`'s; this module runs t
 Every write is queued to the writer thread, which takes all writes waiting at that moment, runs
 each inside its own savepoint of one transaction (plain inserts all together, in a few
 multi-row statements) and commits once: a durable write (``synchronous=FULL``) is on disk
-when its coroutine returns, and concurrent writers share the fsync. Claims and outcomes commit without the fsync (see
-:class:`_Writer`).
+when its coroutine returns, and concurrent writers share the fsync. Claims and outcomes
+commit without the fsync (see :class:`_Writer`).
 """
 
 from __future__ import annotations
